@@ -1,0 +1,1 @@
+"""Code shared by the receiver and the sync Lambdas (deployed as the SharedLayer)."""

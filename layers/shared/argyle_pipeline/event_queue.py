@@ -1,0 +1,110 @@
+"""The one place that talks to SQS: putting webhook events (and sync continuations) on the FIFO queue."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# SQS's classic limit. Since 2025 SQS accepts 1 MiB, but this is the size every region and moto
+# accept; raise it with MAX_MESSAGE_BYTES once your queue is configured for more.
+DEFAULT_MAX_MESSAGE_BYTES = 262_144
+
+
+class QueueUnavailable(Exception):  # noqa: N818
+    """SQS refused or failed the send: the event was NOT stored, the caller must answer 5xx."""
+
+
+class MessageTooLarge(Exception):  # noqa: N818
+    """The message (body plus attributes) is larger than the queue accepts."""
+
+
+# Characters SQS accepts in a message body; valid JSON may still hold others (U+FFFE, U+FFFF).
+_SQS_UNSAFE = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def encode_body(body: bytes) -> tuple[str, str]:
+    """The SQS message body and its `body_encoding`: the raw text when SQS can carry it, else base64."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not _SQS_UNSAFE.search(text):
+        return text, "raw"
+    return base64.b64encode(body).decode("ascii"), "base64"
+
+
+def decode_body(message_body: str, body_encoding: str | None) -> bytes:
+    """The exact bytes Argyle sent, from an SQS record's body and `body_encoding` attribute."""
+    if body_encoding == "base64":
+        return base64.b64decode(message_body)
+    return message_body.encode("utf-8")
+
+
+def dedupe_key(body: bytes) -> str:
+    """Argyle sends no event id, so an event's identity is the hash of its exact bytes."""
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    body: bytes
+    event_name: str
+    group_id: str
+    dedupe_key: str
+    correlation_id: str
+    received_at_ms: int
+
+    def encoded(self) -> tuple[str, str]:
+        return encode_body(self.body)
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        return {
+            "body_encoding": {"DataType": "String", "StringValue": self.encoded()[1]},
+            "event": {"DataType": "String", "StringValue": self.event_name},
+            "dedupe_key": {"DataType": "String", "StringValue": self.dedupe_key},
+            "correlation_id": {"DataType": "String", "StringValue": self.correlation_id},
+            "received_at_ms": {"DataType": "Number", "StringValue": str(self.received_at_ms)},
+        }
+
+    def size(self) -> int:
+        """Bytes SQS counts against its limit: the body plus each attribute's name, type and value."""
+        total = len(self.encoded()[0].encode("utf-8"))
+        for name, attr in self.attributes().items():
+            total += len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
+        return total
+
+
+class EventQueue:
+    def __init__(self, queue_url: str, client: Any = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("sqs")
+        self._client = client
+        self._queue_url = queue_url
+        self.max_message_bytes = max_message_bytes
+
+    def check_size(self, event: QueuedEvent) -> None:
+        if event.size() > self.max_message_bytes:
+            raise MessageTooLarge(f"message of {event.size()} bytes exceeds {self.max_message_bytes}")
+
+    def send(self, event: QueuedEvent) -> str:
+        """Enqueue the raw body unchanged; returns the SQS message id."""
+        self.check_size(event)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=event.encoded()[0],
+                MessageGroupId=event.group_id,
+                MessageDeduplicationId=event.dedupe_key,
+                MessageAttributes=event.attributes(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+        return str(response["MessageId"])

@@ -1,0 +1,158 @@
+"""The receiver's rules, without AWS: verify, parse just enough to route, enqueue, answer.
+
+Order matters: the signature is checked on the exact raw bytes before anything is parsed, so a
+forged request never reaches the parser or the queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from argyle_pipeline.event_queue import MessageTooLarge, QueuedEvent, QueueUnavailable, dedupe_key
+from argyle_pipeline.signature import SIGNATURE_HEADER, InvalidSignature, verify
+
+# Argyle's published webhook source addresses (webhooks-overview.txt). Argyle says they may change,
+# so checking them is an opt-in fallback, never the main defence.
+ARGYLE_WEBHOOK_IPS = frozenset({"34.27.251.226", "34.122.50.253", "35.188.163.115", "35.226.53.251"})
+
+
+class Queue(Protocol):
+    def send(self, event: QueuedEvent) -> str: ...
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """What the receiver needs of an HTTP request, whatever API Gateway flavour carried it."""
+
+    body: bytes
+    headers: Mapping[str, str]  # lower-cased names
+    source_ip: str | None
+    request_id: str
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status: int
+    body: dict[str, Any]
+    outcome: str  # "accepted" or the rejection reason; a metric dimension and a log field
+    event_name: str | None = None
+    log_fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+
+class BadRequestBody(ValueError):
+    pass
+
+
+def request_from_apigw(event: Mapping[str, Any]) -> WebhookRequest:
+    """Build a WebhookRequest from an API Gateway proxy event (HTTP API 2.0 or REST 1.0)."""
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequestBody("body is marked base64 but is not valid base64") from exc
+    else:
+        body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    headers: dict[str, str] = {}
+    for name, value in (event.get("headers") or {}).items():
+        if isinstance(name, str) and isinstance(value, str):
+            headers[name.lower()] = value
+    context = event.get("requestContext") or {}
+    source_ip = (context.get("http") or {}).get("sourceIp") or (context.get("identity") or {}).get("sourceIp")
+    return WebhookRequest(body=body, headers=headers, source_ip=source_ip,
+                          request_id=str(context.get("requestId") or ""))
+
+
+def message_group(payload: Mapping[str, Any], event_name: str) -> str:
+    """Per-account ordering: the account's events share a group; `users.*` events use the user."""
+    data = payload.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    account, user = data.get("account"), data.get("user")
+    if event_name.startswith("users.") and _group_safe(user):
+        return f"user:{user}"
+    if _group_safe(account):
+        return f"account:{account}"
+    if _group_safe(user):
+        return f"user:{user}"
+    return f"event:{event_name[:100]}"
+
+
+def _group_safe(value: Any) -> bool:
+    # SQS group ids: at most 128 printable ASCII characters.
+    return isinstance(value, str) and 0 < len(value) <= 100 and value.isascii() and value.isprintable()
+
+
+def _reject(status: int, outcome: str, message: str, **log_fields: Any) -> IntakeResult:
+    return IntakeResult(status=status, body={"error": message}, outcome=outcome, log_fields=log_fields)
+
+
+def handle_webhook(
+    request: WebhookRequest,
+    secrets: Callable[[], Iterable[str]],
+    queue: Queue,
+    *,
+    allowed_ips: frozenset[str] | None = None,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> IntakeResult:
+    """Decide what to answer Argyle, enqueuing the event when it is genuine."""
+    if allowed_ips is not None and request.source_ip not in allowed_ips:
+        return _reject(403, "source_ip_not_allowed", "source address is not an Argyle webhook address")
+
+    try:
+        verify(request.body, request.header(SIGNATURE_HEADER), secrets())
+    except InvalidSignature as exc:
+        return _reject(401, exc.reason, "invalid signature" if exc.reason != "missing_signature"
+                       else "missing X-Argyle-Signature header")
+
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _reject(400, "not_utf8", "body is not UTF-8 text")
+    try:
+        payload = json.loads(text)
+    except RecursionError:
+        return _reject(400, "too_deep", "body is nested too deeply")
+    except ValueError:
+        return _reject(400, "not_json", "body is not valid JSON")
+    if not isinstance(payload, dict):
+        return _reject(400, "not_object", "body must be a JSON object")
+    event_name = payload.get("event")
+    if not isinstance(event_name, str) or not event_name:
+        return _reject(400, "no_event", "body must have a string 'event' field")
+
+    key = dedupe_key(request.body)
+    queued = QueuedEvent(
+        body=request.body,
+        event_name=event_name[:256],
+        group_id=message_group(payload, event_name),
+        dedupe_key=key,
+        correlation_id=request.request_id or key[:32],
+        received_at_ms=now_ms(),
+    )
+    try:
+        message_id = queue.send(queued)
+    except MessageTooLarge:
+        return _reject(413, "too_large", "body is too large for the queue", bytes=len(request.body))
+    except QueueUnavailable as exc:
+        # Never 2xx: Argyle retries on failure, and the event is not lost.
+        return _reject(503, "queue_unavailable", "could not store the event, retry later", cause=str(exc))
+    return IntakeResult(
+        status=202,
+        body={"status": "accepted", "event": event_name, "dedupe_key": key},
+        outcome="accepted",
+        event_name=event_name,
+        log_fields={"message_id": message_id, "dedupe_key": key, "group": queued.group_id},
+    )

@@ -1,0 +1,160 @@
+"""Creates template.yaml's queues, tables and secrets in moto (in-process or server) from the
+template itself, so tests and the local stack cannot drift from what `sam deploy` creates.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as random_secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A YAML loader that turns CloudFormation short-form tags (!Ref, !GetAtt...) into dicts."""
+
+
+def _cfn_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: res.get("Properties", {}) for name, res in template["Resources"].items()
+            if res["Type"] == resource_type}
+
+
+@dataclass
+class StackResources:
+    """Physical names of what was created, by logical id (like a stack's outputs)."""
+
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    queue_arns: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """The functions' environment variables, as template.yaml wires them."""
+        return {
+            "EVENTS_QUEUE_URL": self.queue_urls["EventsQueue"],
+            "WEBHOOK_SECRET_ID": self.secrets["WebhookSecret"],
+            "ARGYLE_CREDENTIALS_SECRET_ID": self.secrets["ArgyleCredentialsSecret"],
+            "ACTIVITIES_TABLE": self.tables["ActivitiesTable"],
+            "SYNC_STATE_TABLE": self.tables["SyncStateTable"],
+            "IDEMPOTENCY_TABLE": self.tables["IdempotencyTable"],
+        }
+
+
+def _queue_attributes(props: dict[str, Any], arns: dict[str, str]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    simple = {
+        "FifoQueue": "FifoQueue", "DeduplicationScope": "DeduplicationScope",
+        "FifoThroughputLimit": "FifoThroughputLimit", "VisibilityTimeout": "VisibilityTimeout",
+        "MessageRetentionPeriod": "MessageRetentionPeriod", "SqsManagedSseEnabled": "SqsManagedSseEnabled",
+        "ContentBasedDeduplication": "ContentBasedDeduplication",
+    }
+    for prop, attr in simple.items():
+        if prop in props:
+            value = props[prop]
+            attrs[attr] = str(value).lower() if isinstance(value, bool) else str(value)
+    redrive = props.get("RedrivePolicy")
+    if redrive:
+        target = redrive["deadLetterTargetArn"]
+        if isinstance(target, dict):  # !GetAtt Dlq.Arn
+            target = arns[target["Fn::GetAtt"][0]]
+        attrs["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": target, "maxReceiveCount": str(redrive["maxReceiveCount"])})
+    return attrs
+
+
+def create_queues(sqs: Any, template: dict[str, Any], prefix: str, out: StackResources) -> None:
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    # Dead-letter queues first: the others' RedrivePolicy names them.
+    order = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name])
+    for name in order:
+        props = queues[name]
+        fifo = bool(props.get("FifoQueue"))
+        physical = f"{prefix}-{name}" + (".fifo" if fifo else "")
+        url = sqs.create_queue(QueueName=physical, Attributes=_queue_attributes(props, out.queue_arns))["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        out.queue_urls[name], out.queue_arns[name] = url, arn
+
+
+def create_tables(dynamodb: Any, template: dict[str, Any], prefix: str, out: StackResources) -> None:
+    for name, props in resources_of_type(template, "AWS::DynamoDB::Table").items():
+        physical = f"{prefix}-{name}"
+        kwargs: dict[str, Any] = {
+            "TableName": physical,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if props.get("LocalSecondaryIndexes"):
+            kwargs["LocalSecondaryIndexes"] = props["LocalSecondaryIndexes"]
+        if props.get("SSESpecification", {}).get("SSEEnabled"):
+            kwargs["SSESpecification"] = {"Enabled": True}
+        dynamodb.create_table(**kwargs)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            dynamodb.update_time_to_live(TableName=physical, TimeToLiveSpecification={
+                "AttributeName": ttl["AttributeName"], "Enabled": True})
+        out.tables[name] = physical
+
+
+def _generated_secret_value(props: dict[str, Any]) -> str:
+    gen = props.get("GenerateSecretString")
+    if not gen:
+        return str(props.get("SecretString", ""))
+    value = random_secrets.token_urlsafe(int(gen.get("PasswordLength", 32)))[: int(gen.get("PasswordLength", 32))]
+    template = gen.get("SecretStringTemplate")
+    if template:
+        doc = json.loads(template)
+        doc[gen["GenerateStringKey"]] = value
+        return json.dumps(doc)
+    return value
+
+
+def create_secrets(secretsmanager: Any, template: dict[str, Any], prefix: str, out: StackResources,
+                   values: dict[str, str] | None = None) -> None:
+    """Each secret gets `values[logical_id]` when given, else a value generated as CloudFormation would."""
+    values = values or {}
+    for name, props in resources_of_type(template, "AWS::SecretsManager::Secret").items():
+        value = values.get(name, _generated_secret_value(props))
+        arn = secretsmanager.create_secret(Name=f"{prefix}-{name}", SecretString=value)["ARN"]
+        out.secrets[name] = arn
+
+
+def create_stack_resources(session: Any, prefix: str = "argyle-sync", endpoint_url: str | None = None,
+                           secret_values: dict[str, str] | None = None,
+                           template: dict[str, Any] | None = None) -> StackResources:
+    """Create every queue, table and secret of template.yaml with boto3 (moto in-process or server)."""
+    template = template or load_template()
+    out = StackResources()
+    kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    create_queues(session.client("sqs", **kw), template, prefix, out)
+    create_tables(session.client("dynamodb", **kw), template, prefix, out)
+    create_secrets(session.client("secretsmanager", **kw), template, prefix, out, secret_values)
+    return out
