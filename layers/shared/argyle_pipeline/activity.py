@@ -1,0 +1,81 @@
+"""Argyle's v1 Activity: a typed view for the few fields the pipeline reasons about, and the
+exact document as Argyle sent it (`raw`), which is what storage keeps.
+
+JSON numbers are parsed as Decimal (`parse_json`): money must never pass through float, and
+DynamoDB rejects floats anyway. Unknown fields are kept, as Argyle asks integrations to do.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr
+
+from argyle_pipeline.timestamps import UtcDateTime
+
+
+def parse_json(data: bytes | str) -> Any:
+    """JSON with every non-integer number as Decimal (integers stay int)."""
+    return json.loads(data, parse_float=Decimal)
+
+
+def _lenient_money(value: Any) -> Decimal | None:
+    # The typed view is a convenience; `raw` keeps what Argyle sent. A value that is not a number
+    # ("", "N/A") becomes None here instead of failing the whole page.
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value
+    try:
+        return Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+
+
+Money = Annotated[Decimal | None, BeforeValidator(_lenient_money)]
+
+
+class Income(BaseModel):
+    """`income`: money as strings on the wire ("9.04"), Decimal here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    currency: str | None = None
+    pay: Money = None
+    fees: Money = None
+    tips: Money = None
+    bonus: Money = None
+    taxes: Money = None
+    total: Money = None
+    total_charge: Money = None
+
+
+class Activity(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    account: str
+    start_date: UtcDateTime | None = None
+    end_date: UtcDateTime | None = None
+    updated_at: UtcDateTime | None = None
+    created_at: UtcDateTime | None = None
+    status: str | None = None
+    type: str | None = None
+    employer: str | None = None
+    income: Income | None = None
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, doc: dict[str, Any]) -> Activity:
+        """`doc` as parsed by `parse_json`; it is kept as `raw`, not copied or re-rendered."""
+        activity = cls.model_validate(doc)
+        activity._raw = doc
+        return activity
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """Every field exactly as parsed from Argyle's JSON (numbers Decimal/int, strings unchanged)."""
+        return self._raw

@@ -1,0 +1,168 @@
+"""Argyle's webhook payloads (`{"event", "name", "data"}`), one model per documented event.
+
+The typed models describe the `data` object (they also accept the whole envelope and unwrap it).
+Dates become aware UTC datetimes; the exact strings Argyle sent stay available through
+`original(field)`, and `iso_z()` renders a datetime back for the activities filters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from argyle_pipeline.activity import parse_json
+from argyle_pipeline.timestamps import UtcDateTime, iso_z
+
+__all__ = [
+    "EVENT_MODELS",
+    "SYNC_EVENTS",
+    "ActivitiesAdded",
+    "ActivitiesFullySynced",
+    "ActivitiesPartiallySynced",
+    "ActivitiesRemoved",
+    "ActivitiesUpdated",
+    "EventData",
+    "MalformedWebhook",
+    "UserResource",
+    "UsersFullySynced",
+    "WebhookEnvelope",
+    "iso_z",
+    "parse_webhook",
+]
+
+
+class MalformedWebhook(ValueError):
+    """The body is not a webhook this module can read (not JSON, no event, or bad data)."""
+
+
+class WebhookEnvelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    event: str
+    name: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventData(BaseModel):
+    """Common base: keeps unknown fields, the source mapping, and the envelope's name."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    _source: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _webhook_name: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unwrap_and_keep_source(cls, value: Any, handler: Any) -> Any:
+        name = None
+        is_envelope = isinstance(value, dict) and isinstance(value.get("data"), dict)
+        if is_envelope and isinstance(value.get("event"), str):
+            name = value.get("name") if isinstance(value.get("name"), str) else None
+            value = value["data"]
+        model = handler(value)
+        if isinstance(value, dict):
+            model._source = value
+            model._webhook_name = name
+        return model
+
+    def original(self, field: str) -> Any:
+        """The value exactly as Argyle sent it (e.g. "2019-03-07T20:12:09Z"), or None."""
+        return self._source.get(field)
+
+    @property
+    def webhook_name(self) -> str | None:
+        """The subscription's name from the envelope, when the envelope was parsed."""
+        return self._webhook_name
+
+
+class _Available(EventData):
+    account: str
+    user: str | None = None
+    # Null when available_count is 0 (seen in the wild).
+    available_from: UtcDateTime | None = None
+    available_to: UtcDateTime | None = None
+    available_count: int | None = None
+
+
+class ActivitiesFullySynced(_Available):
+    pass
+
+
+class ActivitiesPartiallySynced(_Available):
+    days_synced: int | None = None
+
+
+class ActivitiesAdded(_Available):
+    added_from: UtcDateTime | None = None
+    added_to: UtcDateTime | None = None
+    added_count: int | None = None
+
+
+class ActivitiesUpdated(_Available):
+    updated_from: UtcDateTime | None = None
+    updated_to: UtcDateTime | None = None
+    updated_count: int | None = None
+    updated_activities: list[str] = Field(default_factory=list)
+
+
+class ActivitiesRemoved(_Available):
+    removed_from: UtcDateTime | None = None
+    removed_to: UtcDateTime | None = None
+    removed_count: int | None = None
+    # v2 events call the list removed_gigs.
+    removed_activities: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("removed_activities", "removed_gigs"))
+
+
+class UserResource(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    data_providers_connected: list[str] = Field(default_factory=list)
+    employers_connected: list[str] = Field(default_factory=list)
+    external_metadata: dict[str, Any] | None = None
+    created_at: UtcDateTime | None = None
+
+
+class UsersFullySynced(EventData):
+    user: str
+    resource: UserResource | None = None
+
+
+EVENT_MODELS: dict[str, type[EventData]] = {
+    "activities.fully_synced": ActivitiesFullySynced,
+    "activities.partially_synced": ActivitiesPartiallySynced,
+    "activities.added": ActivitiesAdded,
+    "activities.updated": ActivitiesUpdated,
+    "activities.removed": ActivitiesRemoved,
+    "users.fully_synced": UsersFullySynced,
+}
+
+# The events the stack subscribes to (`argyle-webhooks subscribe-stack`).
+SYNC_EVENTS: tuple[str, ...] = tuple(EVENT_MODELS)
+
+
+def parse_webhook(body: bytes | str) -> tuple[str, EventData | None]:
+    """(event name, typed data) for a webhook body; the model is None for events not modelled
+    here (accounts.*, anything new). Raises MalformedWebhook (a ValueError)."""
+    try:
+        doc = parse_json(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedWebhook("body is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise MalformedWebhook("body is not a JSON object")
+    try:
+        envelope = WebhookEnvelope.model_validate(doc)
+    except ValidationError as exc:
+        raise MalformedWebhook(f"not a webhook envelope: {exc.error_count()} error(s)") from exc
+    model_type = EVENT_MODELS.get(envelope.event)
+    if model_type is None:
+        return envelope.event, None
+    try:
+        model = model_type.model_validate(envelope.data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        raise MalformedWebhook(f"{envelope.event} data is invalid: {', '.join(fields)}") from exc
+    model._webhook_name = envelope.name
+    return envelope.event, model
