@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
-
 from argyle_pipeline.event_queue import EventQueue
+from argyle_pipeline.receiver_telemetry import RequestTelemetry
 from argyle_pipeline.secret_values import SecretMalformed, SecretUnavailable, webhook_secrets
 from argyle_pipeline.settings import receiver_settings
 from argyle_pipeline.webhook_intake import BadRequestBody, IntakeResult, handle_webhook, request_from_apigw
 
-logger = Logger(service="argyle-receiver")
-metrics = Metrics(namespace="ArgyleSync", service="argyle-receiver")
+telemetry = RequestTelemetry(service="argyle-receiver")
 
 _queue: EventQueue | None = None
+_cold_start = True
 
 
 def event_queue() -> EventQueue:
@@ -41,16 +39,17 @@ def _http(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
 
 
-@logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _cold_start
+    cold_start, _cold_start = _cold_start, False
     settings = receiver_settings()
+    correlation_id = ""
     try:
         request = request_from_apigw(event)
     except BadRequestBody as exc:
         result = IntakeResult(status=400, body={"error": str(exc)}, outcome="bad_base64")
     else:
-        logger.append_keys(correlation_id=request.request_id)
+        correlation_id = request.request_id
         try:
             result = handle_webhook(
                 request,
@@ -60,17 +59,13 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             )
         except (SecretUnavailable, SecretMalformed) as exc:
             # The secret could not be read: fail closed, but with 5xx so Argyle retries later.
-            logger.error("webhook secret unavailable", error=str(exc))
+            telemetry.error("webhook secret unavailable", error=str(exc), correlation_id=correlation_id)
             result = IntakeResult(status=503, body={"error": "temporarily unable to verify, retry later"},
                                   outcome="secret_unavailable")
 
-    if result.accepted:
-        metrics.add_dimension(name="event", value=result.event_name or "unknown")
-        metrics.add_metric(name="WebhookAccepted", unit=MetricUnit.Count, value=1)
-        logger.info("webhook accepted", event_name=result.event_name, **result.log_fields)
-    else:
-        metrics.add_dimension(name="reason", value=result.outcome)
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        log = logger.error if result.status >= 500 else logger.warning
-        log("webhook rejected", status=result.status, reason=result.outcome, **result.log_fields)
+    telemetry.outcome(
+        accepted=result.accepted, status=result.status, outcome=result.outcome, event_name=result.event_name,
+        request_id=getattr(context, "aws_request_id", ""), correlation_id=correlation_id,
+        cold_start=cold_start, **result.log_fields,
+    )
     return _http(result.status, result.body)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 # SQS's classic limit. Since 2025 SQS accepts 1 MiB, but this is the size every region and moto
@@ -57,10 +58,15 @@ class QueuedEvent:
     correlation_id: str
     received_at_ms: int
 
-    def encoded(self) -> tuple[str, str]:
+    @cached_property
+    def _encoded(self) -> tuple[str, str]:
         return encode_body(self.body)
 
-    def attributes(self) -> dict[str, dict[str, str]]:
+    def encoded(self) -> tuple[str, str]:
+        return self._encoded
+
+    @cached_property
+    def _attributes(self) -> dict[str, dict[str, str]]:
         return {
             "body_encoding": {"DataType": "String", "StringValue": self.encoded()[1]},
             "event": {"DataType": "String", "StringValue": self.event_name},
@@ -69,7 +75,14 @@ class QueuedEvent:
             "received_at_ms": {"DataType": "Number", "StringValue": str(self.received_at_ms)},
         }
 
+    def attributes(self) -> dict[str, dict[str, str]]:
+        return self._attributes
+
     def size(self) -> int:
+        return self._size
+
+    @cached_property
+    def _size(self) -> int:
         """Bytes SQS counts against its limit: the body plus each attribute's name, type and value."""
         total = len(self.encoded()[0].encode("utf-8"))
         for name, attr in self.attributes().items():

@@ -1,0 +1,172 @@
+"""Regenerates and re-signs the sample events in events/ (`make events`).
+
+Each API Gateway (HTTP API, payload 2.0) event carries a webhook from Argyle's documentation,
+signed with the local development secret, so `sam local invoke ReceiverFunction -e events/<file>`
+and `make invoke` verify it. `forged_signature.json` is signed with another secret and must be
+rejected. `sqs_*.json` are what Lambda's SQS source hands SyncFunction for the same webhooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
+
+from argyle_pipeline.signature import sign  # noqa: E402
+from local_stack.dev_config import LOCAL_DEV_SECRET  # noqa: E402
+
+ACCOUNT = "12db5af4-fd5f-4d1f-bd98-0360df770aa8"
+USER = "abdb5af4-fd5f-4d1f-bd10-0360df77012c"
+
+# The payloads of Argyle's webhook documentation (activities-webhooks.txt, users-webhooks.txt).
+WEBHOOKS: dict[str, dict[str, Any]] = {
+    "activities_fully_synced": {
+        "event": "activities.fully_synced", "name": "All historical data synced",
+        "data": {"account": ACCOUNT, "user": USER, "available_from": "2019-03-07T20:12:09Z",
+                 "available_to": "2019-09-23T23:57:31Z", "available_count": 432},
+    },
+    "activities_partially_synced": {
+        "event": "activities.partially_synced", "name": "7 days synced",
+        "data": {"account": ACCOUNT, "user": USER, "days_synced": 7, "available_from": "2019-06-07T20:12:09Z",
+                 "available_to": "2019-06-14T20:12:09Z", "available_count": 324},
+    },
+    "activities_added": {
+        "event": "activities.added", "name": "Activities added",
+        "data": {"account": ACCOUNT, "user": USER, "added_from": "2019-08-07T20:12:09Z",
+                 "added_to": "2019-09-23T23:57:31Z", "added_count": 10, "available_from": "2019-03-07T20:12:09Z",
+                 "available_to": "2019-09-23T23:57:31Z", "available_count": 456},
+    },
+    "activities_updated": {
+        "event": "activities.updated", "name": "Activities updated",
+        "data": {"account": ACCOUNT, "user": USER, "updated_from": "2019-09-10T10:00:00Z",
+                 "updated_to": "2019-09-12T12:00:00Z", "updated_count": 2,
+                 "updated_activities": ["d667a477-e252-4f8a-9518-92a51b235187",
+                                        "27f3cde1-1ca0-4b5a-940d-337fd33f97b5"],
+                 "available_from": "2019-03-07T20:12:09Z", "available_to": "2019-09-23T23:57:31Z",
+                 "available_count": 456},
+    },
+    "activities_removed": {
+        "name": "Activities Removed", "event": "activities.removed",
+        "data": {"account": ACCOUNT, "user": USER, "removed_from": "2021-09-27T00:22:54Z",
+                 "removed_to": "2021-09-27T00:22:54Z", "removed_count": 1,
+                 "removed_activities": ["017d9f62-84e1-15ad-b269-624458d343c8"],
+                 "available_from": "2019-09-03T17:56:22Z", "available_to": "2021-12-09T00:01:01Z",
+                 "available_count": 1237},
+    },
+    "users_fully_synced": {
+        "event": "users.fully_synced", "name": "User fully synced",
+        "data": {"user": USER, "resource": {
+            "id": USER, "data_providers_connected": ["mypayroll_platform"],
+            "employers_connected": ["Whole Goods", "SprintCar"], "external_metadata": {},
+            "created_at": "2022-09-29T19:55:43.166095Z"}},
+    },
+    "accounts_added": {
+        "event": "accounts.added", "name": "Account added",
+        "data": {"account": ACCOUNT, "user": USER},
+    },
+}
+
+REQUEST_TIME_EPOCH_MS = 1732406400000  # fixed, so regenerating changes nothing
+
+
+def body_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode("utf-8")
+
+
+def apigw_event(body: bytes, signature: str | None, request_id: str, *, as_base64: bool = False) -> dict[str, Any]:
+    headers = {"content-type": "application/json", "user-agent": "Argyle-Webhooks/1.0",
+               "host": "abc123.execute-api.us-east-1.amazonaws.com"}
+    if signature is not None:
+        headers["x-argyle-signature"] = signature
+    return {
+        "version": "2.0",
+        "routeKey": "POST /webhooks/argyle",
+        "rawPath": "/dev/webhooks/argyle",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {"method": "POST", "path": "/dev/webhooks/argyle", "protocol": "HTTP/1.1",
+                     "sourceIp": "34.27.251.226", "userAgent": "Argyle-Webhooks/1.0"},
+            "requestId": request_id, "routeKey": "POST /webhooks/argyle", "stage": "dev",
+            "time": "24/Nov/2024:00:00:00 +0000", "timeEpoch": REQUEST_TIME_EPOCH_MS,
+        },
+        "body": base64.b64encode(body).decode("ascii") if as_base64 else body.decode("utf-8"),
+        "isBase64Encoded": as_base64,
+    }
+
+
+def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[str, Any]:
+    key = hashlib.sha256(body).hexdigest()
+    return {"Records": [{
+        "messageId": f"00000000-0000-4000-8000-{index:012d}",
+        "receiptHandle": f"sample-receipt-{index}",
+        "body": body.decode("utf-8"),
+        "attributes": {
+            "ApproximateReceiveCount": "1", "SentTimestamp": str(REQUEST_TIME_EPOCH_MS),
+            "SequenceNumber": f"1{index:019d}", "MessageGroupId": group_id,
+            "SenderId": "AROAEXAMPLE", "MessageDeduplicationId": key,
+            "ApproximateFirstReceiveTimestamp": str(REQUEST_TIME_EPOCH_MS),
+        },
+        "messageAttributes": {
+            "event": {"stringValue": event_name, "stringListValues": [], "binaryListValues": [], "dataType": "String"},
+            "dedupe_key": {"stringValue": key, "stringListValues": [], "binaryListValues": [], "dataType": "String"},
+            "correlation_id": {"stringValue": f"sample-{index}", "stringListValues": [], "binaryListValues": [],
+                               "dataType": "String"},
+            "received_at_ms": {"stringValue": str(REQUEST_TIME_EPOCH_MS), "stringListValues": [],
+                               "binaryListValues": [], "dataType": "Number"},
+            "body_encoding": {"stringValue": "raw", "stringListValues": [], "binaryListValues": [],
+                              "dataType": "String"},
+        },
+        "md5OfBody": hashlib.md5(body).hexdigest(),  # noqa: S324 - SQS's own checksum, not security
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:argyle-sync-EventsQueue.fifo",
+        "awsRegion": "us-east-1",
+    }]}
+
+
+def all_events() -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {}
+    for index, (stem, payload) in enumerate(WEBHOOKS.items(), start=1):
+        body = body_bytes(payload)
+        files[f"{stem}.json"] = apigw_event(body, sign(body, LOCAL_DEV_SECRET), f"sample-{stem}")
+        data = payload["data"]
+        group = f"user:{data['user']}" if payload["event"].startswith("users.") else f"account:{data['account']}"
+        files[f"sqs_{stem}.json"] = sqs_event(body, payload["event"], group, index)
+    added = body_bytes(WEBHOOKS["activities_added"])
+    files["activities_added_base64.json"] = apigw_event(
+        added, sign(added, LOCAL_DEV_SECRET), "sample-base64", as_base64=True)
+    files["forged_signature.json"] = apigw_event(
+        added, sign(added, "not-the-secret"), "sample-forged")
+    files["missing_signature.json"] = apigw_event(added, None, "sample-unsigned")
+    return files
+
+
+def write_events(target: Path) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, event in all_events().items():
+        path = target / name
+        path.write_text(json.dumps(event, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "events")
+    args = parser.parse_args()
+    for path in write_events(args.out):
+        print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The receiver handler against moto's server, with the queue and secret created from template.yaml."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from argyle_pipeline.signature import sign
+from local_stack.lambda_runtime import environment, function_environment
+from local_stack.template_resources import StackResources
+from tests.support.receiver_harness import apigw_event, invoke_receiver, reset_receiver_state
+
+CURRENT, PREVIOUS = "current-secret", "previous-secret"
+ACCOUNT = "0187c66e-e7e5-811c-b006-2232f00f426a"
+
+
+@pytest.fixture
+def receiver(stack_on_server: StackResources) -> Iterator[StackResources]:
+    """The receiver wired as template.yaml wires it, with a two-secret (rotating) value stored."""
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack_on_server.secrets["WebhookSecret"],
+        SecretString=json.dumps({"current": CURRENT, "previous": PREVIOUS}))
+    reset_receiver_state()
+    with environment(function_environment("ReceiverFunction", stack_on_server)):
+        yield stack_on_server
+    reset_receiver_state()
+
+
+def drain(queue_url: str) -> list[dict]:
+    sqs = boto3.client("sqs")
+    messages: list[dict] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageAttributeNames=["All"], AttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return messages
+        for m in batch:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        messages.extend(batch)
+
+
+def body_for(event: str = "activities.removed") -> bytes:
+    # Odd spacing on purpose: what is queued must be these bytes, not a re-rendering
+    return ('{"event":  "%s", "name": "Removed",\n "data": {"account": "%s", "removed_activities": ["a1"],'
+            ' "amount": 12.50}}' % (event, ACCOUNT)).encode()
+
+
+def test_genuine_event_reaches_the_fifo_queue_byte_for_byte(receiver: StackResources) -> None:
+    # Given a webhook signed with the current secret
+    body = body_for()
+    # When the receiver handles it
+    status, answer = invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))
+    # Then it answers 202 and the queue holds exactly the raw body, in the account's group
+    assert status == 202 and answer["status"] == "accepted"
+    (message,) = drain(receiver.queue_urls["EventsQueue"])
+    assert message["Body"].encode() == body
+    assert message["Attributes"]["MessageGroupId"] == f"account:{ACCOUNT}"
+    import hashlib
+
+    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(body).hexdigest()
+    attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attrs["event"] == "activities.removed"
+    assert attrs["dedupe_key"] == hashlib.sha256(body).hexdigest()
+    assert attrs["correlation_id"] == "req-1"
+    assert attrs["body_encoding"] == "raw"
+
+
+def test_previous_secret_still_accepted_during_rotation(receiver: StackResources) -> None:
+    body = body_for("activities.added")
+    status, _ = invoke_receiver(apigw_event(body, {"x-argyle-signature": sign(body, PREVIOUS)}, as_base64=True))
+    assert status == 202
+    (message,) = drain(receiver.queue_urls["EventsQueue"])
+    assert message["Body"].encode() == body
+
+
+def test_duplicate_delivery_is_one_message(receiver: StackResources) -> None:
+    body = body_for("activities.added")
+    for _ in range(3):
+        assert invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))[0] == 202
+    assert len(drain(receiver.queue_urls["EventsQueue"])) == 1
+
+
+def test_forged_request_leaves_the_queue_empty(receiver: StackResources) -> None:
+    body = body_for()
+    status, answer = invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, "attacker")}))
+    assert (status, answer) == (401, {"error": "invalid signature"})
+    status, _ = invoke_receiver(apigw_event(body, {}))
+    assert status == 401
+    assert drain(receiver.queue_urls["EventsQueue"]) == []
+
+
+def test_sqs_failure_answers_5xx(receiver: StackResources) -> None:
+    # Given the queue is gone (SQS answers an error for every send)
+    boto3.client("sqs").delete_queue(QueueUrl=receiver.queue_urls["EventsQueue"])
+    body = body_for()
+    # Then the receiver does not pretend: 503, so Argyle retries
+    status, answer = invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))
+    assert status == 503
+    assert "retry" in answer["error"]
+
+
+def test_unreadable_secret_answers_5xx_not_401(receiver: StackResources) -> None:
+    # A transient Secrets Manager failure must not turn genuine events away for good
+    boto3.client("secretsmanager").delete_secret(SecretId=receiver.secrets["WebhookSecret"],
+                                                 ForceDeleteWithoutRecovery=True)
+    body = body_for()
+    status, _ = invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))
+    assert status == 503
+    assert drain(receiver.queue_urls["EventsQueue"]) == []
+
+
+def test_secret_is_cached_not_read_per_request(receiver: StackResources) -> None:
+    # Given one accepted request (which reads and caches the secret)
+    body = body_for("activities.added")
+    assert invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))[0] == 202
+    # When the secret disappears from Secrets Manager
+    boto3.client("secretsmanager").delete_secret(SecretId=receiver.secrets["WebhookSecret"],
+                                                 ForceDeleteWithoutRecovery=True)
+    # Then warm requests still verify from the cache
+    other = body_for("activities.updated")
+    assert invoke_receiver(apigw_event(other, {"X-Argyle-Signature": sign(other, CURRENT)}))[0] == 202

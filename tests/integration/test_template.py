@@ -1,0 +1,118 @@
+"""template.yaml checked by the real tools (cfn-lint, `sam validate --lint`, `sam build`) and by rule."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from local_stack.template_resources import TEMPLATE_PATH, load_template, resources_of_type
+
+ROOT = TEMPLATE_PATH.parent
+
+
+def sam_cli() -> str:
+    """The SAM CLI from .venv-sam (made by `make test`), or one on PATH."""
+    candidates = [os.environ.get("SAM_CLI", ""), str(ROOT / ".venv-sam" / "bin" / "sam"), shutil.which("sam") or ""]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("SAM CLI not found: run the tests with `make test`, which installs it in .venv-sam")
+
+
+def python313_dir() -> str | None:
+    # pyenv's real interpreter first: its shim on PATH fails unless 3.13 is pyenv's selected version
+    for base in (Path("/root/.pyenv/versions"), Path.home() / ".pyenv" / "versions"):
+        for candidate in sorted(base.glob("3.13*/bin/python3.13")) if base.exists() else []:
+            return str(candidate.parent)
+    found = shutil.which("python3.13")
+    if found and subprocess.run([found, "--version"], capture_output=True).returncode == 0:
+        return str(Path(found).parent)
+    return None
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, **kw)  # type: ignore[call-overload]
+
+
+def test_cfn_lint_passes() -> None:
+    result = run([str(Path(sys.executable).parent / "cfn-lint"), str(TEMPLATE_PATH)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_validate_with_lint_passes() -> None:
+    result = run([sam_cli(), "validate", "--lint", "--template-file", str(TEMPLATE_PATH), "--region", "us-east-1"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_sam_build_produces_both_functions_and_an_arm64_layer(tmp_path: Path) -> None:
+    py313 = python313_dir()
+    if py313 is None:  # the documented condition: sam build needs the runtime's Python
+        pytest.skip("python3.13 is not on this machine; sam build for the python3.13 runtime needs it")
+    env_path = f"{py313}:{os.environ['PATH']}"
+    build_dir = tmp_path / "build"
+    result = subprocess.run([sam_cli(), "build", "--build-dir", str(build_dir), "--template-file", str(TEMPLATE_PATH)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PATH": env_path, "SAM_CLI_TELEMETRY": "0"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (build_dir / "ReceiverFunction" / "receiver_handler.py").exists()
+    assert (build_dir / "SyncFunction" / "sync_handler.py").exists()
+    layer = build_dir / "SharedLayer" / "python"
+    assert (layer / "argyle_pipeline" / "signature.py").exists()
+    native = list((layer / "pydantic_core").glob("*.so"))
+    assert native and "aarch64" in native[0].name, [p.name for p in native]
+
+
+def test_queue_is_fifo_encrypted_with_a_dlq_for_14_days() -> None:
+    template = load_template()
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    main, dlq = queues["EventsQueue"], queues["EventsDLQ"]
+    assert main["FifoQueue"] is True and dlq["FifoQueue"] is True
+    assert main["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert main["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDLQ", "Arn"]}
+    assert main["RedrivePolicy"]["maxReceiveCount"] >= 3
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    sync_timeout = template["Resources"]["SyncFunction"]["Properties"]["Timeout"]
+    assert main["VisibilityTimeout"] >= 6 * sync_timeout
+
+
+def test_globals_and_functions() -> None:
+    template = load_template()
+    fn_globals = template["Globals"]["Function"]
+    assert fn_globals["Runtime"] == "python3.13"
+    assert fn_globals["Architectures"] == ["arm64"]
+    assert fn_globals["Tracing"] == "Active"
+    receiver = template["Resources"]["ReceiverFunction"]["Properties"]
+    route = receiver["Events"]["ArgyleWebhook"]
+    assert route["Type"] == "HttpApi"
+    assert (route["Properties"]["Method"], route["Properties"]["Path"]) == ("POST", "/webhooks/argyle")
+    sync_events = template["Resources"]["SyncFunction"]["Properties"]["Events"]["QueuedWebhooks"]
+    assert sync_events["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for fn in ("ReceiverFunction", "SyncFunction"):
+        log_groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::Logs::LogGroup"
+                      and r["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{fn}}}"}]
+        assert len(log_groups) == 1 and "RetentionInDays" in log_groups[0]["Properties"]
+
+
+def test_no_hard_coded_physical_names_and_outputs_for_tools() -> None:
+    template = load_template()
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        for key in ("QueueName", "TableName", "FunctionName", "Name"):
+            assert key not in props, f"{name} hard-codes {key}"
+    assert {"WebhookUrl", "EventsQueueUrl", "WebhookSecretArn", "EventsDlqUrl"} <= set(template["Outputs"])
+
+
+def test_webhook_secret_generated_with_room_for_rotation() -> None:
+    secret = load_template()["Resources"]["WebhookSecret"]
+    gen = secret["Properties"]["GenerateSecretString"]
+    assert gen["GenerateStringKey"] == "current"
+    assert "previous" in gen["SecretStringTemplate"]
+    assert secret["Condition"] == "CreateWebhookSecret"

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from argyle_pipeline.event_queue import (
+    MessageTooLarge,
+    QueuedEvent,
+    QueueUnavailable,
+    decode_body,
+    dedupe_key,
+    encode_body,
+)
+from argyle_pipeline.signature import sign
+from argyle_pipeline.webhook_intake import (
+    ARGYLE_WEBHOOK_IPS,
+    BadRequestBody,
+    WebhookRequest,
+    handle_webhook,
+    request_from_apigw,
+)
+
+SECRET = "unit-secret"
+ACCOUNT = "12db5af4-fd5f-4d1f-bd98-0360df770aa8"
+USER = "abdb5af4-fd5f-4d1f-bd10-0360df77012c"
+
+
+class FakeQueue:
+    """Records what would be sent; can be told to fail or to refuse large messages."""
+
+    def __init__(self, *, fail: bool = False, max_bytes: int = 262_144) -> None:
+        self.sent: list[QueuedEvent] = []
+        self.fail = fail
+        self.max_bytes = max_bytes
+
+    def send(self, event: QueuedEvent) -> str:
+        if event.size() > self.max_bytes:
+            raise MessageTooLarge("too big")
+        if self.fail:
+            raise QueueUnavailable("ServiceUnavailable")
+        self.sent.append(event)
+        return f"msg-{len(self.sent)}"
+
+
+def signed_request(body: bytes, *, secret: str = SECRET, header: str = "x-argyle-signature",
+                   source_ip: str | None = "34.27.251.226") -> WebhookRequest:
+    return WebhookRequest(body=body, headers={header.lower(): sign(body, secret)}, source_ip=source_ip,
+                          request_id="req-1")
+
+
+def payload(event: str = "activities.added", **data: object) -> bytes:
+    return json.dumps({"event": event, "name": "n", "data": {"account": ACCOUNT, "user": USER, **data}}).encode()
+
+
+def test_genuine_event_is_enqueued_raw_with_group_dedupe_and_attributes() -> None:
+    # Given a signed activities.added webhook
+    body = payload(added_count=3)
+    queue = FakeQueue()
+    # When it is received
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue, now_ms=lambda: 1234)
+    # Then it is accepted and queued byte for byte, in the account's group
+    assert result.status == 202 and result.body["status"] == "accepted"
+    (sent,) = queue.sent
+    assert sent.body == body
+    assert sent.group_id == f"account:{ACCOUNT}"
+    assert sent.dedupe_key == dedupe_key(body) == result.body["dedupe_key"]
+    attrs = sent.attributes()
+    assert attrs["event"]["StringValue"] == "activities.added"
+    assert attrs["dedupe_key"]["StringValue"] == dedupe_key(body)
+    assert attrs["received_at_ms"] == {"DataType": "Number", "StringValue": "1234"}
+
+
+def test_users_events_are_grouped_by_user() -> None:
+    body = json.dumps({"event": "users.fully_synced", "data": {"user": USER, "resource": {"id": USER}}}).encode()
+    queue = FakeQueue()
+    handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert queue.sent[0].group_id == f"user:{USER}"
+
+
+def test_event_types_the_sync_ignores_are_still_enqueued() -> None:
+    body = json.dumps({"event": "accounts.added", "name": "Account added"}).encode()
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert result.status == 202
+    assert queue.sent[0].group_id == "event:accounts.added"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (WebhookRequest(b'{"event": "x"}', {}, None, "r"), "missing_signature"),
+        (signed_request(b'{"event": "x"}', secret="wrong"), "signature_mismatch"),
+    ],
+)
+def test_unsigned_or_forged_is_401_and_nothing_enqueued(request_: WebhookRequest, reason: str) -> None:
+    queue = FakeQueue()
+    result = handle_webhook(request_, lambda: [SECRET], queue)
+    assert (result.status, result.outcome) == (401, reason)
+    assert queue.sent == []
+
+
+def test_no_secret_configured_is_401() -> None:
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(b'{"event": "x"}', secret=""), lambda: [], queue)
+    assert (result.status, result.outcome) == (401, "no_secret_configured")
+    assert queue.sent == []
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "message"),
+    [
+        (b"not json", "not_json", "not valid JSON"),
+        (b"", "not_json", "not valid JSON"),
+        (b"[1, 2]", "not_object", "JSON object"),
+        (b'"activities.added"', "not_object", "JSON object"),
+        (b'{"name": "x"}', "no_event", "'event'"),
+        (b'{"event": 42}', "no_event", "'event'"),
+        (b'{"event": ""}', "no_event", "'event'"),
+        (b'\xff\xfe{"event": "x"}', "not_utf8", "UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep", "nested too deeply"),
+    ],
+)
+def test_signed_but_malformed_is_400_saying_what_is_wrong(body: bytes, outcome: str, message: str) -> None:
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert (result.status, result.outcome) == (400, outcome)
+    assert message in result.body["error"]
+    assert queue.sent == []
+
+
+def test_body_too_large_for_the_queue_is_413() -> None:
+    body = payload(padding="x" * 300_000)
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert (result.status, result.outcome) == (413, "too_large")
+    assert queue.sent == []
+
+
+def test_queue_failure_is_5xx_never_2xx() -> None:
+    result = handle_webhook(signed_request(payload()), lambda: [SECRET], FakeQueue(fail=True))
+    assert result.status == 503
+    assert not result.accepted
+
+
+def test_source_ip_check_is_opt_in() -> None:
+    body = payload()
+    # Off by default: any address is fine when the signature is right
+    assert handle_webhook(signed_request(body, source_ip="10.0.0.1"), lambda: [SECRET], FakeQueue()).status == 202
+    # On: a genuine signature from elsewhere is refused, from Argyle's address accepted
+    queue = FakeQueue()
+    refused = handle_webhook(signed_request(body, source_ip="10.0.0.1"), lambda: [SECRET], queue,
+                             allowed_ips=ARGYLE_WEBHOOK_IPS)
+    assert (refused.status, queue.sent) == (403, [])
+    assert handle_webhook(signed_request(body), lambda: [SECRET], queue, allowed_ips=ARGYLE_WEBHOOK_IPS).status == 202
+
+
+def test_apigw_headers_are_case_insensitive_and_base64_bodies_decoded() -> None:
+    body = payload()
+    event = {"headers": {"X-ARGYLE-SIGNATURE": sign(body, SECRET)}, "isBase64Encoded": True,
+             "body": base64.b64encode(body).decode(), "requestContext": {"requestId": "abc",
+                                                                         "http": {"sourceIp": "1.2.3.4"}}}
+    request = request_from_apigw(event)
+    assert request.body == body
+    assert request.source_ip == "1.2.3.4" and request.request_id == "abc"
+    assert handle_webhook(request, lambda: [SECRET], FakeQueue()).status == 202
+
+
+def test_rest_api_v1_event_shape_is_understood() -> None:
+    request = request_from_apigw({"body": "{}", "headers": {"X-Argyle-Signature": "ab"},
+                                  "requestContext": {"identity": {"sourceIp": "9.9.9.9"}}})
+    assert request.source_ip == "9.9.9.9"
+    assert request.header("X-Argyle-Signature") == "ab"
+
+
+def test_invalid_base64_is_a_bad_request() -> None:
+    with pytest.raises(BadRequestBody):
+        request_from_apigw({"body": "!!!", "isBase64Encoded": True, "headers": {}})
+
+
+def test_bodies_sqs_cannot_carry_as_text_travel_as_base64_unchanged() -> None:
+    # U+FFFF is valid in JSON but not in an SQS message body
+    body = '{"event": "x", "note": "\uffff"}'.encode()
+    text, encoding = encode_body(body)
+    assert encoding == "base64"
+    assert decode_body(text, encoding) == body
+    plain = b'{"event": "x"}'
+    assert encode_body(plain) == (plain.decode(), "raw")
