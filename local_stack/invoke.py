@@ -8,6 +8,8 @@ the receiver, what reached the queue.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -33,7 +35,8 @@ def _queued_messages(resources: StackResources) -> list[dict[str, Any]]:
     } for m in messages]
 
 
-def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None = None) -> dict[str, Any]:
+def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None = None,
+           quiet: bool = False) -> dict[str, Any]:
     """Create the template's resources in moto, run `function` on `event`; returns what happened."""
     credentials = json.dumps({"api_key_id": os.environ.get("ARGYLE_API_KEY_ID", SANDBOX_API_KEY_ID),
                               "api_key_secret": os.environ.get("ARGYLE_API_KEY_SECRET", SANDBOX_API_KEY_SECRET)})
@@ -46,7 +49,12 @@ def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None =
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     with environment(env):
         handler = load_handler(function)
-        response = handler(event, LambdaContext(function, timeout_seconds=function_timeout(function)))
+        context = LambdaContext(function, timeout_seconds=function_timeout(function))
+        if quiet:  # the function's own log lines, kept out of a summary table
+            with contextlib.redirect_stdout(io.StringIO()):
+                response = handler(event, context)
+        else:
+            response = handler(event, context)
         outcome: dict[str, Any] = {"response": response}
         if function == "ReceiverFunction":
             outcome["queued"] = _queued_messages(resources)

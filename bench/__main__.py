@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark in one run, printing figures against their targets.
+
+Exit status is 0 even when a target is missed: a benchmark reports, the figures say the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+from bench.receiver_bench import run_receiver_bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=["receiver", "sync"], help="run one group")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="sync: activities per account")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    print(f"# bench on {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    results = []
+    if args.only in (None, "receiver"):
+        results += run_receiver_bench()
+    if args.only in (None, "sync"):
+        from bench.sync_bench import run_sync_bench
+
+        results += run_sync_bench(sizes=[int(n) for n in args.sizes.split(",")])
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

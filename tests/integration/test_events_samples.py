@@ -1,0 +1,64 @@
+"""The samples in events/ are current, correctly signed, and behave as documented through `make invoke`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from argyle_pipeline.signature import InvalidSignature, verify
+from local_stack.dev_config import LOCAL_DEV_SECRET
+from local_stack.invoke import main as invoke_main
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+DOCUMENTED = ["activities.fully_synced", "activities.partially_synced", "activities.added", "activities.updated",
+              "activities.removed", "users.fully_synced", "accounts.added"]
+
+
+def test_committed_samples_match_the_generator(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_events.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    generated = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
+    committed = {p.name: p.read_text() for p in EVENTS.glob("*.json")}
+    assert generated == committed, "events/ is stale: run `make events`"
+
+
+def test_every_documented_webhook_has_a_signed_apigw_sample() -> None:
+    seen = set()
+    for path in EVENTS.glob("*.json"):
+        if path.name.startswith("sqs_"):
+            continue
+        event = json.loads(path.read_text())
+        assert event["version"] == "2.0" and event["routeKey"] == "POST /webhooks/argyle"
+        body = event["body"].encode() if not event["isBase64Encoded"] else __import__("base64").b64decode(event["body"])
+        signature = event["headers"].get("x-argyle-signature")
+        if path.name.startswith(("forged", "missing")):
+            with pytest.raises(InvalidSignature):
+                verify(body, signature, [LOCAL_DEV_SECRET])
+        else:
+            verify(body, signature, [LOCAL_DEV_SECRET])
+            seen.add(json.loads(body)["event"])
+    assert seen == set(DOCUMENTED)
+
+
+@pytest.mark.parametrize(("sample", "status", "queued"), [
+    ("activities_fully_synced.json", 202, 1),
+    ("users_fully_synced.json", 202, 1),
+    ("forged_signature.json", 401, 0),
+])
+def test_make_invoke_runs_the_receiver_without_docker(sample: str, status: int, queued: int,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke_main(["ReceiverFunction", str(EVENTS / sample)]) == 0
+    out = capsys.readouterr().out
+    outcome = json.loads(out[out.index("{\n"):])
+    assert outcome["response"]["statusCode"] == status
+    assert len(outcome["queued"]) == queued
+
+
+def test_make_invoke_names_the_functions_when_given_a_wrong_one() -> None:
+    with pytest.raises(SystemExit, match="ReceiverFunction"):
+        invoke_main(["NoSuchFunction", str(EVENTS / "activities_added.json")])
