@@ -6,3 +6,8 @@ LOCAL_DEV_SECRET = "argyle-local-dev-secret"  # noqa: S105 - published, local-on
 SANDBOX_API_KEY_ID = "sandbox-key-id"
 SANDBOX_API_KEY_SECRET = "sandbox-key-secret"  # noqa: S105 - published, local-only
 REGION = "us-east-1"
+# Physical names in the local stack are "<prefix>-<LogicalId>", so tools and events/env.json can name them.
+LOCAL_PREFIX = "local"
+DEFAULT_MOTO_PORT = 4566
+DEFAULT_RECEIVER_PORT = 3000
+DEFAULT_SANDBOX_PORT = 4010

@@ -3,7 +3,8 @@
 Each API Gateway (HTTP API, payload 2.0) event carries a webhook from Argyle's documentation,
 signed with the local development secret, so `sam local invoke ReceiverFunction -e events/<file>`
 and `make invoke` verify it. `forged_signature.json` is signed with another secret and must be
-rejected. `sqs_*.json` are what Lambda's SQS source hands SyncFunction for the same webhooks.
+rejected. `sqs_*.json` are what Lambda's SQS source hands SyncFunction for the same webhooks. `env.json`
+points `sam local invoke` at the local stack (`make dev`) running on the host.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
 
 from argyle_pipeline.signature import sign  # noqa: E402
-from local_stack.dev_config import LOCAL_DEV_SECRET  # noqa: E402
+from local_stack.dev_config import (  # noqa: E402
+    DEFAULT_MOTO_PORT,
+    DEFAULT_SANDBOX_PORT,
+    LOCAL_DEV_SECRET,
+    LOCAL_PREFIX,
+)
 
 ACCOUNT = "12db5af4-fd5f-4d1f-bd98-0360df770aa8"
 USER = "abdb5af4-fd5f-4d1f-bd10-0360df77012c"
@@ -147,7 +153,28 @@ def all_events() -> dict[str, dict[str, Any]]:
     files["forged_signature.json"] = apigw_event(
         added, sign(added, "not-the-secret"), "sample-forged")
     files["missing_signature.json"] = apigw_event(added, None, "sample-unsigned")
+    files["env.json"] = sam_local_env()
     return files
+
+
+def sam_local_env() -> dict[str, Any]:
+    """`sam local invoke --env-vars events/env.json`: the functions in Docker, AWS calls going to the
+    local stack's moto server (`make dev`) on the host, whose names are fixed (prefix "local")."""
+    endpoint = f"http://host.docker.internal:{DEFAULT_MOTO_PORT}"
+    queue = f"{endpoint}/123456789012/{LOCAL_PREFIX}-EventsQueue.fifo"
+    common = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+              "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true", "EVENTS_QUEUE_URL": queue}
+    return {
+        "ReceiverFunction": {**common, "WEBHOOK_SECRET_ID": f"{LOCAL_PREFIX}-WebhookSecret"},
+        "SyncFunction": {
+            **common,
+            "ARGYLE_API_URL": f"http://host.docker.internal:{DEFAULT_SANDBOX_PORT}/v1",
+            "ARGYLE_CREDENTIALS_SECRET_ID": f"{LOCAL_PREFIX}-ArgyleCredentialsSecret",
+            "ACTIVITIES_TABLE": f"{LOCAL_PREFIX}-ActivitiesTable",
+            "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable",
+            "IDEMPOTENCY_TABLE": f"{LOCAL_PREFIX}-IdempotencyTable",
+        },
+    }
 
 
 def write_events(target: Path) -> list[Path]:
