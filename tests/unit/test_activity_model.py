@@ -52,8 +52,9 @@ def test_typed_fields_are_aware_utc_and_money_is_decimal() -> None:
 
 
 def test_null_start_date_and_odd_money_do_not_fail_the_activity() -> None:
-    doc = parse_json(json.dumps({"id": "a2", "account": "acc1", "start_date": None,
-                                 "income": {"pay": "", "total": "N/A"}}))
+    doc = parse_json(
+        json.dumps({"id": "a2", "account": "acc1", "start_date": None, "income": {"pay": "", "total": "N/A"}})
+    )
 
     activity = Activity.from_api(doc)
 

@@ -48,6 +48,7 @@ CredentialsSource = Callable[[], ArgyleCredentials] | ArgyleCredentials
 
 # --- errors -------------------------------------------------------------------------------------
 
+
 class ArgyleError(Exception):
     """Anything that went wrong talking to Argyle. `status` is the HTTP status, when there was one."""
 
@@ -81,8 +82,9 @@ class ArgyleUnavailable(ArgyleError):
     """429, 5xx or connection failures outlasted the retries (or Retry-After asked for longer than
     we may wait). `retry_after` is Argyle's last Retry-After in seconds, when it sent one."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, body: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
 
@@ -105,6 +107,7 @@ class UnexpectedResponse(ArgyleError):
 
 
 # --- models -------------------------------------------------------------------------------------
+
 
 class WebhookSubscription(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -135,8 +138,10 @@ class _Response:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def retry_after_seconds(value: str | None,
-                        now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+
+def retry_after_seconds(
+    value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> float | None:
     """Retry-After as seconds: either delta-seconds or an HTTP date. None when absent or unreadable."""
     if not value:
         return None
@@ -188,6 +193,7 @@ def _credentials_from_environment() -> ArgyleCredentials:
 
 # --- the client ---------------------------------------------------------------------------------
 
+
 class ArgyleClient:
     """One per container (it pools connections). Not for use by several threads at once
     (the `calls`/`retries` counters are plain ints)."""
@@ -219,8 +225,11 @@ class ArgyleClient:
         self.base_url = base_url.rstrip("/")
         self._origin = (parts.scheme, parts.netloc.lower())
         self._credentials: CredentialsSource = credentials or _credentials_from_environment
-        self.timeout = timeout if isinstance(timeout, urllib3.Timeout) else urllib3.Timeout(
-            connect=timeout, read=timeout)
+        self.timeout = (
+            timeout
+            if isinstance(timeout, urllib3.Timeout)
+            else urllib3.Timeout(connect=timeout, read=timeout)
+        )
         self.max_attempts = max_attempts
         self.max_pages = max_pages
         self.page_limit = page_limit
@@ -254,8 +263,12 @@ class ArgyleClient:
         Lazy: a page is fetched only when the previous one has been consumed, so memory stays flat.
         Pass a page's `next_cursor` back as `cursor` to resume in another invocation.
         """
-        filters = {"account": account, "from_start_date": from_start_date, "to_start_date": to_start_date,
-                   "limit": str(self.page_limit)}
+        filters = {
+            "account": account,
+            "from_start_date": from_start_date,
+            "to_start_date": to_start_date,
+            "limit": str(self.page_limit),
+        }
         base_params = {k: v for k, v in filters.items() if v}
         current = dict(cursor or {})
         pages = 0
@@ -263,7 +276,8 @@ class ArgyleClient:
             if pages >= self.max_pages:
                 raise PageLimitExceeded(
                     f"listing activities of account {account} needs more than {self.max_pages} pages",
-                    next_cursor=current or None)
+                    next_cursor=current or None,
+                )
             doc = self._get_json("/activities", {**base_params, **current})
             results, next_link = self._page_parts(doc)
             pages += 1
@@ -321,9 +335,16 @@ class ArgyleClient:
         to_created_at_date: str | None = None,
     ) -> list[WebhookSubscription]:
         """Every subscription, all pages; accepts `{"results", "next"}` or a bare array (docs' example)."""
-        params = {k: v for k, v in {"limit": str(MAX_PAGE_LIMIT), "ordering": ordering,
-                                    "from_created_at_date": from_created_at_date,
-                                    "to_created_at_date": to_created_at_date}.items() if v}
+        params = {
+            k: v
+            for k, v in {
+                "limit": str(MAX_PAGE_LIMIT),
+                "ordering": ordering,
+                "from_created_at_date": from_created_at_date,
+                "to_created_at_date": to_created_at_date,
+            }.items()
+            if v
+        }
         found: list[WebhookSubscription] = []
         current: dict[str, str] = {}
         for _ in range(self.max_pages):
@@ -336,8 +357,9 @@ class ArgyleClient:
             if next_cursor == current:
                 raise UnexpectedResponse("Argyle's next link repeats the current page (pagination loop)")
             current = next_cursor
-        raise PageLimitExceeded(f"listing webhooks needs more than {self.max_pages} pages",
-                                next_cursor=current)
+        raise PageLimitExceeded(
+            f"listing webhooks needs more than {self.max_pages} pages", next_cursor=current
+        )
 
     def get_webhook(self, webhook_id: str) -> WebhookSubscription:
         try:
@@ -387,14 +409,16 @@ class ArgyleClient:
         try:
             return parse_json(response.data)
         except (ValueError, RecursionError) as exc:
-            raise UnexpectedResponse(f"{method} {path}: response is not JSON",
-                                     status=response.status) from exc
+            raise UnexpectedResponse(
+                f"{method} {path}: response is not JSON", status=response.status
+            ) from exc
 
     def _headers(self, has_body: bool) -> dict[str, str]:
         source = self._credentials
         creds = source() if callable(source) else source
-        headers = urllib3.make_headers(basic_auth=f"{creds.api_key_id}:{creds.api_key_secret}",
-                                       user_agent=USER_AGENT)
+        headers = urllib3.make_headers(
+            basic_auth=f"{creds.api_key_id}:{creds.api_key_secret}", user_agent=USER_AGENT
+        )
         headers["Accept"] = "application/json"
         if has_body:
             headers["Content-Type"] = "application/json"
@@ -414,14 +438,21 @@ class ArgyleClient:
                 self.retries += 1
             self.calls += 1
             try:
-                raw = self._pool.request(method, url, body=payload,
-                                         headers=self._headers(payload is not None),
-                                         timeout=self.timeout, retries=False, redirect=False)
+                raw = self._pool.request(
+                    method,
+                    url,
+                    body=payload,
+                    headers=self._headers(payload is not None),
+                    timeout=self.timeout,
+                    retries=False,
+                    redirect=False,
+                )
             except urllib3.exceptions.HTTPError as exc:
                 connect_failed = isinstance(exc, _NOT_SENT)
                 if not (idempotent or connect_failed) or attempt == self.max_attempts:
                     raise ArgyleUnavailable(
-                        f"{method} {path}: {type(exc).__name__} after {attempt} attempt(s)") from exc
+                        f"{method} {path}: {type(exc).__name__} after {attempt} attempt(s)"
+                    ) from exc
                 self._sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rand))
                 continue
             response = _Response(raw.status, raw.data, raw.headers)
@@ -435,14 +466,23 @@ class ArgyleClient:
             if retry_after is not None and retry_after > self.max_retry_after:
                 raise ArgyleUnavailable(
                     f"{method} {path}: HTTP {response.status}, Retry-After {retry_after:.0f}s is longer than "
-                    f"{self.max_retry_after:.0f}s", status=response.status, retry_after=retry_after)
+                    f"{self.max_retry_after:.0f}s",
+                    status=response.status,
+                    retry_after=retry_after,
+                )
             if attempt == self.max_attempts:
                 break
-            delay = retry_after if retry_after is not None else backoff_delay(
-                attempt, self.backoff_base, self.backoff_cap, self._rand)
+            delay = (
+                retry_after
+                if retry_after is not None
+                else backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rand)
+            )
             self._sleep(delay)
-        raise ArgyleUnavailable(f"{method} {path}: HTTP {last_status} after {self.max_attempts} attempt(s)",
-                                status=last_status, retry_after=retry_after)
+        raise ArgyleUnavailable(
+            f"{method} {path}: HTTP {last_status} after {self.max_attempts} attempt(s)",
+            status=last_status,
+            retry_after=retry_after,
+        )
 
     @staticmethod
     def _raise_for(method: str, path: str, response: _Response) -> None:
@@ -457,10 +497,13 @@ class ArgyleClient:
             raise ArgyleAuthError(
                 f"{method} {path}: HTTP 401, Argyle rejected the API key id/secret (wrong keys, or keys of "
                 f"the other environment: sandbox and production keys differ){suffix}",
-                status=status, body=body)
+                status=status,
+                body=body,
+            )
         if status == 403:
-            raise ArgyleAuthError(f"{method} {path}: HTTP 403, these API keys may not do this{suffix}",
-                                  status=status, body=body)
+            raise ArgyleAuthError(
+                f"{method} {path}: HTTP 403, these API keys may not do this{suffix}", status=status, body=body
+            )
         if status == 404:
             raise ArgyleNotFound(f"{method} {path}: HTTP 404{suffix}", status=status, body=body)
         if status >= 500:  # a non-idempotent request's 5xx: not retried, Argyle may have acted

@@ -49,7 +49,7 @@ class EventData(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    _source: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _source: dict[str, Any] | None = PrivateAttr(default=None)
     _webhook_name: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
@@ -68,7 +68,7 @@ class EventData(BaseModel):
 
     def original(self, field: str) -> Any:
         """The value exactly as Argyle sent it (e.g. "2019-03-07T20:12:09Z"), or None."""
-        return self._source.get(field)
+        return (self._source or {}).get(field)
 
     @property
     def webhook_name(self) -> str | None:
@@ -112,7 +112,8 @@ class ActivitiesRemoved(_Available):
     removed_count: int | None = None
     # v2 events call the list removed_gigs.
     removed_activities: list[str] = Field(
-        default_factory=list, validation_alias=AliasChoices("removed_activities", "removed_gigs"))
+        default_factory=list, validation_alias=AliasChoices("removed_activities", "removed_gigs")
+    )
 
 
 class UserResource(BaseModel):

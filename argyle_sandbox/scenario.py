@@ -1,0 +1,222 @@
+"""What Argyle's scans do to the data, and the webhooks its documentation promises for each.
+
+- connect_account: the initial scan. `accounts.connected`, then per subscription
+  `activities.partially_synced` (its config.days_synced, default 30; skipped when that window
+  already holds every activity, as the docs allow), `activities.fully_synced`, and
+  `users.fully_synced` once all of the user's accounts are synced (sent again for each new
+  account, as v2 documents; v1 does not say).
+- periodic_scan: adds activities started since the last scan, updates (late tips) and removes
+  some, and sends `activities.added` / `.updated` / `.removed` with the documented fields.
+  `*_from`/`*_to` are the start-date range of the activities concerned, so they can be passed
+  straight to the activities filters, as the docs say to.
+
+The data is complete before any webhook leaves (deliveries are asynchronous, through the outbox).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from argyle_pipeline.signature import sign
+
+from argyle_sandbox.delivery import Delivery, Outbox
+from argyle_sandbox.faults import Faults
+from argyle_sandbox.state import SandboxState, StartRange
+from argyle_sandbox.synthetic import Account, ActivityRecord, iso_micros, iso_seconds
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    account: str
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+
+
+def webhook_body(event: str, name: str, data: dict[str, Any]) -> bytes:
+    # Argyle's own example body ('{"name": "Account added", "event": "accounts.added"}') uses
+    # Python's default separators; this renders the same way.
+    return json.dumps({"event": event, "name": name, "data": data}).encode("utf-8")
+
+
+class Scenario:
+    def __init__(self, state: SandboxState, outbox: Outbox, faults: Faults) -> None:
+        self.state = state
+        self.outbox = outbox
+        self.faults = faults
+
+    # --- scans ----------------------------------------------------------------------------------
+
+    def connect_account(
+        self,
+        user_id: str | None = None,
+        n_activities: int = 1000,
+        *,
+        years: float = 3.0,
+        employer: str | None = None,
+        undated: int = 0,
+    ) -> tuple[str, str]:
+        """A new account with n_activities spread over `years` (plus `undated` without a start date);
+        returns (user_id, account_id) once the webhooks are queued."""
+        state = self.state
+        with state.lock:
+            user = state.create_user(user_id)
+            account = state.create_account(user, employer)
+            now = state.now
+            state.add_activities(
+                account, n_activities, now - int(years * 365 * DAY), now - 60, undated=undated
+            )
+            account.fully_synced = True
+            messages: list[tuple[str, dict[str, Any] | None]] = [
+                ("accounts.connected", {"account": account.id, "user": user.id})
+            ]
+            messages.append(("activities.partially_synced", None))  # per subscription, below
+            messages.append(("activities.fully_synced", self._available(account, with_user=True)))
+            if all(state.accounts[a].fully_synced for a in user.accounts):
+                messages.append(("users.fully_synced", self._user_payload(user.id)))
+            deliveries = []
+            for event, data in messages:
+                for sub in state.subscribers(event):
+                    payload = data if data is not None else self._partially_synced(account, sub.days_synced)
+                    if payload is not None:
+                        deliveries.append(self._delivery(sub.id, event, payload))
+        self._queue(deliveries)
+        return user.id, account.id
+
+    def periodic_scan(
+        self,
+        account_id: str,
+        add: int = 0,
+        update: int = 0,
+        remove: int = 0,
+        *,
+        update_ids: list[str] | None = None,
+        remove_ids: list[str] | None = None,
+        interval: float = DAY,
+    ) -> ScanResult:
+        """Advance the clock by `interval`, then change the account; ids may be given or drawn."""
+        state = self.state
+        with state.lock:
+            account = state.account(account_id)
+            if not account.fully_synced:
+                raise ValueError(f"account {account_id} has not finished its initial scan")
+            since = state.now
+            state.advance(interval)
+            removing = list(remove_ids) if remove_ids is not None else state.pick(account, remove)
+            updating = (
+                list(update_ids)
+                if update_ids is not None
+                else state.pick(account, update, exclude=set(removing))
+            )
+            updated = state.update_activities(account, updating)
+            removed = state.remove_activities(account, removing)
+            added = state.add_activities(account, add, since + 1, state.now) if add else []
+            deliveries = []
+            for event, records, prefix in (
+                ("activities.added", added, "added"),
+                ("activities.updated", updated, "updated"),
+                ("activities.removed", removed, "removed"),
+            ):
+                if not records:
+                    continue
+                data = self._changed(account, records, prefix)
+                for sub in state.subscribers(event):
+                    deliveries.append(self._delivery(sub.id, event, data))
+        self._queue(deliveries)
+        return ScanResult(
+            account=account_id,
+            added=[r.id for r in added],
+            updated=[r.id for r in updated],
+            removed=[r.id for r in removed],
+        )
+
+    def send_event(self, event: str, data: dict[str, Any]) -> int:
+        """Deliver any event (accounts.*, something new) to its subscribers; returns how many."""
+        with self.state.lock:
+            deliveries = [self._delivery(sub.id, event, data) for sub in self.state.subscribers(event)]
+        self._queue(deliveries)
+        return len(deliveries)
+
+    # --- payloads -------------------------------------------------------------------------------
+
+    def _available(self, account: Account, *, with_user: bool = False) -> dict[str, Any]:
+        oldest, newest = self.state.date_span(account)
+        data: dict[str, Any] = {"account": account.id, "user": account.user}
+        data["available_from"] = iso_seconds(oldest)
+        data["available_to"] = iso_seconds(newest)
+        data["available_count"] = len(account.records)
+        return data
+
+    def _partially_synced(self, account: Account, days: int) -> dict[str, Any] | None:
+        now = self.state.now
+        window = StartRange(now - days * DAY, now)
+        lo, hi = window.bounds(account.keys)
+        if hi - lo == len(account.records):
+            return None  # the window holds everything: Argyle sends only fully_synced
+        return {
+            "account": account.id,
+            "user": account.user,
+            "days_synced": days,
+            "available_from": iso_seconds(-account.keys[hi - 1][0]) if hi > lo else None,
+            "available_to": iso_seconds(-account.keys[lo][0]) if hi > lo else None,
+            "available_count": hi - lo,
+        }
+
+    def _changed(self, account: Account, records: list[ActivityRecord], prefix: str) -> dict[str, Any]:
+        starts = [r.start for r in records if r.start is not None]
+        data: dict[str, Any] = {
+            "account": account.id,
+            "user": account.user,
+            f"{prefix}_from": iso_seconds(min(starts)) if starts else None,
+            f"{prefix}_to": iso_seconds(max(starts)) if starts else None,
+            f"{prefix}_count": len(records),
+        }
+        if prefix != "added":
+            data[f"{prefix}_activities"] = [r.id for r in records]
+        available = self._available(account)
+        data.update({k: v for k, v in available.items() if k.startswith("available_")})
+        return data
+
+    def _user_payload(self, user_id: str) -> dict[str, Any]:
+        user = self.state.users[user_id]
+        accounts = [self.state.accounts[a] for a in user.accounts]
+        return {
+            "user": user.id,
+            "resource": {
+                "id": user.id,
+                "data_providers_connected": sorted({a.link_item for a in accounts}),
+                "employers_connected": sorted({a.employer for a in accounts}),
+                "external_metadata": dict(user.external_metadata),
+                "created_at": iso_micros(user.created_us),
+            },
+        }
+
+    # --- delivery -------------------------------------------------------------------------------
+
+    def _delivery(self, subscription_id: str, event: str, data: dict[str, Any]) -> Delivery:
+        sub = self.state.subscriptions[subscription_id]
+        body = webhook_body(event, sub.name, data)
+        return Delivery(
+            subscription_id=sub.id,
+            url=sub.url,
+            event=event,
+            body=body,
+            signature=sign(body, sub.secret) if sub.secret else None,
+        )
+
+    def _queue(self, deliveries: list[Delivery]) -> None:
+        copies = max(0, int(self.faults.duplicate_deliveries))
+        if copies:
+            deliveries = [
+                Delivery(d.subscription_id, d.url, d.event, d.body, d.signature)
+                for d in deliveries
+                for _ in range(1 + copies)
+            ]
+        if self.faults.reorder_deliveries:
+            deliveries = deliveries[::-1]
+        if deliveries:
+            self.outbox.put(deliveries)

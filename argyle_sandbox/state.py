@@ -1,0 +1,315 @@
+"""Everything the sandbox knows: users, accounts and their activities, webhook subscriptions.
+
+Each account keeps its activities' sort keys in one sorted list (newest start first, then id),
+so a page is two bisects and a slice, whatever the account's size, and a keyset cursor (the
+last key served) stays valid when activities are added or removed. One lock guards it all;
+documents are rendered outside it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from argyle_sandbox.synthetic import (
+    EMPLOYERS,
+    NULL_START_KEY,
+    PLACES,
+    Account,
+    ActivityRecord,
+    User,
+    iso_micros,
+    new_uuid,
+    render,
+)
+
+# The sandbox's clock starts here (not at the wall clock), so a seed always gives the same data.
+DEFAULT_NOW = datetime(2024, 6, 1, tzinfo=UTC)
+DEFAULT_DAYS_SYNCED = 30
+
+SortKey = tuple[int, str]
+
+
+@dataclass
+class Subscription:
+    id: str
+    name: str
+    events: list[str]
+    url: str
+    secret: str | None
+    config: dict[str, Any] | None
+    created_us: int
+    updated_us: int
+
+    def wants(self, event: str) -> bool:
+        return "*" in self.events or event in self.events
+
+    @property
+    def days_synced(self) -> int:
+        value = (self.config or {}).get("days_synced")
+        return value if isinstance(value, int) and value > 0 else DEFAULT_DAYS_SYNCED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "events": list(self.events),
+            "config": self.config,
+            "secret": self.secret,
+            "url": self.url,
+            "created_at": iso_micros(self.created_us),
+            "updated_at": iso_micros(self.updated_us),
+        }
+
+
+@dataclass
+class PageSlice:
+    items: list[tuple[Account, ActivityRecord]]
+    count: int
+    next_after: SortKey | None  # the key to continue after, when there is more
+
+
+@dataclass
+class StartRange:
+    """Inclusive bounds on start (epoch seconds); a bound of None is open. Undated activities only
+    match when neither bound is set (a date filter cannot match a null start_date)."""
+
+    first: int | None = None
+    last: int | None = None
+    filtered: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.filtered = self.first is not None or self.last is not None
+
+    def bounds(self, keys: list[SortKey]) -> tuple[int, int]:
+        """[lo, hi) of `keys` inside the range (keys hold -start, so the range flips)."""
+        lo = 0 if self.last is None else bisect_left(keys, (-self.last,))
+        if self.first is not None:
+            hi = bisect_left(keys, (-self.first + 1,))
+        elif self.filtered:
+            hi = bisect_left(keys, (NULL_START_KEY,))
+        else:
+            hi = len(keys)
+        return lo, max(lo, hi)
+
+
+class SandboxState:
+    def __init__(self, seed: int = 1, now: datetime = DEFAULT_NOW) -> None:
+        self.seed = seed
+        self.lock = threading.RLock()
+        self._rng = random.Random(seed)
+        self._ids = random.Random(seed * 7919 + 1)  # subscription ids: independent of data order
+        self.now_us = int(now.timestamp() * 1_000_000)
+        self.users: dict[str, User] = {}
+        self.accounts: dict[str, Account] = {}
+        self._activity_account: dict[str, str] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._last_wall_us = 0
+
+    # --- clock ----------------------------------------------------------------------------------
+
+    def advance(self, seconds: float) -> int:
+        with self.lock:
+            self.now_us += max(1, int(seconds * 1_000_000))
+            return self.now_us
+
+    @property
+    def now(self) -> int:
+        """Now, in epoch seconds, on the sandbox's clock."""
+        return self.now_us // 1_000_000
+
+    # --- users and accounts -------------------------------------------------------------------
+
+    def create_user(self, user_id: str | None = None) -> User:
+        with self.lock:
+            user_id = user_id or new_uuid(self._rng)
+            user = self.users.get(user_id)
+            if user is None:
+                user = User(id=user_id, created_us=self.advance(1))
+                self.users[user_id] = user
+            return user
+
+    def create_account(self, user: User, employer: str | None = None) -> Account:
+        with self.lock:
+            choices = [e for e in EMPLOYERS if employer is None or e[0] == employer or e[1] == employer]
+            if not choices:
+                known = ", ".join(e[1] for e in EMPLOYERS)
+                raise ValueError(f"unknown employer {employer!r}; known: {known}")
+            name, link_item, kind, services = self._rng.choice(choices)
+            account = Account(
+                id=new_uuid(self._rng),
+                user=user.id,
+                employer=name,
+                link_item=link_item,
+                activity_type=kind,
+                service_types=services,
+                created_us=self.advance(1),
+                place=self._rng.randrange(len(PLACES)),
+            )
+            self.accounts[account.id] = account
+            user.accounts.append(account.id)
+            return account
+
+    def account(self, account_id: str) -> Account:
+        try:
+            return self.accounts[account_id]
+        except KeyError:
+            raise KeyError(f"unknown account {account_id}") from None
+
+    # --- activities -----------------------------------------------------------------------------
+
+    def add_activities(
+        self, account: Account, n: int, first: int, last: int, undated: int = 0
+    ) -> list[ActivityRecord]:
+        """n activities starting uniformly in [first, last] (epoch seconds), plus `undated` without a
+        start date. Bulk adds re-sort once; small ones insert in place."""
+        with self.lock:
+            rng = self._rng
+            stamp = self.advance(1)
+            made = []
+            for i in range(n + undated):
+                start = rng.randint(first, last) if i < n else None
+                rec = ActivityRecord(
+                    id=new_uuid(rng),
+                    serial=rng.getrandbits(63),
+                    start=start,
+                    created_us=stamp + i,
+                    updated_us=stamp + i,
+                )
+                account.records[rec.id] = rec
+                self._activity_account[rec.id] = account.id
+                made.append(rec)
+            if len(made) > 64:
+                account.keys.extend(r.key for r in made)
+                account.keys.sort()
+            else:
+                for rec in made:
+                    insort(account.keys, rec.key)
+            self.now_us = max(self.now_us, stamp + len(made))
+            return made
+
+    def pick(self, account: Account, n: int, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """n distinct activity ids of the account, drawn from the seeded generator."""
+        with self.lock:
+            pool = [a for a in account.records if a not in exclude]
+            return self._rng.sample(pool, min(n, len(pool)))
+
+    def update_activities(self, account: Account, ids: list[str]) -> list[ActivityRecord]:
+        with self.lock:
+            stamp = self.advance(1)
+            updated = []
+            for i, activity_id in enumerate(ids):
+                rec = account.records.get(activity_id)
+                if rec is None:
+                    raise KeyError(f"activity {activity_id} is not in account {account.id}")
+                rec.revision += 1
+                rec.updated_us = stamp + i
+                updated.append(rec)
+            self.now_us = max(self.now_us, stamp + len(ids))
+            return updated
+
+    def remove_activities(self, account: Account, ids: list[str]) -> list[ActivityRecord]:
+        with self.lock:
+            removed = []
+            for activity_id in ids:
+                rec = account.records.pop(activity_id, None)
+                if rec is None:
+                    raise KeyError(f"activity {activity_id} is not in account {account.id}")
+                del self._activity_account[activity_id]
+                index = bisect_left(account.keys, rec.key)
+                del account.keys[index]
+                removed.append(rec)
+            return removed
+
+    def find(self, activity_id: str) -> tuple[Account, ActivityRecord] | None:
+        with self.lock:
+            account_id = self._activity_account.get(activity_id)
+            if account_id is None:
+                return None
+            account = self.accounts[account_id]
+            return account, account.records[activity_id]
+
+    def page(
+        self, account_id: str | None, window: StartRange, after: SortKey | None, limit: int
+    ) -> PageSlice:
+        """One page in listing order. Without an account, every account's activities are merged."""
+        with self.lock:
+            if account_id is not None:
+                found = self.accounts.get(account_id)
+                accounts = [found] if found is not None else []
+            else:
+                accounts = list(self.accounts.values())
+            count = 0
+            runs = []
+            for account in accounts:
+                lo, hi = window.bounds(account.keys)
+                count += hi - lo
+                begin = lo if after is None else max(lo, bisect_right(account.keys, after))
+                # limit + 1 tells whether anything follows this page.
+                keys = account.keys[begin : min(hi, begin + limit + 1)]
+                runs.append([(key, account) for key in keys])
+            merged = list(itertools.islice(heapq.merge(*runs, key=lambda pair: pair[0]), limit + 1))
+            more = len(merged) > limit
+            merged = merged[:limit]
+            items = [(account, account.records[key[1]]) for key, account in merged]
+            return PageSlice(items=items, count=count, next_after=merged[-1][0] if more and merged else None)
+
+    def documents(self, account_id: str) -> list[dict[str, Any]]:
+        """Every activity of the account as the API renders it, in listing order."""
+        with self.lock:
+            account = self.account(account_id)
+            records = [account.records[key[1]] for key in account.keys]
+        return [render(account, rec) for rec in records]
+
+    def date_span(self, account: Account) -> tuple[int | None, int | None]:
+        """(oldest, newest) start of the account's dated activities."""
+        with self.lock:
+            dated_end = bisect_left(account.keys, (NULL_START_KEY,))
+            if dated_end == 0:
+                return None, None
+            return -account.keys[dated_end - 1][0], -account.keys[0][0]
+
+    def count_between(self, account: Account, first: int | None, last: int | None) -> int:
+        with self.lock:
+            lo, hi = StartRange(first, last).bounds(account.keys)
+            return hi - lo
+
+    # --- webhook subscriptions ------------------------------------------------------------------
+
+    def _wall_us(self) -> int:
+        # Wall-clock creation times (what the created_at filters compare), strictly increasing.
+        self._last_wall_us = max(self._last_wall_us + 1, time.time_ns() // 1000)
+        return self._last_wall_us
+
+    def add_subscription(
+        self, *, name: str, events: list[str], url: str, secret: str | None, config: dict[str, Any] | None
+    ) -> Subscription:
+        with self.lock:
+            stamp = self._wall_us()
+            sub = Subscription(
+                id=new_uuid(self._ids),
+                name=name,
+                events=list(events),
+                url=url,
+                secret=secret,
+                config=config,
+                created_us=stamp,
+                updated_us=stamp,
+            )
+            self.subscriptions[sub.id] = sub
+            return sub
+
+    def remove_subscription(self, subscription_id: str) -> bool:
+        with self.lock:
+            return self.subscriptions.pop(subscription_id, None) is not None
+
+    def subscribers(self, event: str) -> list[Subscription]:
+        with self.lock:
+            return [s for s in self.subscriptions.values() if s.wants(event)]

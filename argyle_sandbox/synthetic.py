@@ -1,0 +1,225 @@
+"""Deterministic synthetic Argyle data: compact records, rendered into full v1 documents on demand.
+
+A record holds only what changes (ids, start, timestamps, a revision) and a per-activity seed;
+everything else (income, locations, circumstances...) is drawn from that seed whenever the
+document is rendered. So 100,000 activities cost a few tens of MB, and the same seed always
+gives the same documents, in the shapes API-NOTES.md describes: money as strings, income_rates
+as JSON numbers, nulls where Argyle sends them, both datetime maps.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# (employer, link_item, activity type, service types)
+EMPLOYERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("Uber", "uber", "rideshare", ("UberX", "UberXL", "Comfort")),
+    ("Lyft", "lyft", "rideshare", ("Standard", "XL", "Shared")),
+    ("SprintCar", "sprintcar", "rideshare", ("Standard",)),
+    ("DoorDash", "doordash", "delivery", ("Dasher", "Shop & Deliver")),
+    ("Instacart", "instacart", "delivery", ("Full Service", "Delivery Only")),
+    ("Whole Goods", "whole_goods", "hourly", ("Shift",)),
+    ("TaskRabbit", "taskrabbit", "services", ("Handyman", "Moving Help")),
+)
+
+# (latitude, longitude, street, city, zone)
+PLACES: tuple[tuple[float, float, str, str, str], ...] = (
+    (40.7128, -74.0060, "Broadway", "New York, NY 10007", "America/New_York"),
+    (34.0522, -118.2437, "Spring St", "Los Angeles, CA 90012", "America/Los_Angeles"),
+    (41.8781, -87.6298, "State St", "Chicago, IL 60602", "America/Chicago"),
+    (29.7604, -95.3698, "Main St", "Houston, TX 77002", "America/Chicago"),
+    (47.6062, -122.3321, "Pike St", "Seattle, WA 98101", "America/Los_Angeles"),
+)
+
+DATETIME_KEYS = (
+    "request_at",
+    "accept_at",
+    "pickup_at",
+    "dropoff_at",
+    "cancel_at",
+    "shift_start",
+    "shift_end",
+    "break_start",
+    "break_end",
+)
+
+# Sort key of an activity without a start date: after every dated one (keys are -start).
+NULL_START_KEY = 1 << 62
+
+
+def new_uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def iso_seconds(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def iso_micros(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
+
+
+def money(cents: int | None) -> str | None:
+    if cents is None:
+        return None
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d}"
+
+
+@dataclass(slots=True)
+class ActivityRecord:
+    id: str
+    serial: int  # seeds everything about the activity that is not stored here
+    start: int | None  # epoch seconds, None for an activity without a start date
+    created_us: int
+    updated_us: int
+    revision: int = 0  # bumped by every update; changes tips, totals and metadata
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """Listing order: newest start first, then id; undated activities last."""
+        return (NULL_START_KEY if self.start is None else -self.start, self.id)
+
+
+@dataclass
+class Account:
+    id: str
+    user: str
+    employer: str
+    link_item: str
+    activity_type: str
+    service_types: tuple[str, ...]
+    created_us: int
+    place: int
+    records: dict[str, ActivityRecord] = field(default_factory=dict)
+    keys: list[tuple[int, str]] = field(default_factory=list)  # sorted, see ActivityRecord.key
+    fully_synced: bool = False
+
+
+@dataclass
+class User:
+    id: str
+    created_us: int
+    external_metadata: dict[str, Any] = field(default_factory=dict)
+    accounts: list[str] = field(default_factory=list)
+
+
+def render(account: Account, rec: ActivityRecord) -> dict[str, Any]:
+    """The activity as Argyle's v1 API returns it. Pure: the same record gives the same document."""
+    rng = random.Random(rec.serial)
+    kind = account.activity_type
+    lat, lng, street, city, zone = PLACES[account.place]
+    cancelled = rng.random() < 0.07
+    if kind == "hourly":
+        duration = rng.randint(4, 9) * 3600 + rng.choice((0, 1800))
+    elif kind == "services":
+        duration = rng.randint(1, 5) * 3600
+    else:
+        duration = rng.randint(6, 75) * 60
+    if cancelled:
+        duration = 0
+    start = rec.start
+    end = None if start is None or cancelled else start + duration
+
+    miles_x100 = 0 if kind in ("hourly", "services") or cancelled else rng.randint(40, 2500)
+    pay = (
+        0
+        if cancelled
+        else (duration * rng.randint(1500, 3000) // 3600 if kind == "hourly" else rng.randint(250, 4500))
+    )
+    fees = 0 if kind == "hourly" or cancelled else pay * rng.randint(10, 35) // 100
+    bonus = rng.choice((0, 0, 0, 100, 250, 500)) if not cancelled else 0
+    cancel_fee = rng.randint(300, 700) if cancelled and rng.random() < 0.5 else 0
+
+    # The revision-dependent part: what a periodic scan changes (late tips, adjusted totals).
+    vrng = random.Random(rec.serial * 1_000_003 + rec.revision)
+    tips = 0 if cancelled or kind == "hourly" else vrng.choice((0, 0, vrng.randint(50, 1200)))
+    if rec.revision:
+        tips += vrng.randint(25, 500)
+    total = pay - fees + tips + bonus + cancel_fee
+    hours = duration / 3600 if duration else 0
+    rates = {
+        "hour": round((total / 100) / hours, 2) if hours else None,
+        "mile": round((total / 100) / (miles_x100 / 100), 2) if miles_x100 else None,
+    }
+
+    def place(dx: int, dy: int, number: int) -> dict[str, str]:
+        return {
+            "lat": f"{lat + dx / 1000:.6f}",
+            "lng": f"{lng + dy / 1000:.6f}",
+            "formatted_address": f"{number} {street}, {city}",
+        }
+
+    start_location = place(rng.randint(-60, 60), rng.randint(-60, 60), rng.randint(1, 999))
+    end_location = (
+        None if cancelled else place(rng.randint(-60, 60), rng.randint(-60, 60), rng.randint(1, 999))
+    )
+
+    stamps: dict[str, int | None] = dict.fromkeys(DATETIME_KEYS)
+    if start is not None:
+        if kind == "hourly":
+            stamps["shift_start"] = start
+            stamps["shift_end"] = end
+            if end is not None and duration >= 6 * 3600:
+                stamps["break_start"] = start + duration // 2
+                stamps["break_end"] = start + duration // 2 + 1800
+        else:
+            stamps["request_at"] = start - rng.randint(60, 600)
+            stamps["accept_at"] = start - rng.randint(10, 59)
+            stamps["pickup_at"] = None if cancelled else start
+            stamps["dropoff_at"] = end
+            stamps["cancel_at"] = start + rng.randint(30, 300) if cancelled else None
+
+    return {
+        "id": rec.id,
+        "account": account.id,
+        "employer": account.employer,
+        "link_item": account.link_item,
+        "data_partner": account.link_item,
+        "created_at": iso_micros(rec.created_us),
+        "updated_at": iso_micros(rec.updated_us),
+        "status": "cancelled" if cancelled else "completed",
+        "type": kind,
+        "num_tasks": 0 if cancelled else (rng.randint(1, 3) if kind == "delivery" else 1),
+        "start_date": iso_seconds(start),
+        "end_date": iso_seconds(end),
+        "all_datetimes": {k: iso_seconds(v) for k, v in stamps.items()},
+        "all_timestamps": stamps,
+        "duration": duration,
+        "timezone": zone,
+        "earning_type": "work",
+        "income": {
+            "currency": "USD",
+            "total_charge": None if kind == "hourly" else money(pay + tips + bonus + rng.randint(0, 900)),
+            "fees": money(fees),
+            "total": money(total),
+            "pay": money(pay),
+            "tips": money(tips),
+            "bonus": money(bonus),
+            "taxes": None,
+        },
+        "income_rates": rates,
+        "start_location": start_location,
+        "end_location": end_location,
+        "route": None
+        if end_location is None or kind in ("hourly", "services")
+        else f"https://maps.sandbox.invalid/route/{rec.id}",
+        "distance": money(miles_x100) if miles_x100 else None,
+        "distance_unit": "miles" if miles_x100 else None,
+        "circumstances": {
+            "is_pool": kind == "rideshare" and rng.random() < 0.1,
+            "is_rush": rng.random() < 0.2,
+            "is_surge": kind == "rideshare" and rng.random() < 0.15,
+            "position": None,
+            "service_type": rng.choice(account.service_types),
+        },
+        "metadata": {"revision": rec.revision},
+        "complete_data_available": True,
+    }
