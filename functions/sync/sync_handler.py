@@ -1,0 +1,200 @@
+"""EventsQueue -> Argyle API -> DynamoDB: applies each queued webhook (and sync continuation).
+
+Thin on purpose: the rules are in argyle_pipeline.activity_sync, DynamoDB is in activity_store and
+sync_state_store, SQS in event_queue. This module wires them, once per container, and adds
+Powertools: FIFO batch processing with partial failures, idempotency, logs, metrics, traces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from argyle_pipeline.activity_store import ActivityStore
+from argyle_pipeline.activity_sync import (
+    ActivitySync,
+    ParsedMessage,
+    SyncMessage,
+    SyncOptions,
+    message_from_sqs_record,
+    parse_message,
+)
+from argyle_pipeline.argyle_client import ArgyleAuthError, ArgyleClient
+from argyle_pipeline.event_queue import EventQueue
+from argyle_pipeline.secret_values import argyle_credentials
+from argyle_pipeline.sync_settings import SyncSettings, sync_settings
+from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.webhook_events import MalformedWebhook
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+SERVICE = "argyle-sync"
+NAMESPACE = "ArgyleSync"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+# FIFO: a failed record fails the records after it in the same message group (their order
+# matters), while other groups' records still commit.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+_PER_RECORD_KEYS = ["correlation_id", "message_id", "group_id", "event_name", "dedupe_key"]
+
+
+@dataclass
+class SyncRuntime:
+    """Everything made once per container: AWS clients, the Argyle clients and the idempotent
+    processing function. Tests build one around their own fakes with `set_runtime`."""
+
+    sync: ActivitySync
+    process_once: Callable[..., dict[str, Any]]
+    idempotency_config: IdempotencyConfig
+
+
+_runtime: SyncRuntime | None = None
+
+
+def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[Any] | None = None,
+                  dynamodb: Any = None, sqs: Any = None) -> SyncRuntime:
+    import boto3
+    import urllib3
+    from botocore.config import Config
+
+    if dynamodb is None:
+        # Standard retry mode backs off on throttling; what still fails is raised and SQS retries.
+        dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    if argyle is None:
+        def credentials() -> Any:  # Powertools caches the secret; a rotation is picked up within max_age
+            return argyle_credentials(settings.argyle_credentials_secret_id, settings.secret_max_age_seconds)
+
+        pool = urllib3.PoolManager(retries=False, maxsize=settings.fetch_concurrency + 1)
+        clients = [ArgyleClient(settings.argyle_api_url, credentials,
+                                timeout=settings.argyle_timeout_seconds,
+                                max_attempts=settings.argyle_max_attempts,
+                                max_pages=settings.argyle_max_pages,
+                                page_limit=settings.argyle_page_limit, pool=pool)
+                   for _ in range(settings.fetch_concurrency + 1)]
+        argyle, fetchers = clients[0], clients[1:]
+    sync = ActivitySync(
+        argyle,
+        ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
+                      max_rounds=settings.dynamodb_max_rounds),
+        SyncStateStore(settings.sync_state_table, dynamodb),
+        EventQueue(settings.queue_url, sqs),
+        SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
+                    event_archive_seconds=settings.event_archive_seconds),
+        fetchers=fetchers or [],
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="dedupe_key",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=settings.idempotency_seconds,
+        # A redelivery of a completed event returns the stored outcome, marked so it is counted apart.
+        response_hook=lambda response, _record: {**response, "duplicate": True},
+    )
+    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb)
+
+    # key_prefix: the record's id does not depend on the function's name, so a redeploy under
+    # another name still recognises what was already synced.
+    @idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=config,
+                         key_prefix="argyle-sync")
+    def process_once(*, key: dict[str, str], message: SyncMessage, parsed: ParsedMessage,
+                     remaining_ms: Callable[[], int]) -> dict[str, Any]:
+        return sync.process(message, parsed, remaining_ms).as_dict()
+
+    return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config)
+
+
+def runtime() -> SyncRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = build_runtime(sync_settings())
+    return _runtime
+
+
+def set_runtime(value: SyncRuntime | None) -> None:
+    """Replace (or with None, forget) the per-container objects; settings are re-read too."""
+    global _runtime
+    _runtime = value
+    sync_settings.cache_clear()
+
+
+@tracer.capture_method(capture_response=False)
+def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, Any]:
+    rt = runtime()
+    message = message_from_sqs_record(record.raw_event)
+    logger.append_keys(correlation_id=message.correlation_id, message_id=message.message_id,
+                       group_id=message.group_id)
+    retries_before = rt.sync.argyle_retries
+    try:
+        try:
+            parsed = parse_message(message)
+        except MalformedWebhook as exc:
+            # Retrying cannot fix it: after maxReceiveCount it lands in the DLQ for a human.
+            logger.error("message is not a webhook the sync can read", reason=str(exc))
+            raise
+        logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
+        remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
+        try:
+            outcome = rt.process_once(key={"dedupe_key": parsed.idempotency_key}, message=message,
+                                      parsed=parsed, remaining_ms=remaining_ms)
+        except ArgyleAuthError as exc:
+            logger.error("Argyle rejected the API keys: fix the credentials secret, then redrive the DLQ",
+                         status=exc.status, error=type(exc).__name__)
+            raise
+        except Exception as exc:
+            logger.warning("sync failed, SQS will retry the message", error=type(exc).__name__,
+                           reason=str(exc)[:300])
+            raise
+        _record_metrics(outcome, message)
+        logger.info("message processed", **_log_fields(outcome))
+        return outcome
+    finally:
+        retries = rt.sync.argyle_retries - retries_before
+        if retries:
+            metrics.add_metric(name="ArgyleRetries", unit=MetricUnit.Count, value=retries)
+        logger.remove_keys(_PER_RECORD_KEYS)
+
+
+def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
+    names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
+             "continuation_part", "archived", "duplicate")
+    return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
+
+
+def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
+    import time
+
+    if outcome.get("duplicate"):
+        metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
+        return
+    metrics.add_metric(name="ActivitiesUpserted", unit=MetricUnit.Count, value=outcome.get("upserted", 0))
+    metrics.add_metric(name="ActivitiesRemoved", unit=MetricUnit.Count, value=outcome.get("removed", 0))
+    if outcome.get("stale") or outcome.get("skipped_removed"):
+        metrics.add_metric(name="StaleWritesSkipped", unit=MetricUnit.Count,
+                           value=outcome.get("stale", 0) + outcome.get("skipped_removed", 0))
+    if outcome.get("continuation_part"):
+        metrics.add_metric(name="ContinuationsQueued", unit=MetricUnit.Count, value=1)
+    if message.received_at_ms:
+        lag = max(0, int(time.time() * 1000) - message.received_at_ms)
+        metrics.add_metric(name="SyncLagMs", unit=MetricUnit.Milliseconds, value=lag)
+    # One dimension value per event name: its own EMF line, apart from the function-wide metrics.
+    with single_metric(name="EventsProcessed", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+                       default_dimensions={"service": SERVICE}) as metric:
+        metric.add_dimension(name="event", value=str(outcome.get("event", "unknown"))[:200])
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # In-progress records expire with this invocation: a crash cannot block the event for longer.
+    runtime().idempotency_config.register_lambda_context(context)
+    return process_partial_response(event=event, record_handler=handle_record, processor=processor,
+                                    context=context)

@@ -1,0 +1,330 @@
+"""The one place that talks to the activities table (DynamoDB).
+
+Item (key account_id + activity_id; GSI ByStartDate = account_id + start_date):
+    account_id, activity_id   the activity's `account` and `id`
+    start_date                the string Argyle sent; absent when null (the item then stays out of the GSI)
+    updated_at                the string Argyle sent, for people reading the table
+    version                   updated_at as integer microseconds since the epoch (0 when null): the
+                              number the monotonic checks compare, whatever the string's format
+    activity                  the whole Argyle object as a DynamoDB map (numbers exact, unknown fields kept)
+    synced_at                 when this copy was written
+A removal replaces the item by a tombstone (account_id, activity_id, removed_at, expires_at): no
+start_date, so it leaves the GSI, and TTL deletes it after `tombstone_seconds`.
+
+Writes are monotonic: an older version never replaces a newer one, and nothing replaces a
+tombstone. Batches (listings) read the stored versions first and write only what is not older;
+this relies on one writer per account, which the FIFO queue's message groups give. Single items
+(activities.updated) use a conditional PutItem, which needs no such assumption. See docs/sync.md.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+BATCH_WRITE_SIZE = 25  # BatchWriteItem's limit
+BATCH_GET_SIZE = 100  # BatchGetItem's limit
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_serializer = TypeSerializer()
+# A write lands on an empty key, or on a live copy whose version is not newer; never on a tombstone.
+_NEW_OR_NOT_OLDER = "attribute_not_exists(#id) OR (attribute_not_exists(#removed) AND #v <= :v)"
+_deserializer = TypeDeserializer()
+
+
+class DynamoDBIncomplete(Exception):
+    """DynamoDB left items unprocessed (throttling) after every bounded retry: a transient failure,
+    the message must be retried."""
+
+
+class ActivityLike(Protocol):
+    """What the store needs of an activity (argyle_pipeline.activity.Activity has it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def updated_at(self) -> datetime | None: ...
+
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class UpsertResult:
+    written: int = 0
+    stale: int = 0  # skipped: the stored copy is newer
+    removed: int = 0  # skipped: the activity was removed (tombstone)
+
+    def __iadd__(self, other: UpsertResult) -> UpsertResult:
+        self.written += other.written
+        self.stale += other.stale
+        self.removed += other.removed
+        return self
+
+
+def activity_version(updated_at: datetime | None) -> int:
+    """Microseconds since the epoch; 0 for an activity without updated_at (oldest possible)."""
+    if updated_at is None:
+        return 0
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)
+    return (updated_at - _EPOCH) // _MICROSECOND
+
+
+
+def activity_item(activity: ActivityLike, synced_at: str) -> dict[str, Any]:
+    """The DynamoDB item (attribute-value form) for one activity."""
+    raw = activity.raw
+    item: dict[str, Any] = {
+        "account_id": {"S": activity.account},
+        "activity_id": {"S": activity.id},
+        "version": {"N": str(activity_version(activity.updated_at))},
+        "activity": _serializer.serialize(raw),
+        "synced_at": {"S": synced_at},
+    }
+    start_date, updated_at = raw.get("start_date"), raw.get("updated_at")
+    if isinstance(start_date, str) and start_date:
+        item["start_date"] = {"S": start_date}
+    if isinstance(updated_at, str) and updated_at:
+        item["updated_at"] = {"S": updated_at}
+    return item
+
+
+def tombstone_item(account_id: str, activity_id: str, removed_at: str, expires_at: int) -> dict[str, Any]:
+    return {
+        "account_id": {"S": account_id},
+        "activity_id": {"S": activity_id},
+        "removed_at": {"S": removed_at},
+        "expires_at": {"N": str(expires_at)},
+    }
+
+
+def from_dynamodb(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored item as plain Python (numbers as Decimal)."""
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _backoff(round_no: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    # Full jitter: spreads retries of many throttled writers apart.
+    return rand() * min(cap, base * (2 ** round_no))
+
+
+class ActivityStore:
+    def __init__(
+        self,
+        table_name: str,
+        client: Any = None,
+        *,
+        tombstone_seconds: int = 35 * 86_400,
+        max_rounds: int = 8,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self._client = client
+        self.table_name = table_name
+        self.tombstone_seconds = tombstone_seconds
+        self.max_rounds = max_rounds
+        self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
+        self._sleep, self._rand, self._clock = sleep, rand, clock
+        # Calls made, for metrics and the benchmark (retries of unprocessed items included).
+        self.write_calls = 0
+        self.read_calls = 0
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def upsert_many(self, activities: Sequence[ActivityLike], synced_at: str) -> UpsertResult:
+        """Write the activities that are not older than their stored copy and not removed.
+
+        Assumes no other writer for these accounts runs at the same time (FIFO message groups).
+        """
+        latest: dict[tuple[str, str], ActivityLike] = {}
+        for activity in activities:  # BatchWriteItem refuses two writes of one key
+            key = (activity.account, activity.id)
+            seen = latest.get(key)
+            if seen is None or activity_version(activity.updated_at) >= activity_version(seen.updated_at):
+                latest[key] = activity
+        stored = self._stored_versions(list(latest))
+        result = UpsertResult()
+        writes: list[dict[str, Any]] = []
+        for key, activity in latest.items():
+            current = stored.get(key)
+            if current is not None and current[1]:
+                result.removed += 1
+            elif current is not None and current[0] > activity_version(activity.updated_at):
+                result.stale += 1
+            else:
+                writes.append({"PutRequest": {"Item": activity_item(activity, synced_at)}})
+        self._batch_write(writes)
+        result.written = len(writes)
+        return result
+
+    def upsert_one(self, activity: ActivityLike, synced_at: str) -> UpsertResult:
+        """Conditional write: succeeds only over nothing, or over a live copy that is not newer."""
+        from botocore.exceptions import ClientError
+
+        self.write_calls += 1
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item=activity_item(activity, synced_at),
+                ConditionExpression=_NEW_OR_NOT_OLDER,
+                ExpressionAttributeNames={"#id": "activity_id", "#removed": "removed_at", "#v": "version"},
+                ExpressionAttributeValues={":v": {"N": str(activity_version(activity.updated_at))}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            old = exc.response.get("Item") or {}
+            return UpsertResult(removed=1) if "removed_at" in old else UpsertResult(stale=1)
+        return UpsertResult(written=1)
+
+    def remove(self, account_id: str, activity_ids: Iterable[str], removed_at: str) -> int:
+        """Replace each activity by a tombstone, in batches of 25. A removal always wins: no
+        condition is needed, and a later stale write cannot undo it. Returns how many."""
+        expires_at = int(self._clock()) + self.tombstone_seconds
+        unique = list(dict.fromkeys(i for i in activity_ids if i))
+        self._batch_write([{"PutRequest": {"Item": tombstone_item(account_id, i, removed_at, expires_at)}}
+                           for i in unique])
+        return len(unique)
+
+    def _stored_versions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bool]]:
+        """(version, removed) of each stored key, read consistently so the previous event's
+        writes are seen."""
+        found: dict[tuple[str, str], tuple[int, bool]] = {}
+        for start in range(0, len(keys), BATCH_GET_SIZE):
+            pending: dict[str, Any] = {self.table_name: {
+                "Keys": [{"account_id": {"S": a}, "activity_id": {"S": i}}
+                         for a, i in keys[start:start + BATCH_GET_SIZE]],
+                "ProjectionExpression": "#a, #id, #v, #removed",
+                "ExpressionAttributeNames": {"#a": "account_id", "#id": "activity_id", "#v": "version",
+                                             "#removed": "removed_at"},
+                "ConsistentRead": True,
+            }}
+            for round_no in range(self.max_rounds):
+                if round_no:
+                    self._sleep(_backoff(round_no, self._backoff_base, self._backoff_cap, self._rand))
+                self.read_calls += 1
+                response = self._client.batch_get_item(RequestItems=pending)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    key = (item["account_id"]["S"], item["activity_id"]["S"])
+                    found[key] = (int(item["version"]["N"]) if "version" in item else 0, "removed_at" in item)
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending.get(self.table_name, {}).get("Keys"):
+                    break
+            else:
+                raise DynamoDBIncomplete(f"BatchGetItem left keys unprocessed after {self.max_rounds} rounds")
+        return found
+
+    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), BATCH_WRITE_SIZE):
+            pending = requests[start:start + BATCH_WRITE_SIZE]
+            for round_no in range(self.max_rounds):
+                if round_no:
+                    self._sleep(_backoff(round_no, self._backoff_base, self._backoff_cap, self._rand))
+                self.write_calls += 1
+                response = self._client.batch_write_item(RequestItems={self.table_name: pending})
+                pending = (response.get("UnprocessedItems") or {}).get(self.table_name, [])
+                if not pending:
+                    break
+            else:
+                raise DynamoDBIncomplete(
+                    f"BatchWriteItem left {len(pending)} items unprocessed after {self.max_rounds} rounds")
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get_item(self, account_id: str, activity_id: str) -> dict[str, Any] | None:
+        """The stored item, tombstones included (plain Python), or None."""
+        self.read_calls += 1
+        response = self._client.get_item(
+            TableName=self.table_name, ConsistentRead=True,
+            Key={"account_id": {"S": account_id}, "activity_id": {"S": activity_id}})
+        item = response.get("Item")
+        return from_dynamodb(item) if item else None
+
+    def get(self, account_id: str, activity_id: str) -> dict[str, Any] | None:
+        """The Argyle object of a live activity, or None when absent or removed."""
+        item = self.get_item(account_id, activity_id)
+        if item is None or "removed_at" in item:
+            return None
+        return dict(item["activity"])
+
+    def activities(self, account_id: str, *, include_removed: bool = False) -> Iterator[dict[str, Any]]:
+        """Every stored item of the account (by activity id), live ones only unless asked."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#a = :a",
+            "ExpressionAttributeNames": {"#a": "account_id"},
+            "ExpressionAttributeValues": {":a": {"S": account_id}},
+        }
+        if not include_removed:
+            kwargs["FilterExpression"] = "attribute_not_exists(#removed)"
+            kwargs["ExpressionAttributeNames"]["#removed"] = "removed_at"
+        yield from self._query(kwargs)
+
+    def activities_by_start_date(self, account_id: str, start_from: str | None = None,
+                                 start_to: str | None = None) -> Iterator[dict[str, Any]]:
+        """Live activities whose start_date is in [start_from, start_to] (strings in Argyle's
+        format, compared as strings), oldest first. Activities without start_date are not indexed."""
+        names = {"#a": "account_id", "#s": "start_date"}
+        values: dict[str, Any] = {":a": {"S": account_id}}
+        condition = "#a = :a"
+        if start_from and start_to:
+            condition += " AND #s BETWEEN :f AND :t"
+            values.update({":f": {"S": start_from}, ":t": {"S": start_to}})
+        elif start_from:
+            condition += " AND #s >= :f"
+            values[":f"] = {"S": start_from}
+        elif start_to:
+            condition += " AND #s <= :t"
+            values[":t"] = {"S": start_to}
+        yield from self._query({"TableName": self.table_name, "IndexName": "ByStartDate",
+                                "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
+                                "ExpressionAttributeValues": values})
+
+    def count(self, account_id: str) -> dict[str, int]:
+        """{"live": n, "removed": m} for the account (Query with Select=COUNT, no items read out)."""
+        counts = {"live": 0, "removed": 0}
+        for label, condition in (("live", "attribute_not_exists(#removed)"),
+                                 ("removed", "attribute_exists(#removed)")):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name, "Select": "COUNT", "KeyConditionExpression": "#a = :a",
+                "FilterExpression": condition,
+                "ExpressionAttributeNames": {"#a": "account_id", "#removed": "removed_at"},
+                "ExpressionAttributeValues": {":a": {"S": account_id}},
+            }
+            while True:
+                self.read_calls += 1
+                response = self._client.query(**kwargs)
+                counts[label] += int(response.get("Count", 0))
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return counts
+
+    def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            self.read_calls += 1
+            response = self._client.query(**kwargs)
+            for item in response.get("Items", []):
+                yield from_dynamodb(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs = {**kwargs, "ExclusiveStartKey": response["LastEvaluatedKey"]}

@@ -1,0 +1,83 @@
+"""The sync function's settings, from environment variables (template.yaml sets them), read inside
+a handler call and cached; tests call `sync_settings.cache_clear()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+DAY_SECONDS = 86_400
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    activities_table: str
+    sync_state_table: str
+    idempotency_table: str
+    queue_url: str
+    argyle_api_url: str
+    argyle_credentials_secret_id: str
+    event_archive_days: int = 90
+    idempotency_days: int = 30
+    # A tombstone must outlive every message that could still carry a stale copy of the activity:
+    # 14 days in the queue plus 14 in the DLQ before a redrive, and some margin.
+    tombstone_days: int = 35
+    # Below this much remaining time a listing stops after its current page and enqueues the rest.
+    continuation_margin_ms: int = 120_000
+    # activities.updated: how many GET /activities/{id} run at once.
+    fetch_concurrency: int = 4
+    argyle_timeout_seconds: float = 30.0
+    argyle_max_attempts: int = 5
+    argyle_page_limit: int = 200
+    # Per invocation; a part that reaches it continues in another message instead of failing.
+    argyle_max_pages: int = 2_000
+    secret_max_age_seconds: int = 300
+    # BatchWriteItem/BatchGetItem rounds for UnprocessedItems before the message is failed and retried.
+    dynamodb_max_rounds: int = 8
+
+    @property
+    def event_archive_seconds(self) -> int:
+        return self.event_archive_days * DAY_SECONDS
+
+    @property
+    def idempotency_seconds(self) -> int:
+        return self.idempotency_days * DAY_SECONDS
+
+    @property
+    def tombstone_seconds(self) -> int:
+        return self.tombstone_days * DAY_SECONDS
+
+
+@cache
+def sync_settings() -> SyncSettings:
+    return SyncSettings(
+        activities_table=os.environ["ACTIVITIES_TABLE"],
+        sync_state_table=os.environ["SYNC_STATE_TABLE"],
+        idempotency_table=os.environ["IDEMPOTENCY_TABLE"],
+        queue_url=os.environ["EVENTS_QUEUE_URL"],
+        argyle_api_url=os.environ.get("ARGYLE_API_URL", "") or "https://api.argyle.com/v1",
+        argyle_credentials_secret_id=os.environ.get("ARGYLE_CREDENTIALS_SECRET_ID", ""),
+        event_archive_days=_int("EVENT_ARCHIVE_DAYS", 90),
+        idempotency_days=_int("IDEMPOTENCY_DAYS", 30),
+        tombstone_days=_int("TOMBSTONE_DAYS", 35),
+        continuation_margin_ms=int(_float("CONTINUATION_MARGIN_SECONDS", 120.0) * 1000),
+        fetch_concurrency=max(1, _int("ARGYLE_FETCH_CONCURRENCY", 4)),
+        argyle_timeout_seconds=_float("ARGYLE_TIMEOUT_SECONDS", 30.0),
+        argyle_max_attempts=_int("ARGYLE_MAX_ATTEMPTS", 5),
+        argyle_page_limit=_int("ARGYLE_PAGE_LIMIT", 200),
+        argyle_max_pages=_int("ARGYLE_MAX_PAGES", 2_000),
+        secret_max_age_seconds=_int("SECRET_MAX_AGE_SECONDS", 300),
+        dynamodb_max_rounds=_int("DYNAMODB_MAX_ROUNDS", 8),
+    )

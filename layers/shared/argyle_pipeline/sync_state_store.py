@@ -1,0 +1,245 @@
+"""The one place that talks to the sync-state table (DynamoDB): what we know about each account
+and user, the archive of processed webhooks, and the per-event counters.
+
+Items (pk, sk):
+    ACCOUNT#<account>  STATE          status (partially_synced | fully_synced), user_id, days_synced,
+                                      available_from/to/count, fully_synced_at, partially_synced_at,
+                                      last_event, last_event_received_at_ms, updated_at
+    USER#<user>        PROFILE        user_id, resource (the webhook's `resource` map), synced_at,
+                                      received_at_ms
+    EVENT#<sha256>     ARCHIVE        event, body (the exact bytes), received_at_ms, processed_at,
+                                      expires_at (TTL)
+    COUNTS             EVENT#<event>  count, last_processed_at
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+
+from argyle_pipeline.activity_store import from_dynamodb
+
+FULLY_SYNCED = "fully_synced"
+PARTIALLY_SYNCED = "partially_synced"
+COUNTS_PK = "COUNTS"
+_serializer = TypeSerializer()
+
+
+def account_key(account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"ACCOUNT#{account_id}"}, "sk": {"S": "STATE"}}
+
+
+def user_key(user_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "PROFILE"}}
+
+
+def event_key(dedupe_key: str) -> dict[str, Any]:
+    return {"pk": {"S": f"EVENT#{dedupe_key}"}, "sk": {"S": "ARCHIVE"}}
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    response = getattr(exc, "response", {}) or {}
+    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+class SyncStateStore:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self._client = client
+        self.table_name = table_name
+        self.write_calls = 0
+
+    # --- accounts -------------------------------------------------------------------------------
+
+    def mark_fully_synced(self, account_id: str, user_id: str | None, synced_at: str) -> None:
+        self._update_account(account_id, user_id, synced_at,
+                             sets=["#status = :status", "#at = :at"],
+                             names={"#status": "status", "#at": "fully_synced_at"},
+                             values={":status": FULLY_SYNCED, ":at": synced_at})
+
+    def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
+                              synced_at: str) -> None:
+        """Records days_synced; the status becomes partially_synced only when the account has none
+        yet (`if_not_exists`), so a fully synced account is never downgraded, in a single write."""
+        sets = ["#status = if_not_exists(#status, :status)", "#at = :at"]
+        names = {"#status": "status", "#at": "partially_synced_at"}
+        values: dict[str, Any] = {":status": PARTIALLY_SYNCED, ":at": synced_at}
+        if days_synced is not None:
+            sets.append("#days = :days")
+            names["#days"] = "days_synced"
+            values[":days"] = days_synced
+        self._update_account(account_id, user_id, synced_at, sets=sets, names=names, values=values)
+
+    def record_availability(
+        self,
+        account_id: str,
+        user_id: str | None,
+        *,
+        available_from: str | None,
+        available_to: str | None,
+        available_count: int | None,
+        event: str,
+        received_at_ms: int,
+        updated_at: str,
+        unless_fully_synced: bool = False,
+    ) -> bool:
+        """available_* as of the event Argyle delivered last (by our receive time): an event
+        received earlier but processed later (a long sync's last part) does not overwrite it.
+        `unless_fully_synced`: a partial sync's window must not replace a full sync's. False when
+        a newer record won."""
+        from botocore.exceptions import ClientError
+
+        names = {"#event": "last_event", "#received": "last_event_received_at_ms"}
+        values: dict[str, Any] = {":event": event, ":received": received_at_ms}
+        sets, removes = ["#event = :event", "#received = :received"], []
+        for attribute, value in (("available_from", available_from), ("available_to", available_to),
+                                 ("available_count", available_count)):
+            names["#" + attribute] = attribute
+            if value is None:
+                removes.append("#" + attribute)
+            else:
+                values[":" + attribute] = value
+                sets.append(f"#{attribute} = :{attribute}")
+        condition = "(attribute_not_exists(#received) OR #received <= :received)"
+        if unless_fully_synced:
+            names["#status"] = "status"
+            values[":full"] = FULLY_SYNCED
+            condition += " AND (attribute_not_exists(#status) OR #status <> :full)"
+        try:
+            self._update_account(account_id, user_id, updated_at, sets=sets, removes=removes, names=names,
+                                 values=values, condition=condition)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
+                        names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
+                        condition: str | None = None) -> None:
+        names = {**names, "#account": "account_id", "#updated": "updated_at"}
+        values = {**values, ":account": account_id, ":updated": updated_at}
+        sets = ["#account = :account", "#updated = :updated", *sets]
+        if user_id:
+            names["#user"] = "user_id"
+            values[":user"] = user_id
+            sets.append("#user = :user")
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": account_key(account_id),
+            "UpdateExpression": update,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
+        }
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        self.write_calls += 1
+        self._client.update_item(**kwargs)
+
+    def account_state(self, account_id: str) -> dict[str, Any] | None:
+        return self._get(account_key(account_id))
+
+    def accounts(self) -> Iterator[dict[str, Any]]:
+        """Every account's state (a Scan: for the CLI and operators, not for the sync path)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "begins_with(pk, :p) AND sk = :s",
+            "ExpressionAttributeValues": {":p": {"S": "ACCOUNT#"}, ":s": {"S": "STATE"}},
+        }
+        while True:
+            response = self._client.scan(**kwargs)
+            for item in response.get("Items", []):
+                yield from_dynamodb(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    # --- users ----------------------------------------------------------------------------------
+
+    def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
+                 received_at_ms: int) -> bool:
+        """The user's record from users.fully_synced; an older delivery does not replace a newer one."""
+        from botocore.exceptions import ClientError
+
+        item = {**user_key(user_id), "user_id": {"S": user_id},
+                "resource": _serializer.serialize(dict(resource)),
+                "synced_at": {"S": synced_at}, "received_at_ms": {"N": str(received_at_ms)}}
+        self.write_calls += 1
+        try:
+            self._client.put_item(
+                TableName=self.table_name, Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR received_at_ms <= :r",
+                ExpressionAttributeValues={":r": {"N": str(received_at_ms)}})
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        return self._get(user_key(user_id))
+
+    # --- archive and counters -------------------------------------------------------------------
+
+    def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
+                      processed_at: str, expires_at: int) -> bool:
+        """Keep the exact body for replay and count the event, in one transaction: an event
+        archived before (a redelivery after its idempotency record expired) is not counted again.
+        Returns False in that case."""
+        from botocore.exceptions import ClientError
+
+        self.write_calls += 1
+        try:
+            self._client.transact_write_items(TransactItems=[
+                {"Put": {
+                    "TableName": self.table_name,
+                    "Item": {**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
+                             "received_at_ms": {"N": str(received_at_ms)},
+                             "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)}},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }},
+                {"Update": {
+                    "TableName": self.table_name,
+                    "Key": {"pk": {"S": COUNTS_PK}, "sk": {"S": f"EVENT#{event}"}},
+                    "UpdateExpression": "ADD #count :one SET #last = :at",
+                    "ExpressionAttributeNames": {"#count": "count", "#last": "last_processed_at"},
+                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":at": {"S": processed_at}},
+                }},
+            ])
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def archived_event(self, dedupe_key: str) -> dict[str, Any] | None:
+        item = self._get(event_key(dedupe_key))
+        if item is not None and "body" in item:
+            item["body"] = bytes(item["body"])  # boto3's Binary wrapper -> the exact bytes
+        return item
+
+    def event_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": COUNTS_PK}},
+        }
+        while True:
+            response = self._client.query(**kwargs)
+            for item in response.get("Items", []):
+                counts[item["sk"]["S"].removeprefix("EVENT#")] = int(item["count"]["N"])
+            if "LastEvaluatedKey" not in response:
+                return counts
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        response = self._client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)
+        item = response.get("Item")
+        return from_dynamodb(item) if item else None

@@ -1,0 +1,139 @@
+"""An in-memory Argyle for unit tests of the sync logic: the ArgyleClient surface the sync uses
+(list_activity_pages with resumable cursors, get_activity, calls/retries counters), the source's
+truth, and the webhook bodies Argyle would send. Integration tests use the real sandbox over HTTP.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from argyle_pipeline.activity import Activity, parse_json
+from argyle_pipeline.argyle_client import ActivityNotFound, ActivityPage, ArgyleUnavailable
+from argyle_pipeline.exact_json import dumps_exact
+
+BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def make_activity(account: str, n: int, *, updated: datetime | None = None, start: datetime | None = None,
+                  activity_id: str | None = None) -> dict[str, Any]:
+    """An activity shaped like Argyle's (money as strings, rates as JSON numbers, unknown fields)."""
+    start = start or BASE_TIME + timedelta(hours=n)
+    return {
+        "id": activity_id or str(uuid.UUID(int=hash((account, n)) & ((1 << 128) - 1))),
+        "account": account,
+        "employer": "SprintCar",
+        "status": "completed",
+        "type": "rideshare",
+        "start_date": iso(start),
+        "end_date": iso(start + timedelta(minutes=30)),
+        "income": {"currency": "USD", "pay": "9.04", "tips": f"{n % 7}.10", "total": "12.30",
+                   "taxes": None},
+        "income_rates": {"hour": Decimal("2.83"), "mile": Decimal("0.91")},
+        "start_location": {"lat": "40.7128", "lng": "-74.0060", "formatted_address": "1 Main St"},
+        "all_timestamps": {"request_at": int(start.timestamp())},
+        "x_new_field": {"nested": [1, Decimal("2.5"), "three"]},
+        "created_at": iso(start),
+        "updated_at": iso(updated or start),
+    }
+
+
+class FakeArgyle:
+    def __init__(self, page_limit: int = 200) -> None:
+        self.page_limit = page_limit
+        self.accounts: dict[str, dict[str, dict[str, Any]]] = {}
+        self.calls = 0
+        self.retries = 0
+        self.list_requests: list[tuple[str | None, str | None, str | None, dict[str, str] | None]] = []
+        self.get_requests: list[str] = []
+        # Exceptions raised by the next calls, in order (e.g. ArgyleUnavailable for an exhausted 429).
+        self.fail_next: list[Exception] = []
+        self._clock = BASE_TIME + timedelta(days=400)
+
+    # --- the source's changes -------------------------------------------------------------------
+
+    def tick(self) -> datetime:
+        self._clock += timedelta(seconds=1)
+        return self._clock
+
+    def add(self, account: str, count: int, *, first: int = 0) -> list[dict[str, Any]]:
+        docs = self.accounts.setdefault(account, {})
+        added = []
+        for n in range(first, first + count):
+            doc = make_activity(account, n, updated=self.tick())
+            docs[doc["id"]] = doc
+            added.append(doc)
+        return added
+
+    def update(self, account: str, activity_id: str, tips: str = "99.99") -> dict[str, Any]:
+        doc = self.accounts[account][activity_id]
+        doc["income"]["tips"] = tips
+        doc["updated_at"] = iso(self.tick())
+        return copy.deepcopy(doc)
+
+    def remove(self, account: str, activity_id: str) -> None:
+        del self.accounts[account][activity_id]
+
+    def truth(self, account: str) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.accounts.get(account, {}))
+
+    # --- the client surface ---------------------------------------------------------------------
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        self.list_requests.append((account, from_start_date, to_start_date, cursor))
+        offset = int((cursor or {}).get("offset", "0"))
+        while True:
+            self._call()
+            docs = sorted((d for d in self.accounts.get(account or "", {}).values()
+                           if (from_start_date is None or d["start_date"] >= from_start_date)
+                           and (to_start_date is None or d["start_date"] <= to_start_date)),
+                          key=lambda d: (d["start_date"], d["id"]))
+            page = docs[offset:offset + self.page_limit]
+            offset += len(page)
+            next_cursor = {"offset": str(offset)} if offset < len(docs) else None
+            # Through JSON, as over HTTP: the sync must not share objects with the source.
+            yield ActivityPage([Activity.from_api(parse_json(_dumps(d))) for d in page], next_cursor)
+            if next_cursor is None:
+                return
+
+    def get_activity(self, activity_id: str) -> Activity:
+        self.get_requests.append(activity_id)
+        self._call()
+        for docs in self.accounts.values():
+            if activity_id in docs:
+                return Activity.from_api(parse_json(_dumps(docs[activity_id])))
+        raise ActivityNotFound(f"activity {activity_id} not found", status=404)
+
+
+def unavailable() -> ArgyleUnavailable:
+    return ArgyleUnavailable("GET /activities: HTTP 429 after 5 attempt(s)", status=429)
+
+
+def _dumps(value: Any) -> str:
+    return dumps_exact(value)
+
+
+# --- webhook bodies, as Argyle sends them ---------------------------------------------------------
+
+def webhook_body(event: str, name: str = "test subscription", **data: Any) -> bytes:
+    return dumps_exact({"event": event, "name": name, "data": data}).encode("utf-8")
+
+
+def range_of(docs: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    dates = sorted(d["start_date"] for d in docs)
+    return (dates[0], dates[-1]) if dates else (None, None)
