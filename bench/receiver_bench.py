@@ -66,9 +66,9 @@ def warm_path(requests: int = 2000) -> dict[str, Any]:
     for path in (ROOT / "layers" / "shared", ROOT / "functions" / "receiver", ROOT):
         sys.path.insert(0, str(path))
     import receiver_handler
-
     from argyle_pipeline import secret_values
     from argyle_pipeline.event_queue import EventQueue
+
     from local_stack.lambda_runtime import LambdaContext
 
     secret = "bench-secret"
@@ -128,7 +128,9 @@ def run_receiver_bench() -> list[dict[str, Any]]:
     cold, warm = cold_start(), warm_path()
     print("Receiver")
     print(f"  cold start  handler+client {cold['ours_ms']:7.1f} ms   bare boto3+client {cold['bare_ms']:7.1f} ms"
-          f"   ratio {cold['ratio']:.2f} (target <= {COLD_TARGET})  {'OK' if cold['ratio'] <= COLD_TARGET else 'MISSED'}")
+          "   "
+          f"ratio {cold['ratio']:.2f} (target <= {COLD_TARGET})  {'OK' if cold['ratio'] <= COLD_TARGET else 'MISSED'}")
     print(f"  warm path   handler        {warm['ours_us']:7.1f} us   bare hmac+send    {warm['bare_us']:7.1f} us"
-          f"   ratio {warm['ratio']:.2f} (target <= {WARM_TARGET})  {'OK' if warm['ratio'] <= WARM_TARGET else 'MISSED'}")
+          "   "
+          f"ratio {warm['ratio']:.2f} (target <= {WARM_TARGET})  {'OK' if warm['ratio'] <= WARM_TARGET else 'MISSED'}")
     return [{"name": "receiver_cold_start", **cold}, {"name": "receiver_warm_path", **warm}]

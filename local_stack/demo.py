@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def receiver_samples() -> int:
     from moto import mock_aws
 
-    samples = sorted(p for p in (ROOT / "events").glob("*.json") if not p.name.startswith("sqs_") and p.name != "env.json")
+    samples = sorted(p for p in (ROOT / "events").glob("*.json")
+                     if not p.name.startswith("sqs_") and p.name != "env.json")
     print(f"{'sample':40} {'status':>6}  queued")
     failures = 0
     for path in samples:

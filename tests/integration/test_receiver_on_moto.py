@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-
 from argyle_pipeline.signature import sign
+
 from local_stack.lambda_runtime import environment, function_environment
 from local_stack.template_resources import StackResources
 from tests.support.receiver_harness import apigw_event, invoke_receiver, reset_receiver_state
@@ -44,8 +44,8 @@ def drain(queue_url: str) -> list[dict]:
 
 def body_for(event: str = "activities.removed") -> bytes:
     # Odd spacing on purpose: what is queued must be these bytes, not a re-rendering
-    return ('{"event":  "%s", "name": "Removed",\n "data": {"account": "%s", "removed_activities": ["a1"],'
-            ' "amount": 12.50}}' % (event, ACCOUNT)).encode()
+    return (f'{{"event":  "{event}", "name": "Removed",\n "data": {{"account": "{ACCOUNT}", '
+            '"removed_activities": ["a1"], "amount": 12.50}}').encode()
 
 
 def test_genuine_event_reaches_the_fifo_queue_byte_for_byte(receiver: StackResources) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from argyle_pipeline.secret_values import (
     SecretMalformed,
     parse_argyle_credentials,
@@ -43,7 +42,8 @@ def test_argyle_credentials_parse_and_hide_the_secret_in_repr() -> None:
     assert "very-secret" not in repr(creds)
 
 
-@pytest.mark.parametrize("value", ["not json", "[]", '{"api_key_id": "x"}', '{"api_key_id": "", "api_key_secret": "y"}'])
+@pytest.mark.parametrize(
+    "value", ["not json", "[]", '{"api_key_id": "x"}', '{"api_key_id": "", "api_key_secret": "y"}'])
 def test_argyle_credentials_malformed(value: str) -> None:
     with pytest.raises(SecretMalformed):
         parse_argyle_credentials(value)

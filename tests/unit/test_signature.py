@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from argyle_pipeline.signature import InvalidSignature, sign, verify
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from argyle_pipeline.signature import InvalidSignature, sign, verify
 
 KNOWN_SECRET = "my little secret"
 KNOWN_BODY = b'{"name": "Account added", "event": "accounts.added"}'
@@ -70,7 +69,9 @@ def test_non_ascii_signature_is_rejected_not_crashing() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(body=st.binary(max_size=2048), secret=st.text(min_size=1, max_size=64), data=st.data())
-def test_property_signed_verifies_and_any_one_byte_change_does_not(body: bytes, secret: str, data: st.DataObject) -> None:
+def test_property_signed_verifies_and_any_one_byte_change_does_not(
+    body: bytes, secret: str, data: st.DataObject
+) -> None:
     signature = sign(body, secret)
     verify(body, signature, [secret])
 

@@ -14,11 +14,11 @@ from typing import Any
 DEFAULT_MAX_MESSAGE_BYTES = 262_144
 
 
-class QueueUnavailable(Exception):  # noqa: N818
+class QueueUnavailable(Exception):
     """SQS refused or failed the send: the event was NOT stored, the caller must answer 5xx."""
 
 
-class MessageTooLarge(Exception):  # noqa: N818
+class MessageTooLarge(Exception):
     """The message (body plus attributes) is larger than the queue accepts."""
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 DEFAULT_MAX_AGE_SECONDS = 300
 
 
-class SecretUnavailable(Exception):  # noqa: N818
+class SecretUnavailable(Exception):
     """Secrets Manager could not be read (a transient failure: answer 5xx so the caller retries)."""
 
 
-class SecretMalformed(Exception):  # noqa: N818
+class SecretMalformed(Exception):
     """The secret exists but its value does not have the documented shape."""
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 SIGNATURE_HEADER = "x-argyle-signature"
 
 
-class InvalidSignature(Exception):  # noqa: N818 - the name callers expect (svix, stripe)
+class InvalidSignature(Exception):
     """The request is not signed by any configured secret. `reason` is safe to log."""
 
     def __init__(self, reason: str) -> None:
