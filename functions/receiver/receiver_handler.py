@@ -11,7 +11,7 @@ from typing import Any
 
 from argyle_pipeline.event_queue import EventQueue
 from argyle_pipeline.receiver_telemetry import RequestTelemetry
-from argyle_pipeline.secret_values import SecretMalformed, SecretUnavailable, webhook_secrets
+from argyle_pipeline.secret_values import RefreshLimiter, SecretMalformed, SecretUnavailable, webhook_secrets
 from argyle_pipeline.settings import receiver_settings
 from argyle_pipeline.webhook_intake import BadRequestBody, IntakeResult, handle_webhook, request_from_apigw
 
@@ -19,6 +19,7 @@ telemetry = RequestTelemetry(service="argyle-receiver")
 
 _queue: EventQueue | None = None
 _cold_start = True
+_secret_refresh = RefreshLimiter(interval=10.0)
 
 
 def event_queue() -> EventQueue:
@@ -56,6 +57,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 secrets=lambda: webhook_secrets(settings.webhook_secret_id, settings.secret_max_age),
                 queue=event_queue(),
                 allowed_ips=settings.allowed_source_ips,
+                refreshed_secrets=lambda: (
+                    webhook_secrets(settings.webhook_secret_id, settings.secret_max_age, force=True)
+                    if _secret_refresh.allow() else None),
             )
         except (SecretUnavailable, SecretMalformed) as exc:
             # The secret could not be read: fail closed, but with 5xx so Argyle retries later.

@@ -122,3 +122,18 @@ def test_secret_is_cached_not_read_per_request(receiver: StackResources) -> None
     # Then warm requests still verify from the cache
     other = body_for("activities.updated")
     assert invoke_receiver(apigw_event(other, {"X-Argyle-Signature": sign(other, CURRENT)}))[0] == 202
+
+
+def test_rotation_is_picked_up_at_once_despite_the_cache(receiver: StackResources) -> None:
+    # Given a warm receiver that cached the old secrets
+    first = body_for("activities.added")
+    assert invoke_receiver(apigw_event(first, {"X-Argyle-Signature": sign(first, CURRENT)}))[0] == 202
+    # When the secret is rotated (new current, old current kept as previous)
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=receiver.secrets["WebhookSecret"],
+        SecretString=json.dumps({"current": "rotated", "previous": CURRENT}))
+    # Then a webhook signed with the new secret is accepted straight away, and the old one still is
+    fresh = body_for("activities.updated")
+    assert invoke_receiver(apigw_event(fresh, {"X-Argyle-Signature": sign(fresh, "rotated")}))[0] == 202
+    old = body_for("activities.fully_synced")
+    assert invoke_receiver(apigw_event(old, {"X-Argyle-Signature": sign(old, CURRENT)}))[0] == 202

@@ -38,5 +38,6 @@ def reset_receiver_state() -> None:
 
     receiver_settings.cache_clear()
     receiver_handler.set_queue(None)
+    receiver_handler._secret_refresh = type(receiver_handler._secret_refresh)(interval=10.0)
     parameters.clear_caches()
     base.DEFAULT_PROVIDERS.clear()

@@ -186,3 +186,49 @@ def test_bodies_sqs_cannot_carry_as_text_travel_as_base64_unchanged() -> None:
     assert decode_body(text, encoding) == body
     plain = b'{"event": "x"}'
     assert encode_body(plain) == (plain.decode(), "raw")
+
+
+def test_secret_rotated_since_the_cache_was_filled_is_accepted_after_one_reread() -> None:
+    # Given a cache that still holds the old secret and a body signed with the new one
+    body = payload()
+    rereads: list[int] = []
+
+    def reread() -> list[str]:
+        rereads.append(1)
+        return ["new-secret", SECRET]
+
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(body, secret="new-secret"), lambda: [SECRET], queue,
+                            refreshed_secrets=reread)
+    # Then the re-read secret verifies it, with exactly one re-read
+    assert result.status == 202 and len(queue.sent) == 1
+    assert rereads == [1]
+
+
+def test_forged_request_rereads_at_most_as_the_limiter_allows() -> None:
+    from argyle_pipeline.secret_values import RefreshLimiter
+
+    clock = [0.0]
+    limiter = RefreshLimiter(interval=10.0, clock=lambda: clock[0])
+    reads: list[int] = []
+
+    def reread() -> list[str] | None:
+        if not limiter.allow():
+            return None
+        reads.append(1)
+        return [SECRET]
+
+    queue = FakeQueue()
+    for _ in range(50):
+        assert handle_webhook(signed_request(payload(), secret="forged"), lambda: [SECRET], queue,
+                              refreshed_secrets=reread).status == 401
+    clock[0] = 11.0
+    handle_webhook(signed_request(payload(), secret="forged"), lambda: [SECRET], queue, refreshed_secrets=reread)
+    assert len(reads) == 2 and queue.sent == []
+
+
+def test_missing_signature_never_triggers_a_reread() -> None:
+    calls: list[int] = []
+    request = WebhookRequest(payload(), {}, None, "r")
+    result = handle_webhook(request, lambda: [SECRET], FakeQueue(), refreshed_secrets=lambda: calls.append(1) or [])
+    assert result.status == 401 and calls == []

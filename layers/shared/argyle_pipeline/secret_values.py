@@ -8,6 +8,8 @@ The Argyle API credentials are a JSON object `{"api_key_id": "...", "api_key_sec
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Powertools caches each value for max_age seconds, so a warm function reads Secrets Manager
@@ -32,12 +34,12 @@ class ArgyleCredentials:
         return f"ArgyleCredentials(api_key_id={self.api_key_id!r}, api_key_secret='***')"
 
 
-def _read(secret_id: str, max_age: int) -> str:
+def _read(secret_id: str, max_age: int, force: bool = False) -> str:
     # Imported here so that merely importing this module costs nothing on a cold start.
     from aws_lambda_powertools.utilities import parameters
 
     try:
-        value = parameters.get_secret(secret_id, max_age=max_age)
+        value = parameters.get_secret(secret_id, max_age=max_age, force_fetch=force)
     except parameters.exceptions.GetParameterError as exc:
         raise SecretUnavailable(f"cannot read secret {secret_id}: {type(exc.__cause__).__name__}") from exc
     if isinstance(value, bytes):
@@ -60,10 +62,11 @@ def parse_webhook_secrets(value: str) -> tuple[str, ...]:
     return (value,) if value else ()
 
 
-def webhook_secrets(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS) -> tuple[str, ...]:
+def webhook_secrets(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS, *, force: bool = False) -> tuple[str, ...]:
+    """The accepted secrets, from Powertools' cache unless `force` (then from Secrets Manager)."""
     if not secret_id:
         return ()
-    return parse_webhook_secrets(_read(secret_id, max_age))
+    return parse_webhook_secrets(_read(secret_id, max_age, force))
 
 
 def rotated_webhook_secret_value(new_secret: str, old_value: str | None) -> str:
@@ -85,5 +88,27 @@ def parse_argyle_credentials(value: str) -> ArgyleCredentials:
     return ArgyleCredentials(key_id, key_secret)
 
 
-def argyle_credentials(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS) -> ArgyleCredentials:
-    return parse_argyle_credentials(_read(secret_id, max_age))
+def argyle_credentials(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS, *,
+                       force: bool = False) -> ArgyleCredentials:
+    return parse_argyle_credentials(_read(secret_id, max_age, force))
+
+
+class RefreshLimiter:
+    """Allows a forced re-read of a secret at most once per `interval` seconds.
+
+    A signature that fails against the cached secrets may be signed with a secret rotated since the
+    cache was filled; one re-read settles it. The limit keeps a flood of forged requests from
+    turning into a flood of Secrets Manager calls.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True

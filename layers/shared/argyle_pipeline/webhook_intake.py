@@ -105,14 +105,27 @@ def handle_webhook(
     queue: Queue,
     *,
     allowed_ips: frozenset[str] | None = None,
+    refreshed_secrets: Callable[[], Iterable[str] | None] | None = None,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> IntakeResult:
-    """Decide what to answer Argyle, enqueuing the event when it is genuine."""
+    """Decide what to answer Argyle, enqueuing the event when it is genuine.
+
+    `secrets` gives the cached secrets; `refreshed_secrets`, if given, re-reads them (or returns
+    None when a re-read is not allowed now) and is tried once when the cached ones do not match,
+    so a secret rotated since the cache was filled is accepted at once.
+    """
     if allowed_ips is not None and request.source_ip not in allowed_ips:
         return _reject(403, "source_ip_not_allowed", "source address is not an Argyle webhook address")
 
+    signature = request.header(SIGNATURE_HEADER)
     try:
-        verify(request.body, request.header(SIGNATURE_HEADER), secrets())
+        try:
+            verify(request.body, signature, secrets())
+        except InvalidSignature as first:
+            fresh = refreshed_secrets() if refreshed_secrets and first.reason != "missing_signature" else None
+            if fresh is None:
+                raise
+            verify(request.body, signature, fresh)
     except InvalidSignature as exc:
         return _reject(401, exc.reason, "invalid signature" if exc.reason != "missing_signature"
                        else "missing X-Argyle-Signature header")
