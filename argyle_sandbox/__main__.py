@@ -29,8 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--years", type=float, default=3.0, help="years the start dates spread over")
     parser.add_argument("--subscribe", metavar="URL", help="subscribe URL to every event before connecting")
     parser.add_argument("--secret", help="signing secret of --subscribe's subscription")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a fault, e.g. rate_limit_every=5 (values are JSON)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a fault, e.g. rate_limit_every=5 (values are JSON)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 

@@ -34,9 +34,7 @@ class Outbox:
     def __init__(self, *, max_attempts: int = 5, backoff: float = 0.2, timeout: float = 5.0) -> None:
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self._pool = urllib3.PoolManager(
-            retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout)
-        )
+        self._pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout))
         self._queue: list[tuple[float, int, Delivery]] = []  # (ready at, order, delivery)
         self._order = itertools.count()
         self._in_flight = 0

@@ -1,7 +1,8 @@
 """The sandbox's HTTP routes: Argyle's v1 API (activities, webhooks) and a /_sandbox control plane.
 
 Errors follow Django REST framework, which Argyle's v1 API answers with: `{"detail": "..."}` for
-auth and 404, `{"field": ["message"]}` for validation. Every route needs HTTP Basic auth.
+auth and 404, `{"field": ["message"]}` for validation. Every /v1 route needs HTTP Basic auth;
+the /_sandbox control plane (scenarios, faults, truth) needs none: it listens on loopback.
 """
 
 from __future__ import annotations
@@ -51,12 +52,7 @@ def decode_cursor(text: str) -> SortKey:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value = json.loads(raw)
-        if (
-            isinstance(value, list)
-            and len(value) == 2
-            and isinstance(value[0], int)
-            and isinstance(value[1], str)
-        ):
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and isinstance(value[1], str):
             return value[0], value[1]
     except (binascii.Error, ValueError):
         pass
@@ -178,9 +174,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except (binascii.Error, UnicodeDecodeError):
             return False
         sandbox = self.sandbox
-        return hmac.compare_digest(user, sandbox.api_key_id) & hmac.compare_digest(
-            password, sandbox.api_key_secret
-        )
+        return hmac.compare_digest(user, sandbox.api_key_id) & hmac.compare_digest(password, sandbox.api_key_secret)
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -189,10 +183,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         try:
             # Read the body first: an answer sent before it is read would break keep-alive.
             self._pending_body = self._body() if method in ("POST", "PATCH") else b""
-            if not self._authorized():
-                raise ApiError(
-                    401, {"detail": "Invalid username/password."}, {"WWW-Authenticate": 'Basic realm="api"'}
-                )
+            # Argyle's routes need Basic auth; the loopback control plane does not (curl-friendly).
+            if segments[:1] != ["_sandbox"] and not self._authorized():
+                raise ApiError(401, {"detail": "Invalid username/password."}, {"WWW-Authenticate": 'Basic realm="api"'})
             route = self._route(method, segments)
             if segments and segments[0] == "v1":
                 self._apply_faults()
@@ -243,9 +236,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return route
 
     def _url(self, path: str, query: dict[str, str]) -> str:
-        origin = (
-            self.sandbox.faults.foreign_next_host or f"http://{self.headers.get('Host') or self.sandbox.host}"
-        )
+        origin = self.sandbox.faults.foreign_next_host or f"http://{self.headers.get('Host') or self.sandbox.host}"
         return f"{origin.rstrip('/')}{path}?{urlencode(query)}"
 
     # --- /v1/activities -------------------------------------------------------------------------
@@ -284,9 +275,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         for name in ("events", "name", "url"):
             if doc.get(name) in (None, "", []):
                 errors[name] = ["This field is required."]
-        if "events" not in errors and not (
-            isinstance(events, list) and all(isinstance(e, str) and e for e in events)
-        ):
+        if "events" not in errors and not (isinstance(events, list) and all(isinstance(e, str) and e for e in events)):
             errors["events"] = ["Expected a list of event names."]
         if "name" not in errors and not isinstance(doc.get("name"), str):
             errors["name"] = ["Not a valid string."]
@@ -318,9 +307,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         limit = _limit(query)
         ordering = query.get("ordering") or "created_at"
         if ordering.lstrip("-") not in ("id", "created_at"):
-            raise field_error(
-                "ordering", f"Select a valid choice. {ordering} is not one of the available choices."
-            )
+            raise field_error("ordering", f"Select a valid choice. {ordering} is not one of the available choices.")
         first = _instant(query, "from_created_at_date", end_of_day=False)
         last = _instant(query, "to_created_at_date", end_of_day=True)
         try:

@@ -67,9 +67,7 @@ class Scenario:
             user = state.create_user(user_id)
             account = state.create_account(user, employer)
             now = state.now
-            state.add_activities(
-                account, n_activities, now - int(years * 365 * DAY), now - 60, undated=undated
-            )
+            state.add_activities(account, n_activities, now - int(years * 365 * DAY), now - 60, undated=undated)
             account.fully_synced = True
             messages: list[tuple[str, dict[str, Any] | None]] = [
                 ("accounts.connected", {"account": account.id, "user": user.id})
@@ -108,9 +106,7 @@ class Scenario:
             state.advance(interval)
             removing = list(remove_ids) if remove_ids is not None else state.pick(account, remove)
             updating = (
-                list(update_ids)
-                if update_ids is not None
-                else state.pick(account, update, exclude=set(removing))
+                list(update_ids) if update_ids is not None else state.pick(account, update, exclude=set(removing))
             )
             updated = state.update_activities(account, updating)
             removed = state.remove_activities(account, removing)

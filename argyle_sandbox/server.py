@@ -44,9 +44,7 @@ class SandboxServer:
         self.verbose = verbose
         self.state = SandboxState(seed=seed, now=now)
         self.faults = Faults()
-        self.outbox = Outbox(
-            max_attempts=delivery_attempts, backoff=delivery_backoff, timeout=delivery_timeout
-        )
+        self.outbox = Outbox(max_attempts=delivery_attempts, backoff=delivery_backoff, timeout=delivery_timeout)
         self.scenario = Scenario(self.state, self.outbox, self.faults)
         self._httpd: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -120,9 +118,7 @@ class SandboxServer:
         employer: str | None = None,
         undated: int = 0,
     ) -> tuple[str, str]:
-        return self.scenario.connect_account(
-            user_id, n_activities, years=years, employer=employer, undated=undated
-        )
+        return self.scenario.connect_account(user_id, n_activities, years=years, employer=employer, undated=undated)
 
     def periodic_scan(
         self,

@@ -165,9 +165,7 @@ class SandboxState:
 
     # --- activities -----------------------------------------------------------------------------
 
-    def add_activities(
-        self, account: Account, n: int, first: int, last: int, undated: int = 0
-    ) -> list[ActivityRecord]:
+    def add_activities(self, account: Account, n: int, first: int, last: int, undated: int = 0) -> list[ActivityRecord]:
         """n activities starting uniformly in [first, last] (epoch seconds), plus `undated` without a
         start date. Bulk adds re-sort once; small ones insert in place."""
         with self.lock:
@@ -236,9 +234,7 @@ class SandboxState:
             account = self.accounts[account_id]
             return account, account.records[activity_id]
 
-    def page(
-        self, account_id: str | None, window: StartRange, after: SortKey | None, limit: int
-    ) -> PageSlice:
+    def page(self, account_id: str | None, window: StartRange, after: SortKey | None, limit: int) -> PageSlice:
         """One page in listing order. Without an account, every account's activities are merged."""
         with self.lock:
             if account_id is not None:

@@ -130,9 +130,7 @@ def render(account: Account, rec: ActivityRecord) -> dict[str, Any]:
 
     miles_x100 = 0 if kind in ("hourly", "services") or cancelled else rng.randint(40, 2500)
     pay = (
-        0
-        if cancelled
-        else (duration * rng.randint(1500, 3000) // 3600 if kind == "hourly" else rng.randint(250, 4500))
+        0 if cancelled else (duration * rng.randint(1500, 3000) // 3600 if kind == "hourly" else rng.randint(250, 4500))
     )
     fees = 0 if kind == "hourly" or cancelled else pay * rng.randint(10, 35) // 100
     bonus = rng.choice((0, 0, 0, 100, 250, 500)) if not cancelled else 0
@@ -158,9 +156,7 @@ def render(account: Account, rec: ActivityRecord) -> dict[str, Any]:
         }
 
     start_location = place(rng.randint(-60, 60), rng.randint(-60, 60), rng.randint(1, 999))
-    end_location = (
-        None if cancelled else place(rng.randint(-60, 60), rng.randint(-60, 60), rng.randint(1, 999))
-    )
+    end_location = None if cancelled else place(rng.randint(-60, 60), rng.randint(-60, 60), rng.randint(1, 999))
 
     stamps: dict[str, int | None] = dict.fromkeys(DATETIME_KEYS)
     if start is not None:
