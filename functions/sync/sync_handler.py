@@ -18,6 +18,7 @@ from argyle_pipeline.activity_sync import (
     SyncMessage,
     SyncOptions,
     message_from_sqs_record,
+    needs_fresh_read,
     parse_message,
 )
 from argyle_pipeline.argyle_client import ArgyleAuthError, ArgyleClient
@@ -88,7 +89,8 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         SyncStateStore(settings.sync_state_table, dynamodb),
         EventQueue(settings.queue_url, sqs),
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
-                    event_archive_seconds=settings.event_archive_seconds),
+                    event_archive_seconds=settings.event_archive_seconds,
+                    full_sync_whole_account=settings.full_sync_whole_account),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(
@@ -144,6 +146,13 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         try:
             outcome = rt.process_once(key={"dedupe_key": parsed.idempotency_key}, message=message,
                                       parsed=parsed, remaining_ms=remaining_ms)
+            if outcome.get("duplicate") and needs_fresh_read(parsed, message, outcome):
+                # Same body, received after the earlier run read Argyle: possibly a newer change.
+                # Keyed by receive time too, so SQS redeliveries of this copy still run once.
+                logger.info("identical body received after the earlier run: reading again")
+                key = f"{parsed.idempotency_key}@{message.received_at_ms}"
+                outcome = rt.process_once(key={"dedupe_key": key}, message=message, parsed=parsed,
+                                          remaining_ms=remaining_ms)
         except ArgyleAuthError as exc:
             logger.error("Argyle rejected the API keys: fix the credentials secret, then redrive the DLQ",
                          status=exc.status, error=type(exc).__name__)
@@ -193,7 +202,7 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> Any:
     # In-progress records expire with this invocation: a crash cannot block the event for longer.
     runtime().idempotency_config.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=handle_record, processor=processor,

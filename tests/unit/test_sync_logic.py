@@ -15,6 +15,7 @@ from argyle_pipeline.activity_sync import (
     SyncMessage,
     SyncOptions,
     message_from_sqs_record,
+    needs_fresh_read,
     parse_message,
 )
 from argyle_pipeline.argyle_client import ArgyleUnavailable
@@ -30,12 +31,12 @@ PLENTY = 10**9  # remaining ms: never short of time
 
 
 class World:
-    def __init__(self, page_limit: int = 200, margin_ms: int = 120_000, fetchers: int = 0) -> None:
+    def __init__(self, page_limit: int = 200, margin_ms: int = 120_000, whole_account: bool = True) -> None:
         self.argyle = FakeArgyle(page_limit=page_limit)
         self.activities, self.state, self.queue = MemoryActivities(), MemoryState(), MemoryQueue()
         self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue,
-                                 SyncOptions(continuation_margin_ms=margin_ms),
-                                 fetchers=[self.argyle] * fetchers)
+                                 SyncOptions(continuation_margin_ms=margin_ms,
+                                             full_sync_whole_account=whole_account))
 
     def deliver(self, body: bytes, remaining_ms: int = PLENTY, received_at_ms: int = 1) -> dict[str, Any]:
         message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="corr",
@@ -53,15 +54,16 @@ def fully_synced(docs: list[dict[str, Any]]) -> bytes:
                         available_to=end, available_count=len(docs))
 
 
-def test_fully_synced_lists_the_range_page_by_page_and_records_the_account():
+def test_fully_synced_lists_the_account_page_by_page_and_records_the_account():
     # Given an account with 450 activities at Argyle, 200 per page
     world = World()
     docs = world.argyle.add(ACCOUNT, 450)
     # When its fully_synced webhook is processed
     outcome = world.deliver(fully_synced(docs))
-    # Then the webhook's range was listed once, in 3 pages, and every activity stored exactly
-    start, end = range_of(docs)
-    assert world.argyle.list_requests == [(ACCOUNT, start, end, None)]
+    # Then the whole account (no date filter: undated activities too) was listed once, in 3 pages,
+    # and every activity stored exactly
+    start, _ = range_of(docs)
+    assert world.argyle.list_requests == [(ACCOUNT, None, None, None)]
     assert outcome["pages"] == 3 and outcome["upserted"] == 450
     assert world.activities.upsert_many_calls == [200, 200, 50]
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
@@ -69,6 +71,16 @@ def test_fully_synced_lists_the_range_page_by_page_and_records_the_account():
     assert state["status"] == "fully_synced" and state["available_count"] == 450
     assert state["available_from"] == start and state["user_id"] == USER
     assert world.state.counts == {"activities.fully_synced": 1}
+
+
+def test_fully_synced_can_list_just_the_webhooks_range():
+    # Given the option to list only [available_from, available_to]
+    world = World(whole_account=False)
+    docs = world.argyle.add(ACCOUNT, 5)
+    # When fully_synced is processed
+    world.deliver(fully_synced(docs))
+    # Then exactly the webhook's range was passed to the filters
+    assert world.argyle.list_requests == [(ACCOUNT, *range_of(docs), None)]
 
 
 def test_fully_synced_with_no_activities_and_null_dates_is_valid():
@@ -108,6 +120,7 @@ def test_a_short_budget_continues_after_one_page_and_the_continuation_finishes_t
     # Then every page was fetched exactly once, everything is stored, and the account is synced
     assert outcome["action"] == "synced" and outcome["part"] == 2
     assert [r[3] for r in world.argyle.list_requests] == [None, {"offset": "200"}, {"offset": "400"}]
+    assert {r[:3] for r in world.argyle.list_requests} == {(ACCOUNT, None, None)}
     assert world.argyle.calls == 3
     assert world.activities.upsert_many_calls == [200, 200, 100]
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
@@ -190,7 +203,7 @@ class BarrierArgyle(FakeArgyle):
 def test_updated_fetches_ids_with_bounded_concurrency_and_removes_the_ones_gone():
     # Given 8 stored activities, 5 of them updated at Argyle and one of those removed since
     world = World()
-    argyle = BarrierArgyle(parties=3)
+    argyle = BarrierArgyle(parties=3)  # fails (BrokenBarrierError) unless 3 fetch at once
     world.sync.argyle, world.sync.fetchers = argyle, [argyle] * 3
     docs = argyle.add(ACCOUNT, 8)
     world.deliver(fully_synced(docs))
@@ -287,3 +300,24 @@ def test_a_base64_record_is_decoded_to_the_exact_bytes():
     # Then the bytes, group, correlation id and receive time are the receiver's
     assert message.body == body and message.group_id == "account:a"
     assert message.correlation_id == "corr-1" and message.received_at_ms == 42
+
+
+def _updated_parsed(body: bytes) -> tuple[SyncMessage, Any]:
+    message = SyncMessage(body=body, group_id="g", correlation_id="c", received_at_ms=1_000)
+    return message, parse_message(message)
+
+
+def test_an_identical_updated_body_received_after_the_earlier_read_is_read_again():
+    # Given an activities.updated body whose earlier run started reading at t=900 and t=1000
+    body = webhook_body("activities.updated", account=ACCOUNT, updated_activities=["a"])
+    message, parsed = _updated_parsed(body)
+    # Then a copy received at t=1000 may announce a newer change (read again) unless the read
+    # started after it was received
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 900}) is True
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_001}) is False
+
+
+def test_other_events_are_never_read_again_for_an_identical_body():
+    body = webhook_body("activities.removed", account=ACCOUNT, removed_activities=["a"])
+    message, parsed = _updated_parsed(body)
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 0}) is False

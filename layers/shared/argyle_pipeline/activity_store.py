@@ -283,9 +283,11 @@ class ActivityStore:
                                  start_to: str | None = None) -> Iterator[dict[str, Any]]:
         """Live activities whose start_date is in [start_from, start_to] (strings in Argyle's
         format, compared as strings), oldest first. Activities without start_date are not indexed."""
-        names = {"#a": "account_id", "#s": "start_date"}
+        names = {"#a": "account_id"}
         values: dict[str, Any] = {":a": {"S": account_id}}
         condition = "#a = :a"
+        if start_from or start_to:
+            names["#s"] = "start_date"
         if start_from and start_to:
             condition += " AND #s BETWEEN :f AND :t"
             values.update({":f": {"S": start_from}, ":t": {"S": start_to}})

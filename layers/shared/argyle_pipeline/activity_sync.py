@@ -48,6 +48,10 @@ UPDATED = "activities.updated"
 REMOVED = "activities.removed"
 USERS_FULLY_SYNCED = "users.fully_synced"
 LISTING_EVENTS = frozenset({FULLY_SYNCED, PARTIALLY_SYNCED, ADDED})
+# Events whose body can repeat byte for byte for a new change at Argyle: activities.updated names
+# the same ids, start-date range and counts when the same activities change again. See
+# `needs_fresh_read`.
+REPEATABLE_EVENTS = frozenset({UPDATED})
 
 
 # --- what the logic needs of its collaborators ---------------------------------------------------
@@ -202,6 +206,7 @@ class SyncOutcome:
     fetched: int = 0
     continuation_part: int | None = None
     archived: bool | None = None  # False: this body was archived (and counted) before
+    started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
 
     def add(self, result: UpsertResult) -> None:
         self.upserted += result.written
@@ -216,6 +221,23 @@ class SyncOutcome:
 class SyncOptions:
     continuation_margin_ms: int = 120_000
     event_archive_seconds: int = 90 * 86_400
+    # fully_synced lists the whole account rather than [available_from, available_to]: the same
+    # activities, plus those without a start_date, which no date filter can match.
+    full_sync_whole_account: bool = True
+
+
+def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapping[str, Any]) -> bool:
+    """Whether a body already processed (`previous` is that run's outcome) must be applied again.
+
+    Argyle's bodies carry no event id or time, and an activities.updated for a second change of
+    the same activities can be byte-identical to the first. A copy received before the earlier run
+    started reading Argyle announces a change that read already saw: skip it. A copy received
+    later may announce a newer change: read again (a few GETs; the writes are monotonic anyway).
+    """
+    if parsed.event not in REPEATABLE_EVENTS or parsed.is_continuation:
+        return False
+    started = int(previous.get("started_at_ms") or 0)
+    return message.received_at_ms >= started
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -258,6 +280,13 @@ class ActivitySync:
                 remaining_ms: Callable[[], int]) -> SyncOutcome:
         """Apply one message. Raises on anything transient (Argyle unavailable, DynamoDB
         throttled) so that SQS retries it; the writes already made are safe to repeat."""
+        started_at_ms = int(self._clock() * 1000)
+        outcome = self._apply(message, parsed, remaining_ms)
+        outcome.started_at_ms = started_at_ms
+        return outcome
+
+    def _apply(self, message: SyncMessage, parsed: ParsedMessage,
+               remaining_ms: Callable[[], int]) -> SyncOutcome:
         data = parsed.data
         if isinstance(data, Continuation):
             return self._list(data, message, remaining_ms)
@@ -282,11 +311,15 @@ class ActivitySync:
 
     # --- listings (fully_synced, partially_synced, added, and their continuations) --------------
 
-    @staticmethod
-    def _first_part(event: str, data: ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded,
+    def _first_part(self, event: str,
+                    data: ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded,
                     origin_key: str) -> Continuation:
+        start: str | None
+        end: str | None
         if isinstance(data, ActivitiesAdded):
             start, end = _iso(data.added_from), _iso(data.added_to)
+        elif isinstance(data, ActivitiesFullySynced) and self.options.full_sync_whole_account:
+            start = end = None
         else:
             start, end = _iso(data.available_from), _iso(data.available_to)
         origin: dict[str, Any] = {"available_from": _iso(data.available_from),

@@ -16,9 +16,9 @@ def dumps_exact(value: Any, *, sort_keys: bool = False) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} has no JSON form")
-        # Integral values print as integers (DynamoDB hands back 3 as Decimal("3")).
-        return str(int(value)) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 \
-            else str(value)
+        # An exponent form ("1E+2") prints as the integer it is; every other value as its digits.
+        exponent = value.as_tuple().exponent
+        return str(int(value)) if isinstance(exponent, int) and exponent > 0 else str(value)
     if isinstance(value, Mapping):
         items = sorted(value.items()) if sort_keys else value.items()
         return "{" + ",".join(json.dumps(str(k)) + ":" + dumps_exact(v, sort_keys=sort_keys)

@@ -16,6 +16,11 @@ def _int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in {"1", "true", "yes", "on"}
+
+
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
@@ -46,6 +51,9 @@ class SyncSettings:
     secret_max_age_seconds: int = 300
     # BatchWriteItem/BatchGetItem rounds for UnprocessedItems before the message is failed and retried.
     dynamodb_max_rounds: int = 8
+    # fully_synced lists the whole account (catches activities with a null start_date) instead of
+    # only [available_from, available_to].
+    full_sync_whole_account: bool = True
 
     @property
     def event_archive_seconds(self) -> int:
@@ -80,4 +88,5 @@ def sync_settings() -> SyncSettings:
         argyle_max_pages=_int("ARGYLE_MAX_PAGES", 2_000),
         secret_max_age_seconds=_int("SECRET_MAX_AGE_SECONDS", 300),
         dynamodb_max_rounds=_int("DYNAMODB_MAX_ROUNDS", 8),
+        full_sync_whole_account=_flag("FULL_SYNC_WHOLE_ACCOUNT", True),
     )
