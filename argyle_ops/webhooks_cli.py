@@ -1,0 +1,411 @@
+"""`argyle-webhooks`: manage Argyle webhook subscriptions, and subscribe a deployed stack.
+
+    argyle-webhooks list
+    argyle-webhooks create --events activities.added activities.removed --url https://... [--secret S]
+    argyle-webhooks get ID
+    argyle-webhooks delete ID
+    argyle-webhooks subscribe-stack --stack-name argyle-sync
+
+Configuration: --api-url or ARGYLE_API_URL (default production); credentials from
+ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets Manager secret
+{"api_key_id", "api_key_secret"}). --json prints JSON for scripts. Secrets are never printed.
+
+Exit codes: 0 ok, 1 Argyle API error (4xx not listed below, unexpected answer), 2 usage error,
+3 not found, 4 authentication (wrong or other-environment keys), 5 Argyle unavailable (retries
+exhausted), 6 AWS error (stack, outputs or secret unreadable or unwritable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from argyle_pipeline.argyle_client import (
+    DEFAULT_BASE_URL,
+    ArgyleAuthError,
+    ArgyleClient,
+    ArgyleError,
+    ArgyleNotFound,
+    ArgyleUnavailable,
+    WebhookSubscription,
+)
+from argyle_pipeline.secret_values import (
+    ArgyleCredentials,
+    SecretMalformed,
+    parse_argyle_credentials,
+    rotated_webhook_secret_value,
+)
+from argyle_pipeline.webhook_events import SYNC_EVENTS
+
+EXIT_OK = 0
+EXIT_API_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
+EXIT_UNAVAILABLE = 5
+EXIT_AWS = 6
+
+PROG = "argyle-webhooks"
+DEFAULT_NAME = "argyle-activity-sync"
+
+
+class UsageError(Exception):
+    pass
+
+
+class AwsError(Exception):
+    pass
+
+
+# --- arguments ------------------------------------------------------------------------------------
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command. After it, they only apply when given, so
+    `argyle-webhooks --json list` and `argyle-webhooks list --json` both work."""
+    default = argparse.SUPPRESS if suppress else None
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--api-url", default=default, help=f"Argyle v1 base URL (env ARGYLE_API_URL; default {DEFAULT_BASE_URL})"
+    )
+    parser.add_argument(
+        "--credentials-secret-id",
+        default=default,
+        help="Secrets Manager secret holding {api_key_id, api_key_secret} "
+        "(default: env ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET)",
+    )
+    parser.add_argument(
+        "--endpoint-url", default=default, help="AWS endpoint (e.g. moto's); env AWS_ENDPOINT_URL works too"
+    )
+    parser.add_argument("--region", default=default, help="AWS region (default: the usual AWS configuration)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print JSON instead of a table",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[_common(False)],
+        description="Manage Argyle webhook subscriptions.",
+        epilog="exit codes: 0 ok, 1 API error, 2 usage, 3 not found, 4 auth, 5 unavailable, 6 AWS error",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common(True)
+
+    create = commands.add_parser("create", parents=[common], help="subscribe a URL to events")
+    create.add_argument(
+        "--events",
+        nargs="+",
+        required=True,
+        metavar="EVENT",
+        help="event names (space or comma separated); '*' for all",
+    )
+    create.add_argument("--url", required=True, help="where Argyle delivers the webhooks")
+    create.add_argument("--name", default=DEFAULT_NAME, help=f"subscription name (default {DEFAULT_NAME})")
+    create.add_argument("--secret", help="signing secret (default: none; prefer subscribe-stack)")
+    create.add_argument(
+        "--days-synced",
+        type=_positive_int,
+        metavar="N",
+        help="days for activities.partially_synced (Argyle's default 30)",
+    )
+    create.add_argument("--include-resource", action="store_true", help="config.include_resource = true")
+
+    commands.add_parser("list", parents=[common], help="list every subscription")
+    for name, text in (("get", "show one subscription"), ("delete", "delete one subscription")):
+        sub = commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("id", help="subscription id")
+
+    stack = commands.add_parser(
+        "subscribe-stack",
+        parents=[common],
+        help="subscribe the stack's webhook URL to every event the sync handles, with a new secret",
+        description="Generates a new secret, stores it in the stack's webhook secret (the old one stays "
+        "accepted as 'previous'), subscribes the webhook URL with it, then deletes older "
+        "subscriptions of the same URL.",
+    )
+    stack.add_argument("--stack-name", help="read WebhookUrl / WebhookSecretArn from this stack's outputs")
+    stack.add_argument("--webhook-url", help="the receiver's URL (instead of the stack output)")
+    stack.add_argument("--secret-id", help="the webhook secret's id or ARN (instead of the stack output)")
+    stack.add_argument("--name", default=DEFAULT_NAME, help=f"subscription name (default {DEFAULT_NAME})")
+    stack.add_argument(
+        "--events", nargs="+", metavar="EVENT", help="override the events (default: all the sync handles)"
+    )
+    stack.add_argument(
+        "--days-synced",
+        type=_positive_int,
+        metavar="N",
+        help="days for activities.partially_synced (Argyle's default 30)",
+    )
+    stack.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="keep older subscriptions of the same URL (they would deliver twice)",
+    )
+    return parser
+
+
+def _events(values: Sequence[str]) -> list[str]:
+    events = [e.strip() for value in values for e in value.split(",") if e.strip()]
+    if not events:
+        raise UsageError("--events needs at least one event name")
+    return events
+
+
+def _check_url(url: str, option: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"{option} must be an http(s) URL, got {url!r}")
+    return url
+
+
+# --- AWS ------------------------------------------------------------------------------------------
+
+
+def _aws_client(service: str, args: argparse.Namespace) -> Any:
+    import boto3
+
+    kwargs = {k: v for k, v in {"endpoint_url": args.endpoint_url, "region_name": args.region}.items() if v}
+    return boto3.client(service, **kwargs)
+
+
+def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Error")
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise AwsError(f"{what}: {code}: {message}") from exc
+    except BotoCoreError as exc:
+        raise AwsError(f"{what}: {exc}") from exc
+
+
+def stack_outputs(stack_name: str, args: argparse.Namespace) -> dict[str, str]:
+    cloudformation = _aws_client("cloudformation", args)
+    found = _aws_call(f"cannot describe stack {stack_name}", cloudformation.describe_stacks, StackName=stack_name)
+    stacks = found.get("Stacks") or []
+    if not stacks:
+        raise AwsError(f"stack {stack_name} not found")
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs") or []}
+
+
+def _read_secret(secret_id: str, args: argparse.Namespace, *, missing_ok: bool = False) -> str | None:
+    from botocore.exceptions import ClientError
+
+    client = _aws_client("secretsmanager", args)
+    try:
+        value = client.get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if missing_ok and code == "ResourceNotFoundException":
+            return None
+        raise AwsError(f"cannot read secret {secret_id}: {code}") from exc
+    return value.get("SecretString")
+
+
+def credentials(args: argparse.Namespace, fallback_secret_id: str | None = None) -> ArgyleCredentials:
+    secret_id = args.credentials_secret_id or None
+    key_id = os.environ.get("ARGYLE_API_KEY_ID", "")
+    key_secret = os.environ.get("ARGYLE_API_KEY_SECRET", "")
+    if not secret_id and key_id and key_secret:
+        return ArgyleCredentials(key_id, key_secret)
+    secret_id = secret_id or fallback_secret_id
+    if not secret_id:
+        raise UsageError(
+            "no Argyle API credentials: set ARGYLE_API_KEY_ID and ARGYLE_API_KEY_SECRET, "
+            "or pass --credentials-secret-id"
+        )
+    value = _read_secret(secret_id, args)
+    try:
+        return parse_argyle_credentials(value or "")
+    except SecretMalformed as exc:
+        raise AwsError(f"secret {secret_id}: {exc}") from exc
+
+
+def make_client(args: argparse.Namespace, creds: ArgyleCredentials) -> ArgyleClient:
+    api_url = args.api_url or os.environ.get("ARGYLE_API_URL") or DEFAULT_BASE_URL
+    try:
+        # A person is waiting: fewer, shorter retries than the sync uses.
+        return ArgyleClient(api_url, creds, max_attempts=3, backoff_cap=5.0, timeout=30.0)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def _public(sub: WebhookSubscription) -> dict[str, Any]:
+    """The subscription as printed: the secret only as whether there is one."""
+    doc = sub.model_dump(mode="json", exclude={"secret"})
+    doc["has_secret"] = bool(sub.secret)
+    return doc
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _row(sub: WebhookSubscription) -> list[str]:
+    created = sub.created_at.strftime("%Y-%m-%d %H:%M:%S") if sub.created_at else ""
+    return [sub.id, sub.name or "", ",".join(sub.events), sub.url or "", created]
+
+
+def _details(sub: WebhookSubscription) -> str:
+    doc = _public(sub)
+    fields = ["id", "name", "events", "url", "config", "has_secret", "created_at", "updated_at"]
+    width = max(len(f) for f in fields)
+    out = []
+    for name in fields:
+        value = doc.get(name)
+        text = (
+            ", ".join(value)
+            if isinstance(value, list)
+            else json.dumps(value)
+            if isinstance(value, dict)
+            else ""
+            if value is None
+            else str(value)
+        )
+        out.append(f"{name.ljust(width)}  {text}")
+    return "\n".join(out)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "subscribe-stack":
+        return subscribe_stack(args, out)
+    client = make_client(args, credentials(args))
+    if args.command == "create":
+        config: dict[str, Any] = {}
+        if args.days_synced:
+            config["days_synced"] = args.days_synced
+        if args.include_resource:
+            config["include_resource"] = True
+        sub = client.create_webhook(
+            events=_events(args.events),
+            url=_check_url(args.url, "--url"),
+            name=args.name,
+            secret=args.secret or None,
+            config=config or None,
+        )
+        print(json.dumps(_public(sub)) if args.json else _details(sub), file=out)
+    elif args.command == "list":
+        subs = client.list_webhooks()
+        if args.json:
+            print(json.dumps([_public(s) for s in subs]), file=out)
+        else:
+            print(_table([_row(s) for s in subs], ["ID", "NAME", "EVENTS", "URL", "CREATED"]), file=out)
+    elif args.command == "get":
+        sub = client.get_webhook(args.id)
+        print(json.dumps(_public(sub)) if args.json else _details(sub), file=out)
+    elif args.command == "delete":
+        client.delete_webhook(args.id)
+        print(json.dumps({"deleted": args.id}) if args.json else f"deleted {args.id}", file=out)
+    return EXIT_OK
+
+
+def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
+    outputs: dict[str, str] = {}
+    if args.stack_name:
+        outputs = stack_outputs(args.stack_name, args)
+    elif not (args.webhook_url and args.secret_id):
+        raise UsageError("subscribe-stack needs --stack-name, or both --webhook-url and --secret-id")
+    webhook_url = args.webhook_url or outputs.get("WebhookUrl")
+    secret_id = args.secret_id or outputs.get("WebhookSecretArn")
+    if not webhook_url or not secret_id:
+        raise AwsError(f"stack {args.stack_name} has no WebhookUrl / WebhookSecretArn output")
+    _check_url(webhook_url, "the webhook URL")
+    events = _events(args.events) if args.events else list(SYNC_EVENTS)
+    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")))
+    # Argyle must answer before anything changes: wrong keys should not rotate the secret.
+    existing = [s for s in client.list_webhooks() if s.url == webhook_url]
+
+    # Store first, subscribe second: the receiver accepts the new secret (and still the old one)
+    # before Argyle signs anything with it.
+    new_secret = secrets.token_urlsafe(32)
+    old_value = _read_secret(secret_id, args, missing_ok=True)
+    secretsmanager = _aws_client("secretsmanager", args)
+    _aws_call(
+        f"cannot store the new secret in {secret_id}",
+        secretsmanager.put_secret_value,
+        SecretId=secret_id,
+        SecretString=rotated_webhook_secret_value(new_secret, old_value),
+    )
+    config = {"days_synced": args.days_synced} if args.days_synced else None
+    sub = client.create_webhook(events=events, url=webhook_url, name=args.name, secret=new_secret, config=config)
+    removed = []
+    if not args.keep_existing:
+        for old in existing:
+            client.delete_webhook(old.id)
+            removed.append(old.id)
+    if args.json:
+        print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed}), file=out)
+    else:
+        print(_details(sub), file=out)
+        print(f"secret stored in {secret_id} (the previous one stays accepted until the next rotation)", file=out)
+        for old_id in removed:
+            print(f"deleted older subscription {old_id}", file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        # argparse prints --help and usage errors itself: send them where main() was told to.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+
+    def fail(code: int, message: str) -> int:
+        print(f"{PROG}: error: {message}", file=err)
+        return code
+
+    try:
+        return run(args, out)
+    except UsageError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except ArgyleNotFound as exc:
+        return fail(EXIT_NOT_FOUND, str(exc))
+    except ArgyleAuthError as exc:
+        return fail(EXIT_AUTH, str(exc))
+    except ArgyleUnavailable as exc:
+        return fail(EXIT_UNAVAILABLE, f"{exc} (try again later)")
+    except ArgyleError as exc:
+        return fail(EXIT_API_ERROR, str(exc))
+    except AwsError as exc:
+        return fail(EXIT_AWS, str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
