@@ -73,7 +73,7 @@ class Scenario:
                 ("accounts.connected", {"account": account.id, "user": user.id})
             ]
             messages.append(("activities.partially_synced", None))  # per subscription, below
-            messages.append(("activities.fully_synced", self._available(account, with_user=True)))
+            messages.append(("activities.fully_synced", self._available(account)))
             if all(state.accounts[a].fully_synced for a in user.accounts):
                 messages.append(("users.fully_synced", self._user_payload(user.id)))
             deliveries = []
@@ -139,7 +139,7 @@ class Scenario:
 
     # --- payloads -------------------------------------------------------------------------------
 
-    def _available(self, account: Account, *, with_user: bool = False) -> dict[str, Any]:
+    def _available(self, account: Account) -> dict[str, Any]:
         oldest, newest = self.state.date_span(account)
         data: dict[str, Any] = {"account": account.id, "user": account.user}
         data["available_from"] = iso_seconds(oldest)
