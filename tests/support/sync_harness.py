@@ -1,0 +1,150 @@
+"""The sync function as Lambda runs it, for integration tests: template.yaml's queue and tables in
+moto, webhooks enqueued by the receiver's own intake code, and the queue drained into
+`sync_handler.lambda_handler` as Lambda-shaped SQS events (failed records become visible again
+at once, as after their visibility timeout; moto moves them to the DLQ after maxReceiveCount).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+import sync_handler
+from argyle_pipeline.argyle_client import ArgyleClient
+from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
+from argyle_pipeline.signature import sign
+from argyle_pipeline.sync_settings import sync_settings
+from argyle_pipeline.webhook_intake import WebhookRequest, handle_webhook
+
+from local_stack.template_resources import StackResources
+from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
+
+WEBHOOK_SECRET = "harness-webhook-secret"
+
+
+class RecordedSleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@dataclass
+class DrainReport:
+    invocations: int = 0
+    processed: int = 0
+    failed: int = 0
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SyncHarness:
+    def __init__(self, stack: StackResources, monkeypatch: pytest.MonkeyPatch, *, base_url: str,
+                 api_key_id: str, api_key_secret: str, margin_seconds: float = 120,
+                 dynamodb: Any = None, fetch_concurrency: int = 3, max_attempts: int = 4,
+                 page_limit: int = 200) -> None:
+        self.stack = stack
+        self.sqs = boto3.client("sqs")
+        self.queue_url = stack.queue_urls["EventsQueue"]
+        self.queue_arn = stack.queue_arns["EventsQueue"]
+        self.dlq_url = stack.queue_urls["EventsDLQ"]
+        self.dynamodb = dynamodb or boto3.client("dynamodb")
+        for name, value in stack.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("ARGYLE_API_URL", base_url)
+        monkeypatch.setenv("CONTINUATION_MARGIN_SECONDS", str(margin_seconds))
+        monkeypatch.setenv("ARGYLE_FETCH_CONCURRENCY", str(fetch_concurrency))
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "argyle-sync")
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "SyncFunction")
+        boto3.client("secretsmanager").put_secret_value(
+            SecretId=stack.secrets["ArgyleCredentialsSecret"],
+            SecretString=json.dumps({"api_key_id": api_key_id, "api_key_secret": api_key_secret}))
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
+        sync_handler.set_runtime(None)
+        settings = sync_settings()
+        # Argyle clients whose retry waits are recorded rather than slept, sharing one pool.
+        self.sleeps = RecordedSleeps()
+        self.clients = [ArgyleClient(base_url, _credentials(api_key_id, api_key_secret), sleep=self.sleeps,
+                                     max_attempts=max_attempts, timeout=5.0, page_limit=page_limit)
+                        for _ in range(fetch_concurrency + 1)]
+        self.runtime = sync_handler.build_runtime(settings, argyle=self.clients[0], fetchers=self.clients[1:],
+                                                  dynamodb=self.dynamodb)
+        sync_handler.set_runtime(self.runtime)
+        self.queue = EventQueue(self.queue_url, self.sqs)
+
+    @property
+    def argyle_calls(self) -> int:
+        return sum(c.calls for c in self.clients)
+
+    # --- in ------------------------------------------------------------------------------------
+
+    def receive_webhook(self, body: bytes, *, dedupe_salt: str = "") -> int:
+        """What the receiver does with a signed delivery; returns its HTTP status.
+        `dedupe_salt` gives the SQS message another deduplication id: a copy that arrives after
+        SQS's 5-minute deduplication window, which only the idempotency table can recognise."""
+        queue: Any = self.queue
+        if dedupe_salt:
+            queue = _SaltedQueue(self.queue, dedupe_salt)
+        request = WebhookRequest(body=body, headers={"x-argyle-signature": sign(body, WEBHOOK_SECRET)},
+                                 source_ip="127.0.0.1", request_id=f"req-{dedupe_key(body)[:8]}")
+        return handle_webhook(request, secrets=lambda: [WEBHOOK_SECRET], queue=queue).status
+
+    # --- out -----------------------------------------------------------------------------------
+
+    def drain(self, *, context: Callable[[], FakeLambdaContext] = FakeLambdaContext, max_invocations: int = 500,
+              batch_size: int = 10) -> DrainReport:
+        report = DrainReport()
+        while report.invocations < max_invocations:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"],
+                MessageAttributeNames=["All"]).get("Messages", [])
+            if not messages:
+                return report
+            self.invoke(messages, context(), report)
+        raise AssertionError(f"the queue did not drain in {max_invocations} invocations")
+
+    def invoke(self, messages: list[dict[str, Any]], context: FakeLambdaContext,
+               report: DrainReport | None = None) -> set[str]:
+        """One Lambda invocation on these SQS messages; returns the ids reported failed."""
+        report = report if report is not None else DrainReport()
+        event = sqs_event([record_from_sqs_message(m, self.queue_arn) for m in messages])
+        report.invocations += 1
+        try:
+            response = sync_handler.lambda_handler(event, context)
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        except Exception:  # every record failed: Lambda retries the whole batch
+            failed = {m["MessageId"] for m in messages}
+        for message in messages:
+            if message["MessageId"] in failed:
+                report.failed += 1
+                self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                                   VisibilityTimeout=0)
+            else:
+                report.processed += 1
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return failed
+
+    def dlq_bodies(self) -> list[str]:
+        found = self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        return [m["Body"] for m in found.get("Messages", [])]
+
+
+class _SaltedQueue:
+    def __init__(self, queue: EventQueue, salt: str) -> None:
+        self._queue, self._salt = queue, salt
+
+    def send(self, event: QueuedEvent) -> str:
+        salted = QueuedEvent(body=event.body, event_name=event.event_name, group_id=event.group_id,
+                             dedupe_key=dedupe_key(event.body + self._salt.encode()),
+                             correlation_id=event.correlation_id, received_at_ms=int(time.time() * 1000))
+        return self._queue.send(salted)
+
+
+def _credentials(key_id: str, secret: str) -> Any:
+    from argyle_pipeline.secret_values import ArgyleCredentials
+
+    return ArgyleCredentials(key_id, secret)
