@@ -140,6 +140,7 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         except MalformedWebhook as exc:
             # Retrying cannot fix it: after maxReceiveCount it lands in the DLQ for a human.
             logger.error("message is not a webhook the sync can read", reason=str(exc))
+            metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
         logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
         remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
@@ -156,10 +157,12 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         except ArgyleAuthError as exc:
             logger.error("Argyle rejected the API keys: fix the credentials secret, then redrive the DLQ",
                          status=exc.status, error=type(exc).__name__)
+            metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
         except Exception as exc:
             logger.warning("sync failed, SQS will retry the message", error=type(exc).__name__,
                            reason=str(exc)[:300])
+            metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
         _record_metrics(outcome, message)
         logger.info("message processed", **_log_fields(outcome))

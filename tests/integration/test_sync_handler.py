@@ -20,7 +20,7 @@ from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext
 from tests.support.moto_tables import live_activities
 from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer
-from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness
+from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness, fully_synced_body
 
 
 @pytest.fixture
@@ -123,14 +123,6 @@ def test_many_pages_cost_one_call_per_page_and_one_write_per_25(
     assert harness.argyle_calls == math.ceil(430 / 50)
     assert store.write_calls == math.ceil(430 / 25)  # type: ignore[attr-defined]
     assert stored(stack_in_process, account) == truth(sandbox, account)
-
-
-def fully_synced_body(sandbox: SandboxServer, account: str) -> bytes:
-    start, end = sandbox.available_range(account)
-    user = sandbox.state.account(account).user
-    data = {"account": account, "user": user, "available_from": start, "available_to": end,
-            "available_count": len(sandbox.truth(account))}
-    return json.dumps({"event": "activities.fully_synced", "name": "t", "data": data}).encode()
 
 
 def test_rate_limits_and_server_errors_are_retried(stack_in_process: StackResources, sandbox: SandboxServer,

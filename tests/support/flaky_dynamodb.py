@@ -50,7 +50,7 @@ class FlakyDynamoDB:
             return True
         return bool(self.p_unprocessed) and self._rng.random() < self.p_unprocessed
 
-    def batch_write_item(self, RequestItems: dict[str, list[Any]], **kwargs: Any) -> dict[str, Any]:  # noqa: N803
+    def batch_write_item(self, RequestItems: dict[str, list[Any]], **kwargs: Any) -> dict[str, Any]:
         self._count("batch_write_item")
         self._throttle("batch_write_item")
         if not self._drop_half():
@@ -64,7 +64,7 @@ class FlakyDynamoDB:
             self._client.batch_write_item(RequestItems={t: r for t, r in done.items() if r}, **kwargs)
         return {"UnprocessedItems": {t: r for t, r in left.items() if r}}
 
-    def batch_get_item(self, RequestItems: dict[str, dict[str, Any]], **kwargs: Any) -> dict[str, Any]:  # noqa: N803
+    def batch_get_item(self, RequestItems: dict[str, dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
         self._count("batch_get_item")
         self._throttle("batch_get_item")
         if not self._drop_half():

@@ -148,3 +148,11 @@ def _credentials(key_id: str, secret: str) -> Any:
     from argyle_pipeline.secret_values import ArgyleCredentials
 
     return ArgyleCredentials(key_id, secret)
+
+
+def fully_synced_body(sandbox: Any, account: str) -> bytes:
+    """The activities.fully_synced body the sandbox would send for the account as it is now."""
+    start, end = sandbox.available_range(account)
+    data = {"account": account, "user": sandbox.state.account(account).user, "available_from": start,
+            "available_to": end, "available_count": len(sandbox.truth(account))}
+    return json.dumps({"event": "activities.fully_synced", "name": "t", "data": data}).encode()

@@ -11,8 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 
-def dumps_exact(value: Any, *, sort_keys: bool = False) -> str:
-    """Compact JSON; Decimal as a number literal with its exact digits, bytes as UTF-8 text."""
+def dumps_exact(value: Any, *, sort_keys: bool = False, indent: int | None = None) -> str:
+    """JSON; Decimal as a number literal with its exact digits, bytes as UTF-8 text. Compact
+    unless `indent` is given."""
+    return _render(value, sort_keys, indent, 0)
+
+
+def _render(value: Any, sort_keys: bool, indent: int | None, level: int) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} has no JSON form")
@@ -20,11 +25,19 @@ def dumps_exact(value: Any, *, sort_keys: bool = False) -> str:
         exponent = value.as_tuple().exponent
         return str(int(value)) if isinstance(exponent, int) and exponent > 0 else str(value)
     if isinstance(value, Mapping):
-        items = sorted(value.items()) if sort_keys else value.items()
-        return "{" + ",".join(json.dumps(str(k)) + ":" + dumps_exact(v, sort_keys=sort_keys)
-                              for k, v in items) + "}"
+        items = sorted(value.items()) if sort_keys else list(value.items())
+        parts = [json.dumps(str(k)) + (": " if indent is not None else ":")
+                 + _render(v, sort_keys, indent, level + 1) for k, v in items]
+        return _join("{", parts, "}", indent, level)
     if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ",".join(dumps_exact(v, sort_keys=sort_keys) for v in value) + "]"
+        return _join("[", [_render(v, sort_keys, indent, level + 1) for v in value], "]", indent, level)
     if isinstance(value, bytes | bytearray):
         return json.dumps(bytes(value).decode("utf-8", errors="replace"))
     return json.dumps(value)
+
+
+def _join(start: str, parts: list[str], end: str, indent: int | None, level: int) -> str:
+    if indent is None or not parts:
+        return start + ",".join(parts) + end
+    inner = "\n" + " " * (indent * (level + 1))
+    return start + inner + ("," + inner).join(parts) + "\n" + " " * (indent * level) + end
