@@ -1,19 +1,38 @@
-"""`make demo`: the receiver on every sample in events/, against moto, showing what reached the queue."""
+"""`make demo`: the whole pipeline on this machine, checked against Argyle's truth.
+
+Starts the local stack and the Argyle sandbox, subscribes the stack with the subscription CLI,
+connects users with several accounts and thousands of activities, runs periodic scans that add,
+update and remove activities, with the sandbox misbehaving (429s, 500s, duplicate and
+out-of-order deliveries), sends a forged webhook, then compares DynamoDB with the sandbox's truth.
+Exits 0 only if the copy is exact.
+
+`python -m local_stack.demo --samples` instead runs the receiver on every sample in events/.
+"""
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-from local_stack.invoke import invoke
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# users x accounts, and activities per account: thousands in all, a few seconds each to sync
+DEMO_ACCOUNTS = [[900, 400], [700, 300, 200], [500]]
+SCANS = 2
 
 
 def receiver_samples() -> int:
     from moto import mock_aws
+
+    from local_stack.invoke import invoke
 
     samples = sorted(p for p in (ROOT / "events").glob("*.json")
                      if not p.name.startswith("sqs_") and p.name != "env.json")
@@ -33,11 +52,163 @@ def receiver_samples() -> int:
     return 1 if failures else 0
 
 
-def main() -> int:
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body,  # noqa: S310 - our own loopback URL
+                                     headers={"content-type": "application/json", **headers}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def compare(stack: Any, sandbox: Any, accounts: list[str]) -> tuple[int, int, list[str]]:
+    """(stored, expected, problems): every account's stored activities against the sandbox's truth."""
+    from argyle_pipeline.activity_store import ActivityStore
+
+    store = ActivityStore(stack.outputs()["ActivitiesTableName"])
+    stored_total = expected_total = 0
+    problems: list[str] = []
+    for account in accounts:
+        truth = {doc["id"]: doc for doc in sandbox.truth(account)}
+        stored = {item["activity_id"]: item["activity"] for item in store.activities(account)}
+        stored_total += len(stored)
+        expected_total += len(truth)
+        missing, extra = truth.keys() - stored.keys(), stored.keys() - truth.keys()
+        different = [i for i in truth.keys() & stored.keys() if truth[i] != stored[i]]
+        if missing or extra or different:
+            problems.append(f"account {account}: {len(missing)} missing, {len(extra)} extra, "
+                            f"{len(different)} different")
+    return stored_total, expected_total, problems
+
+
+def subscribe_stack(stack: Any, sandbox: Any) -> None:
+    """What a user does after `sam deploy`: the subscription CLI, against the local stack."""
+    from argyle_ops import webhooks_cli
+
+    outputs = stack.outputs()
+    args = ["--api-url", sandbox.base_url, "subscribe-stack", "--webhook-url", outputs["WebhookUrl"],
+            "--secret-id", outputs["WebhookSecretArn"], "--endpoint-url", stack.aws_endpoint]
+    env = {"ARGYLE_API_KEY_ID": sandbox.api_key_id, "ARGYLE_API_KEY_SECRET": sandbox.api_key_secret}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        out = io.StringIO()
+        stdout, sys.stdout = sys.stdout, out
+        try:
+            code = webhooks_cli.main(args)
+        finally:
+            sys.stdout = stdout
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if code != 0:
+        raise SystemExit(f"argyle-webhooks subscribe-stack failed ({code}): {out.getvalue()}")
+
+
+def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
+    from argyle_pipeline.signature import sign
+
+    from argyle_sandbox.server import SandboxServer
+    from local_stack.dev_config import SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
+    from local_stack.stack import LocalStack, StackConfig
+
+    terminal = sys.stdout
+    started = time.monotonic()
+    log_path = ROOT / ".local-stack" / "demo-functions.log"
+    log_path.parent.mkdir(exist_ok=True)
+
+    def say(line: str) -> None:
+        terminal.write(f"[{time.monotonic() - started:6.1f}s] {line}\n")
+        terminal.flush()
+
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        sys.stdout = log_file  # the functions' JSON logs go to the file, the story to the terminal
+        try:
+            with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET) as sb:
+                config = StackConfig(argyle_api_url=sb.base_url, argyle_api_key_id=SANDBOX_API_KEY_ID,
+                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET)
+                with LocalStack(config) as stack:
+                    say(f"local stack up: webhook URL {stack.webhook_url}, AWS endpoint {stack.aws_endpoint}")
+                    say(f"Argyle sandbox up: {sb.base_url}")
+                    subscribe_stack(stack, sb)
+                    say("subscribed the stack to the sandbox with `argyle-webhooks subscribe-stack` "
+                        "(new random secret stored in the stack's secret)")
+                    sb.faults.update({"rate_limit_every": 9, "retry_after": "0", "fail_every": 13,
+                                      "duplicate_deliveries": 1, "reorder_deliveries": True})
+                    say("sandbox faults on: 429 every 9th call, 500 every 13th, every webhook delivered twice, "
+                        "each step's webhooks in reverse order")
+                    accounts: list[str] = []
+                    for plan in accounts_plan:
+                        user: str | None = None
+                        for n in plan:
+                            user, account = sb.connect_account(user_id=user, n_activities=n)
+                            accounts.append(account)
+                        say(f"connected user {str(user)[:8]}... with {len(plan)} account(s): {sum(plan)} activities")
+                    wait(sb, stack, say, "initial sync")
+                    for scan in range(1, scans + 1):
+                        for account in accounts:
+                            sb.periodic_scan(account, add=25, update=10, remove=5)
+                        say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account")
+                        wait(sb, stack, say, f"scan {scan}")
+                    body = json.dumps({"event": "activities.removed", "name": "forged",
+                                       "data": {"account": accounts[0], "removed_activities": ["everything"]}}).encode()
+                    forged = post(stack.webhook_url, body, {"x-argyle-signature": sign(body, "attacker-secret")})
+                    unsigned = post(stack.webhook_url, body, {})
+                    say(f"forged webhook answered {forged}, unsigned webhook answered {unsigned}")
+                    wait(sb, stack, say, "final drain")
+                    stored, expected, problems = compare(stack, sb, accounts)
+                    counters = stack.counters
+                    elapsed = time.monotonic() - started
+                    rows = [
+                        ("events accepted (202)", counters.accepted),
+                        ("events rejected", ", ".join(f"{n}x {s}" for s, n in sorted(counters.rejected.items())) or 0),
+                        ("accounts", len(accounts)),
+                        ("activities in Argyle (truth)", expected),
+                        ("activities stored in DynamoDB", stored),
+                        ("Argyle API calls (incl. faulted)", sb.faults.requests_seen),
+                        ("AWS calls (moto server)", stack.aws_calls),
+                        ("sync batches / records", f"{stack.poller.stats.batches} / {stack.poller.stats.records}"
+                         if stack.poller else "-"),
+                        ("time", f"{elapsed:.1f} s"),
+                        ("copy exact", "yes" if not problems and forged == 401 and unsigned == 401 else "NO"),
+                    ]
+        finally:
+            sys.stdout = terminal
+    width = max(len(r[0]) for r in rows)
+    print()
+    print("+-" + "-" * width + "-+-" + "-" * 24 + "-+")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value!s:<24} |")
+    print("+-" + "-" * width + "-+-" + "-" * 24 + "-+")
+    for problem in problems:
+        print("MISMATCH", problem)
+    print(f"function logs: {log_path.relative_to(ROOT)}")
+    return 0 if not problems and forged == 401 and unsigned == 401 else 1
+
+
+def wait(sandbox: Any, stack: Any, say: Any, what: str) -> None:
+    sandbox.wait_for_deliveries(timeout=120)
+    if not stack.wait_until_drained(timeout=300):
+        raise SystemExit(f"the queue did not drain during {what}")
+    say(f"{what}: webhooks delivered, queue drained ({stack.counters.accepted} accepted so far)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", action="store_true", help="only run the receiver on the samples in events/")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scans", type=int, default=SCANS)
+    args = parser.parse_args(argv)
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(name, value)
-    return receiver_samples()
+    if args.samples:
+        return receiver_samples()
+    return full_demo(args.seed, DEMO_ACCOUNTS, args.scans)
 
 
 if __name__ == "__main__":

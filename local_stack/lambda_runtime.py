@@ -105,13 +105,29 @@ def function_environment(logical_id: str, resources: StackResources, *, paramete
 
 
 def load_handler(logical_id: str, template: dict[str, Any] | None = None) -> Callable[[dict[str, Any], Any], Any]:
-    """Import the function's handler from its CodeUri, as Lambda would (the layer is installed)."""
+    """Import the function's handler from its CodeUri, as a new Lambda container would: module
+    state (clients, caches) from an earlier load is dropped, so a new endpoint or table is used."""
     props = function_definition(logical_id, template)
     code_dir = str((ROOT / props["CodeUri"]).resolve())
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
     module_name, _, attr = props["Handler"].rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+    _forget_container_state(module_name)
+    handler: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module_name), attr)
+    return handler
+
+
+def _forget_container_state(module_name: str) -> None:
+    from argyle_pipeline.settings import receiver_settings
+    from argyle_pipeline.sync_settings import sync_settings
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters import base
+
+    parameters.clear_caches()
+    base.DEFAULT_PROVIDERS.clear()
+    receiver_settings.cache_clear()
+    sync_settings.cache_clear()
+    sys.modules.pop(module_name, None)
 
 
 def function_timeout(logical_id: str, template: dict[str, Any] | None = None) -> int:

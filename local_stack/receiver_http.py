@@ -110,7 +110,7 @@ class ReceiverHttpServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{ROUTE_PATH}"
+        return f"http://{host!s}:{port}{ROUTE_PATH}"
 
     def start(self) -> None:
         self._thread.start()

@@ -49,7 +49,8 @@ class PollerStats:
 
 class SqsPoller:
     def __init__(self, sqs: Any, queue_url: str, invoke: Invoke, *, batch_size: int = 10, workers: int = 2,
-                 retry_delay: int = 1, region: str = "us-east-1", report: Report | None = None) -> None:
+                 retry_delay: int = 1, region: str = "us-east-1", report: Report | None = None,
+                 visibility: int | None = None) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -57,6 +58,7 @@ class SqsPoller:
         self._invoke = invoke
         self._batch_size = batch_size
         self._retry_delay = retry_delay
+        self._visibility = visibility
         self._region = region
         self._report = report
         self._stop = threading.Event()
@@ -86,9 +88,11 @@ class SqsPoller:
         """Receive one batch and invoke the function on it; returns the number of records."""
         import time
 
-        messages = self._sqs.receive_message(
-            QueueUrl=self._queue_url, MaxNumberOfMessages=self._batch_size, WaitTimeSeconds=1,
-            AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+        receive: dict[str, Any] = {"QueueUrl": self._queue_url, "MaxNumberOfMessages": self._batch_size,
+                                   "WaitTimeSeconds": 1, "AttributeNames": ["All"], "MessageAttributeNames": ["All"]}
+        if self._visibility is not None:
+            receive["VisibilityTimeout"] = self._visibility
+        messages = self._sqs.receive_message(**receive).get("Messages", [])
         if not messages:
             return 0
         records = [lambda_sqs_record(m, self._queue_arn, self._region) for m in messages]

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from local_stack.dev_config import LOCAL_DEV_SECRET, LOCAL_PREFIX, REGION
 from local_stack.lambda_runtime import LambdaContext, environment, function_environment, function_timeout, load_handler
 from local_stack.receiver_http import ReceiverHttpServer
 from local_stack.sqs_poller import SqsPoller
-from local_stack.template_resources import StackResources, create_stack_resources, load_template
+from local_stack.template_resources import TEMPLATE_PATH, StackResources, create_stack_resources, load_template
 
 
 @dataclass
@@ -38,6 +41,10 @@ class StackConfig:
     retry_delay: int = 1
     prefix: str = LOCAL_PREFIX
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Run the sync's poller as a separate process that can be killed mid-sync (crash tests).
+    sync_in_subprocess: bool = False
+    sync_timeout: int | None = None   # the function's timeout as its context reports it
+    worker_visibility: int = 6
 
 
 @dataclass
@@ -55,6 +62,9 @@ class LocalStack:
         self.counters = StackCounters()
         self.resources: StackResources | None = None
         self.aws_endpoint = ""
+        self.aws_calls = 0
+        self._worker: subprocess.Popen[bytes] | None = None
+        self._batch_size, self._sync_timeout = 10, 900
         self._receiver_http: ReceiverHttpServer | None = None
         self.poller: SqsPoller | None = None
         self._template = load_template()
@@ -67,7 +77,11 @@ class LocalStack:
         moto = ThreadedMotoServer(ip_address=cfg.host, port=cfg.moto_port, verbose=False)
         moto.start()
         self._exit.callback(moto.stop)
+        self._count_aws_calls(moto)
         host, port = moto.get_host_and_port()
+        # moto keeps its state per process, shared by every server in it: a new stack starts empty.
+        urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own loopback server
+            f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10).close()
         self.aws_endpoint = f"http://{host}:{port}"
 
         base_env = {"AWS_ENDPOINT_URL": self.aws_endpoint, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -97,10 +111,15 @@ class LocalStack:
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
 
-        sync = load_handler("SyncFunction", self._template)
-        timeout = function_timeout("SyncFunction", self._template)
+        timeout = cfg.sync_timeout or function_timeout("SyncFunction", self._template)
         sync_props = self._template["Resources"]["SyncFunction"]["Properties"]
         batch_size = int(sync_props["Events"]["QueuedWebhooks"]["Properties"].get("BatchSize", 10))
+        self._batch_size, self._sync_timeout = batch_size, timeout
+        if cfg.sync_in_subprocess:
+            self.start_sync_worker()
+            self._exit.callback(self.stop_sync_worker)
+            return self
+        sync = load_handler("SyncFunction", self._template)
         self.poller = SqsPoller(
             session.client("sqs"), self.resources.queue_urls["EventsQueue"],
             lambda event: sync(event, LambdaContext("SyncFunction", timeout_seconds=timeout)),
@@ -113,11 +132,51 @@ class LocalStack:
     def stop(self) -> None:
         self._exit.close()
 
+    # -- the sync worker as a process (crash tests) ------------------------------------------
+    def start_sync_worker(self) -> None:
+        cfg = self.config
+        self._worker = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [sys.executable, "-m", "local_stack.sync_worker", "--batch-size", str(self._batch_size),
+             "--workers", str(cfg.sync_workers), "--retry-delay", str(cfg.retry_delay),
+             "--visibility", str(cfg.worker_visibility), "--timeout", str(self._sync_timeout)],
+            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=str(TEMPLATE_PATH.parent))
+
+    def kill_sync_worker(self) -> None:
+        """SIGKILL: the worker dies wherever it is, between any two writes, like a crashed Lambda."""
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker.wait(timeout=10)
+            self._worker = None
+
+    def stop_sync_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.terminate()
+            try:
+                self._worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._worker.kill()
+            self._worker = None
+
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _count_aws_calls(self, moto: ThreadedMotoServer) -> None:
+        """Count every request moto's server answers (all clients, all sessions): the demo's AWS calls."""
+        server = moto._server  # werkzeug's server; its WSGI app is wrapped before any request arrives
+        if server is None:
+            return
+        app = server.app
+
+        def counting_app(environ: dict[str, Any], start_response: Any) -> Any:
+            with self.counters.lock:
+                self.aws_calls += 1
+            return app(environ, start_response)
+
+        server.app = counting_app
 
     # -- what tools and tests read ---------------------------------------------------------
     @property
