@@ -80,7 +80,7 @@ class LocalStack:
         self._count_aws_calls(moto)
         host, port = moto.get_host_and_port()
         # moto keeps its state per process, shared by every server in it: a new stack starts empty.
-        urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own loopback server
+        urllib.request.urlopen(urllib.request.Request(
             f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10).close()
         self.aws_endpoint = f"http://{host}:{port}"
 

@@ -7,9 +7,9 @@ import time
 
 import boto3
 import pytest
-
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.signature import sign
+
 from tests.support.e2e import WEBHOOK_SECRET, pipeline, post, settle, stored_activities, truth
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +40,7 @@ def test_faults_duplicates_and_reordering_still_converge_exactly() -> None:
     with pipeline(seed=22) as (sandbox, stack):
         sandbox.faults.update({"rate_limit_every": 5, "retry_after": "0", "fail_every": 7,
                                "duplicate_deliveries": 2, "reorder_deliveries": True})
-        user, account = sandbox.connect_account(n_activities=600)
+        _user, account = sandbox.connect_account(n_activities=600)
         settle(sandbox, stack)
         for _ in range(2):
             sandbox.periodic_scan(account, add=20, update=15, remove=10)
@@ -50,7 +50,7 @@ def test_faults_duplicates_and_reordering_still_converge_exactly() -> None:
 
 
 def test_forged_unsigned_and_malformed_requests_store_nothing() -> None:
-    with pipeline(seed=23) as (sandbox, stack):
+    with pipeline(seed=23) as (_sandbox, stack):
         body = json.dumps({"event": "activities.removed", "data": {"account": "a", "removed_activities": ["x"]}})
         raw = body.encode()
         assert post(stack.webhook_url, raw, {"x-argyle-signature": sign(raw, "attacker")})[0] == 401

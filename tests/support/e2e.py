@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from argyle_pipeline.activity_store import ActivityStore
+
 from argyle_sandbox.server import SandboxServer
 from local_stack.stack import LocalStack, StackConfig
 
@@ -47,10 +48,10 @@ def truth(sandbox: SandboxServer, account: str) -> dict[str, dict[str, Any]]:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - loopback
+    request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"content-type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
