@@ -116,3 +116,35 @@ def test_webhook_secret_generated_with_room_for_rotation() -> None:
     assert gen["GenerateStringKey"] == "current"
     assert "previous" in gen["SecretStringTemplate"]
     assert secret["Condition"] == "CreateWebhookSecret"
+
+
+def test_alarms_cover_the_operational_failures_and_can_notify_a_topic() -> None:
+    template = load_template()
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    watched = {(a.get("Namespace"), a.get("MetricName")) for a in alarms.values()}
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched      # DLQ not empty
+    assert ("AWS/ApiGateway", "5xx") in watched                              # receiver 5xx
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in watched           # oldest message age
+    assert ("ArgyleSync", "ArgyleAuthFailures") in watched                   # Argyle 401s
+    assert any("Metrics" in a for a in alarms.values())                      # sync errors (metric math)
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                    {"Ref": "AWS::NoValue"}]}, name
+    filters = resources_of_type(template, "AWS::Logs::MetricFilter")
+    patterns = " ".join(f["FilterPattern"] for f in filters.values())
+    # The log lines the filters count are the ones the sync writes
+    sync_code = (ROOT / "functions" / "sync" / "sync_handler.py").read_text()
+    assert "sync failed, SQS will retry the message" in patterns and "sync failed, SQS will retry the message" in sync_code
+    assert "Argyle rejected the API keys" in patterns and "Argyle rejected the API keys" in sync_code
+
+
+def test_dashboard_body_is_valid_json_once_substituted() -> None:
+    import json
+    import re
+
+    body = load_template()["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    rendered = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(rendered)["widgets"]
+    assert len(widgets) >= 5
+    titles = " ".join(w["properties"]["title"] for w in widgets)
+    assert "DLQ" in titles and "lag" in titles
