@@ -134,7 +134,8 @@ def test_alarms_cover_the_operational_failures_and_can_notify_a_topic() -> None:
     patterns = " ".join(f["FilterPattern"] for f in filters.values())
     # The log lines the filters count are the ones the sync writes
     sync_code = (ROOT / "functions" / "sync" / "sync_handler.py").read_text()
-    assert "sync failed, SQS will retry the message" in patterns and "sync failed, SQS will retry the message" in sync_code
+    retry_line = "sync failed, SQS will retry the message"
+    assert retry_line in patterns and retry_line in sync_code
     assert "Argyle rejected the API keys" in patterns and "Argyle rejected the API keys" in sync_code
 
 
