@@ -15,7 +15,7 @@ export SAM_CLI_TELEMETRY := 0
 FN ?= ReceiverFunction
 EVENT ?= events/activities_fully_synced.json
 
-.PHONY: help venv sam-venv test lint typecheck demo dev invoke events bench build validate redrive sandbox clean
+.PHONY: help venv sam-venv test lint typecheck demo dev invoke events bench load build validate redrive sandbox clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ build: sam-venv ## sam build (needs python3.13 on PATH)
 
 validate: sam-venv ## sam validate --lint
 	$(SAM) validate --lint
+
+load: venv ## A bounded burst of signed webhooks at the local stack: accepted/s, drain time, nothing lost
+	$(PY) -m bench.load_run $(ARGS)
 
 redrive: venv ## Move DLQ messages back to the queue: make redrive ARGS="--endpoint-url ..."
 	$(PY) -m argyle_ops.redrive $(ARGS)

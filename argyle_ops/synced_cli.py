@@ -21,11 +21,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from argyle_ops.stack_outputs import boto3_client, stack_outputs
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.sync_state_store import SyncStateStore
-
-from argyle_ops.stack_outputs import boto3_client, stack_outputs
 
 NOT_FOUND, USAGE = 1, 2
 

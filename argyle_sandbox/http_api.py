@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from argyle_pipeline.timestamps import parse_timestamp
-
 from argyle_sandbox.state import SortKey, StartRange
 from argyle_sandbox.synthetic import render
 

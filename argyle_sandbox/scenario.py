@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from argyle_pipeline.signature import sign
-
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.state import SandboxState, StartRange

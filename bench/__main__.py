@@ -16,7 +16,7 @@ from bench.receiver_bench import run_receiver_bench
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["receiver", "sync"], help="run one group")
+    parser.add_argument("--only", choices=["receiver", "sync", "load"], help="run one group")
     parser.add_argument("--sizes", default="1000,10000,100000", help="sync: activities per account")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.sync_bench import run_sync_bench
 
         results += run_sync_bench(sizes=[int(n) for n in args.sizes.split(",")])
+    if args.only in (None, "load"):
+        from bench.load_run import print_load, run_load
+
+        load = run_load(webhooks=300, accounts=10)
+        print_load(load)
+        results.append(load)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     return 0

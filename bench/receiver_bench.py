@@ -68,7 +68,6 @@ def warm_path(requests: int = 2000) -> dict[str, Any]:
     import receiver_handler
     from argyle_pipeline import secret_values
     from argyle_pipeline.event_queue import EventQueue
-
     from local_stack.lambda_runtime import LambdaContext
 
     secret = "bench-secret"

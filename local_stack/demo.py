@@ -111,7 +111,6 @@ def subscribe_stack(stack: Any, sandbox: Any) -> None:
 
 def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     from argyle_pipeline.signature import sign
-
     from argyle_sandbox.server import SandboxServer
     from local_stack.dev_config import SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
     from local_stack.stack import LocalStack, StackConfig

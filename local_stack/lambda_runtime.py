@@ -118,10 +118,11 @@ def load_handler(logical_id: str, template: dict[str, Any] | None = None) -> Cal
 
 
 def _forget_container_state(module_name: str) -> None:
-    from argyle_pipeline.settings import receiver_settings
-    from argyle_pipeline.sync_settings import sync_settings
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters import base
+
+    from argyle_pipeline.settings import receiver_settings
+    from argyle_pipeline.sync_settings import sync_settings
 
     parameters.clear_caches()
     base.DEFAULT_PROVIDERS.clear()

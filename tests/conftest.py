@@ -62,7 +62,7 @@ def moto_server(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     yield moto_server_url
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset", method="POST"))  # noqa: S310
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset", method="POST"))
 
 
 @pytest.fixture

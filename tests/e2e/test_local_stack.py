@@ -7,9 +7,9 @@ import time
 
 import boto3
 import pytest
+
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.signature import sign
-
 from tests.support.e2e import WEBHOOK_SECRET, pipeline, post, settle, stored_activities, truth
 
 pytestmark = pytest.mark.e2e

@@ -7,6 +7,7 @@ import tracemalloc
 from decimal import Decimal
 
 import pytest
+
 from argyle_pipeline.argyle_client import (
     ActivityNotFound,
     ArgyleAuthError,
@@ -18,7 +19,6 @@ from argyle_pipeline.argyle_client import (
     WebhookNotFound,
 )
 from argyle_pipeline.secret_values import ArgyleCredentials
-
 from argyle_sandbox.server import SandboxServer
 from tests.support.network import free_port
 from tests.support.sandbox_fixtures import (  # noqa: F401

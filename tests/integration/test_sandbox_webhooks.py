@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from argyle_pipeline.argyle_client import ArgyleClient
 from argyle_pipeline.signature import InvalidSignature, verify
 from argyle_pipeline.timestamps import iso_z
@@ -19,7 +20,6 @@ from argyle_pipeline.webhook_events import (
     UsersFullySynced,
     parse_webhook,
 )
-
 from argyle_sandbox.server import SandboxServer
 from tests.support.sandbox_fixtures import (  # noqa: F401
     SANDBOX_CREDENTIALS,

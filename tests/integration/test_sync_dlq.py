@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-import sync_handler
 
+import sync_handler
 from argyle_ops.redrive import redrive
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources

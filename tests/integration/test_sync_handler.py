@@ -11,10 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
+
 import sync_handler
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.sync_state_store import SyncStateStore
-
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext

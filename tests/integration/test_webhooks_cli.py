@@ -12,9 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from argyle_pipeline.secret_values import parse_webhook_secrets
-from argyle_pipeline.signature import verify
-from argyle_pipeline.webhook_events import SYNC_EVENTS
 
 from argyle_ops.webhooks_cli import (
     EXIT_API_ERROR,
@@ -26,6 +23,9 @@ from argyle_ops.webhooks_cli import (
     EXIT_USAGE,
     main,
 )
+from argyle_pipeline.secret_values import parse_webhook_secrets
+from argyle_pipeline.signature import verify
+from argyle_pipeline.webhook_events import SYNC_EVENTS
 from argyle_sandbox.server import SandboxServer
 from tests.support.sandbox_fixtures import (  # noqa: F401
     SANDBOX_KEY_ID,

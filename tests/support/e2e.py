@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from argyle_pipeline.activity_store import ActivityStore
-
 from argyle_sandbox.server import SandboxServer
 from local_stack.stack import LocalStack, StackConfig
 

@@ -30,10 +30,10 @@ def invoke_receiver(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 def reset_receiver_state() -> None:
     """Forget cached settings, clients and secrets, as a new Lambda container would."""
-    import receiver_handler
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters import base
 
+    import receiver_handler
     from argyle_pipeline.settings import receiver_settings
 
     receiver_settings.cache_clear()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from argyle_pipeline.argyle_client import ArgyleClient
 from argyle_pipeline.secret_values import ArgyleCredentials
-
 from argyle_sandbox.server import SandboxServer
 
 SANDBOX_KEY_ID = "test-key-id"

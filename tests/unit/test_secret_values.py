@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from argyle_pipeline.secret_values import (
     SecretMalformed,
     parse_argyle_credentials,

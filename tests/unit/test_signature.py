@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from argyle_pipeline.signature import InvalidSignature, sign, verify
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from argyle_pipeline.signature import InvalidSignature, sign, verify
 
 KNOWN_SECRET = "my little secret"
 KNOWN_BODY = b'{"name": "Account added", "event": "accounts.added"}'

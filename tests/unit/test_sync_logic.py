@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+
 from argyle_pipeline.activity import Activity
 from argyle_pipeline.activity_sync import (
     CONTINUATION_EVENT,
@@ -21,7 +22,6 @@ from argyle_pipeline.activity_sync import (
 from argyle_pipeline.argyle_client import ArgyleUnavailable
 from argyle_pipeline.event_queue import QueuedEvent, dedupe_key
 from argyle_pipeline.webhook_events import MalformedWebhook
-
 from tests.support.fake_argyle import FakeArgyle, range_of, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState

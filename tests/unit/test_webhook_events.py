@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from argyle_pipeline.timestamps import iso_z, parse_timestamp
 from argyle_pipeline.webhook_events import (
     SYNC_EVENTS,

@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+
 from argyle_pipeline.event_queue import (
     MessageTooLarge,
     QueuedEvent,
