@@ -7,6 +7,7 @@ Powertools: FIFO batch processing with partial failures, idempotency, logs, metr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,9 @@ _runtime: SyncRuntime | None = None
 
 
 def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[Any] | None = None,
-                  dynamodb: Any = None, sqs: Any = None) -> SyncRuntime:
+                  dynamodb: Any = None, sqs: Any = None, idempotency_dynamodb: Any = None,
+                  sleep: Callable[[float], None] | None = None) -> SyncRuntime:
+    """The per-container objects; each argument replaces what would be made from `settings`."""
     import boto3
     import urllib3
     from botocore.config import Config
@@ -85,7 +88,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
     sync = ActivitySync(
         argyle,
         ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
-                      max_rounds=settings.dynamodb_max_rounds),
+                      max_rounds=settings.dynamodb_max_rounds, sleep=sleep or time.sleep),
         SyncStateStore(settings.sync_state_table, dynamodb),
         EventQueue(settings.queue_url, sqs),
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
@@ -100,7 +103,8 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         # A redelivery of a completed event returns the stored outcome, marked so it is counted apart.
         response_hook=lambda response, _record: {**response, "duplicate": True},
     )
-    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb)
+    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table,
+                                           boto3_client=idempotency_dynamodb or dynamodb)
 
     # key_prefix: the record's id does not depend on the function's name, so a redeploy under
     # another name still recognises what was already synced.
@@ -181,8 +185,6 @@ def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
-    import time
-
     if outcome.get("duplicate"):
         metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
         return

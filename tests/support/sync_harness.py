@@ -6,6 +6,7 @@ at once, as after their visibility timeout; moto moves them to the DLQ after max
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -50,7 +51,8 @@ class SyncHarness:
         self.queue_url = stack.queue_urls["EventsQueue"]
         self.queue_arn = stack.queue_arns["EventsQueue"]
         self.dlq_url = stack.queue_urls["EventsDLQ"]
-        self.dynamodb = dynamodb or boto3.client("dynamodb")
+        self.base_url = base_url
+        self.api_key = (api_key_id, api_key_secret)
         for name, value in stack.environment().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("ARGYLE_API_URL", base_url)
@@ -64,17 +66,29 @@ class SyncHarness:
         from aws_lambda_powertools.utilities import parameters
 
         parameters.clear_caches()
+        self.queue = EventQueue(self.queue_url, self.sqs)
+        self.sleeps = RecordedSleeps()
+        self.rebuild(dynamodb=dynamodb, fetch_concurrency=fetch_concurrency, max_attempts=max_attempts,
+                     page_limit=page_limit)
+
+    def rebuild(self, *, dynamodb: Any = None, fetch_concurrency: int = 3, max_attempts: int = 4,
+                page_limit: int = 200, margin_ms: int | None = None) -> None:
+        """A new container: settings from the environment, Argyle clients whose retry waits are
+        recorded rather than slept, DynamoDB through `dynamodb` (the idempotency table always
+        through the plain client: a test's injected throttling would otherwise leave in-progress
+        records that only expire with the function's timeout)."""
         sync_handler.set_runtime(None)
         settings = sync_settings()
-        # Argyle clients whose retry waits are recorded rather than slept, sharing one pool.
-        self.sleeps = RecordedSleeps()
-        self.clients = [ArgyleClient(base_url, _credentials(api_key_id, api_key_secret), sleep=self.sleeps,
+        if margin_ms is not None:
+            settings = dataclasses.replace(settings, continuation_margin_ms=margin_ms)
+        self.dynamodb = dynamodb or boto3.client("dynamodb")
+        self.clients = [ArgyleClient(self.base_url, _credentials(*self.api_key), sleep=self.sleeps,
                                      max_attempts=max_attempts, timeout=5.0, page_limit=page_limit)
                         for _ in range(fetch_concurrency + 1)]
-        self.runtime = sync_handler.build_runtime(settings, argyle=self.clients[0], fetchers=self.clients[1:],
-                                                  dynamodb=self.dynamodb)
+        self.runtime = sync_handler.build_runtime(
+            settings, argyle=self.clients[0], fetchers=self.clients[1:], dynamodb=self.dynamodb,
+            idempotency_dynamodb=boto3.client("dynamodb"), sleep=self.sleeps)
         sync_handler.set_runtime(self.runtime)
-        self.queue = EventQueue(self.queue_url, self.sqs)
 
     @property
     def argyle_calls(self) -> int:

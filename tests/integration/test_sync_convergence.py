@@ -1,0 +1,194 @@
+"""Property: whatever Argyle's history, and however its webhooks arrive (duplicated, reordered,
+late, interleaved with processing) and however Argyle and DynamoDB fail transiently, once the
+queue drains the stored activities equal Argyle's truth exactly.
+
+Argyle is the sandbox over HTTP; the queue and tables are template.yaml's, in moto; webhooks go
+through the receiver's intake code and the queue is drained through the sync handler.
+
+What "the queue design allows": deliveries in any order (the receiver enqueues in arrival order,
+FIFO per account keeps it); a copy delivered within SQS's 5-minute window is dropped by SQS; a
+copy delivered later is a new message (only the idempotency table knows it). Scans are a day
+apart at Argyle, so webhooks of different scans never share an SQS deduplication window. A
+message failing maxReceiveCount times goes to the DLQ; the operator's redrive brings it back
+(out of order) at the end.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import sync_handler
+from argyle_ops.redrive import redrive
+from argyle_sandbox.server import SandboxServer
+from local_stack.template_resources import StackResources
+from tests.support.flaky_dynamodb import FlakyDynamoDB
+from tests.support.lambda_events import FakeLambdaContext
+from tests.support.moto_tables import live_activities
+from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer
+from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness
+
+THROTTLED_OPERATIONS = frozenset({"batch_write_item", "batch_get_item", "put_item", "update_item",
+                                  "transact_write_items"})
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(seed=11, api_key_id=SANDBOX_KEY_ID, api_key_secret=SANDBOX_KEY_SECRET,
+                       delivery_backoff=0.01, delivery_timeout=2.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inbox(sandbox: SandboxServer) -> Iterator[RecordingServer]:
+    server = RecordingServer().start()
+    sandbox.subscribe(f"{server.url}/webhooks/argyle", events=["*"], secret=WEBHOOK_SECRET,
+                      config={"days_synced": 3})
+    yield server
+    server.stop()
+
+
+@dataclass
+class Round:
+    """A periodic scan at Argyle, then some of the waiting webhooks arrive, then some processing."""
+
+    add: int
+    update: int
+    remove: int
+    deliver: float  # fraction of the waiting webhooks that arrive now, in a random order
+    argyle_failures: int  # the next N Argyle requests answer 500 (4 in a row fail a message)
+    invocations: int  # Lambda invocations run now (the queue need not be empty after)
+
+
+@dataclass
+class History:
+    activities: int
+    undated: int
+    page_limit: int
+    continue_every_page: bool
+    p_unprocessed: float
+    p_throttle: float
+    rounds: list[Round] = field(default_factory=list)
+
+
+rounds = st.builds(Round, add=st.integers(0, 3), update=st.integers(0, 3), remove=st.integers(0, 2),
+                   deliver=st.sampled_from([0.0, 0.5, 1.0]), argyle_failures=st.sampled_from([0, 0, 2, 5]),
+                   invocations=st.integers(0, 3))
+histories = st.builds(
+    History,
+    # Small accounts often: the same activities then change again, and Argyle's second
+    # activities.updated can be byte-identical to the first.
+    activities=st.one_of(st.integers(1, 3), st.integers(0, 30)),
+    undated=st.integers(0, 2),
+    page_limit=st.sampled_from([4, 200]),
+    continue_every_page=st.booleans(),
+    p_unprocessed=st.sampled_from([0.0, 0.3]),
+    p_throttle=st.sampled_from([0.0, 0.04]),
+    rounds=st.lists(rounds, min_size=1, max_size=5),
+)
+
+
+class Deliveries:
+    """Webhooks Argyle has sent but we have not yet received, and how they arrive."""
+
+    def __init__(self, sandbox: SandboxServer, inbox: RecordingServer, harness: SyncHarness,
+                 rng: random.Random) -> None:
+        self.sandbox, self.inbox, self.harness, self.rng = sandbox, inbox, harness, rng
+        self.waiting: list[tuple[str, bytes]] = []  # (SQS deduplication window, body)
+        self.scans = 0
+
+    def collect(self) -> None:
+        """What the sandbox sent for the latest scan: a day later, so a new deduplication window."""
+        self.sandbox.wait_for_deliveries(20)
+        self.waiting.extend((f"scan-{self.scans}", r.body) for r in self.inbox.requests)
+        self.inbox.requests.clear()
+        self.scans += 1
+
+    def deliver(self, fraction: float) -> None:
+        self.rng.shuffle(self.waiting)
+        count = round(len(self.waiting) * fraction)
+        now, self.waiting = self.waiting[:count], self.waiting[count:]
+        for window, body in now:
+            assert self.harness.receive_webhook(body, dedupe_salt=window) == 202
+            copy = self.rng.random()
+            if copy < 0.2:  # Argyle retries at once: same deduplication window, SQS drops it
+                self.harness.receive_webhook(body, dedupe_salt=window)
+            elif copy < 0.3:  # a copy some time later, after other webhooks
+                self.waiting.append((f"{window}-late", body))
+            elif copy < 0.4:  # a copy right after, but past SQS's window: the idempotency table's job
+                self.harness.receive_webhook(body, dedupe_salt=f"{window}-later")
+
+
+def process(harness: SyncHarness, invocations: int, continue_every_page: bool) -> None:
+    for _ in range(invocations):
+        messages = harness.sqs.receive_message(QueueUrl=harness.queue_url, MaxNumberOfMessages=10,
+                                               AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages")
+        if not messages:
+            return
+        harness.invoke(messages, context_for(continue_every_page))
+
+
+def context_for(continue_every_page: bool) -> FakeLambdaContext:
+    # With 60 s left and the 120 s margin, every listing part stops after one page.
+    return FakeLambdaContext(60_000 if continue_every_page else None)
+
+
+@pytest.fixture
+def harness(stack_in_process: StackResources, sandbox: SandboxServer,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncHarness]:
+    yield SyncHarness(stack_in_process, monkeypatch, base_url=sandbox.base_url, api_key_id=SANDBOX_KEY_ID,
+                      api_key_secret=SANDBOX_KEY_SECRET)
+    sync_handler.set_runtime(None)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(history=histories, rng=st.randoms(use_true_random=False))
+# Always tried: the same activity updated in two scans, each update processed before the next scan
+# (Argyle's two activities.updated bodies are then byte-identical), and a continuation per page.
+@example(history=History(activities=1, undated=1, page_limit=4, continue_every_page=True, p_unprocessed=0.3,
+                         p_throttle=0.0, rounds=[Round(0, 1, 0, 1.0, 0, 3), Round(0, 1, 0, 1.0, 0, 3)]),
+         rng=random.Random(1))
+def test_the_stored_activities_converge_on_argyles_truth(history: History, rng: random.Random,
+                                                         stack_in_process: StackResources,
+                                                         sandbox: SandboxServer, inbox: RecordingServer,
+                                                         harness: SyncHarness):
+    # Given a fresh account at Argyle and a sync whose DynamoDB misbehaves as this history says
+    flaky = FlakyDynamoDB(harness.dynamodb if not isinstance(harness.dynamodb, FlakyDynamoDB)
+                          else harness.dynamodb._client, seed=rng.randrange(2**32),
+                          p_unprocessed=history.p_unprocessed, p_throttle=history.p_throttle,
+                          throttle_operations=THROTTLED_OPERATIONS)
+    harness.rebuild(dynamodb=flaky, page_limit=history.page_limit)
+    sandbox.faults.reset()
+    deliveries = Deliveries(sandbox, inbox, harness, rng)
+    _, account = sandbox.connect_account(n_activities=history.activities, undated=history.undated)
+    deliveries.collect()
+
+    # When Argyle changes the account, its webhooks arrive in any order and are processed in between
+    process(harness, 1, history.continue_every_page)
+    for step in history.rounds:
+        if sandbox.truth(account) or step.add:
+            sandbox.periodic_scan(account, add=step.add, update=step.update, remove=step.remove)
+            deliveries.collect()
+        deliveries.deliver(step.deliver)
+        sandbox.faults.update({"fail_next": step.argyle_failures})
+        process(harness, step.invocations, history.continue_every_page)
+
+    # And everything still on its way arrives, the faults stop, the queue drains, and the DLQ is redriven
+    while deliveries.waiting:
+        deliveries.deliver(1.0)
+    sandbox.faults.reset()
+    flaky.enabled = False
+    harness.drain(context=lambda: context_for(history.continue_every_page))
+    redrive(harness.sqs, harness.dlq_url, harness.queue_url)
+    harness.drain(context=lambda: context_for(history.continue_every_page))
+
+    # Then the stored activities are exactly Argyle's
+    assert harness.dlq_bodies() == []
+    assert live_activities(stack_in_process.tables["ActivitiesTable"], account) == {
+        doc["id"]: doc for doc in sandbox.truth(account)}
