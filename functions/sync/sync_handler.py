@@ -12,6 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.activity_sync import (
     ActivitySync,
@@ -28,15 +38,6 @@ from argyle_pipeline.secret_values import argyle_credentials
 from argyle_pipeline.sync_settings import SyncSettings, sync_settings
 from argyle_pipeline.sync_state_store import SyncStateStore
 from argyle_pipeline.webhook_events import MalformedWebhook
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 
 SERVICE = "argyle-sync"
 NAMESPACE = "ArgyleSync"

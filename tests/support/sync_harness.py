@@ -15,13 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
+
 import sync_handler
 from argyle_pipeline.argyle_client import ArgyleClient
 from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.signature import sign
 from argyle_pipeline.sync_settings import sync_settings
 from argyle_pipeline.webhook_intake import WebhookRequest, handle_webhook
-
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
 
