@@ -37,6 +37,12 @@ def encode_body(body: bytes) -> tuple[str, str]:
     return base64.b64encode(body).decode("ascii"), "base64"
 
 
+def attribute_text(value: str) -> str:
+    """`value` as a String message attribute SQS accepts: characters it cannot carry (and lone
+    surrogates, which UTF-8 cannot) become U+FFFD; empty becomes "-" (SQS refuses empty values)."""
+    return _SQS_UNSAFE.sub("\ufffd", value) or "-"
+
+
 def decode_body(message_body: str, body_encoding: str | None) -> bytes:
     """The exact bytes Argyle sent, from an SQS record's body and `body_encoding` attribute."""
     if body_encoding == "base64":
@@ -69,9 +75,9 @@ class QueuedEvent:
     def _attributes(self) -> dict[str, dict[str, str]]:
         return {
             "body_encoding": {"DataType": "String", "StringValue": self.encoded()[1]},
-            "event": {"DataType": "String", "StringValue": self.event_name},
+            "event": {"DataType": "String", "StringValue": attribute_text(self.event_name)},
             "dedupe_key": {"DataType": "String", "StringValue": self.dedupe_key},
-            "correlation_id": {"DataType": "String", "StringValue": self.correlation_id},
+            "correlation_id": {"DataType": "String", "StringValue": attribute_text(self.correlation_id)},
             "received_at_ms": {"DataType": "Number", "StringValue": str(self.received_at_ms)},
         }
 

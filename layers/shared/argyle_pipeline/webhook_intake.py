@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import string
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,7 +67,9 @@ def request_from_apigw(event: Mapping[str, Any]) -> WebhookRequest:
         except (binascii.Error, ValueError) as exc:
             raise BadRequestBody("body is marked base64 but is not valid base64") from exc
     else:
-        body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+        # surrogatepass: a lone surrogate (valid in the event's JSON, impossible in UTF-8) gives
+        # bytes that are not UTF-8, so the request is rejected (401/400) instead of crashing (500).
+        body = raw.encode("utf-8", errors="surrogatepass") if isinstance(raw, str) else bytes(raw)
     headers: dict[str, str] = {}
     for name, value in (event.get("headers") or {}).items():
         if isinstance(name, str) and isinstance(value, str):
@@ -87,12 +91,17 @@ def message_group(payload: Mapping[str, Any], event_name: str) -> str:
         return f"account:{account}"
     if _group_safe(user):
         return f"user:{user}"
-    return f"event:{event_name[:100]}"
+    if _group_safe(event_name[:100]):
+        return f"event:{event_name[:100]}"
+    return f"event:{hashlib.sha256(event_name.encode('utf-8', errors='surrogatepass')).hexdigest()[:32]}"
+
+
+# SQS group ids: at most 128 characters, each alphanumeric or punctuation (no space, no control).
+_GROUP_CHARS = frozenset(string.ascii_letters + string.digits + string.punctuation)
 
 
 def _group_safe(value: Any) -> bool:
-    # SQS group ids: at most 128 printable ASCII characters.
-    return isinstance(value, str) and 0 < len(value) <= 100 and value.isascii() and value.isprintable()
+    return isinstance(value, str) and 0 < len(value) <= 100 and all(c in _GROUP_CHARS for c in value)
 
 
 def _reject(status: int, outcome: str, message: str, **log_fields: Any) -> IntakeResult:
