@@ -1,0 +1,247 @@
+"""Sync benchmark: one account's activities.fully_synced for N = 1,000, 10,000 and 100,000 activities,
+through the real handler, against moto's server and the Argyle sandbox over HTTP; then a naive sync
+(pages of 10, one PutItem per activity) of the same data, and the ratio of the two.
+
+Processes: moto's server runs in its own process, the sandbox in this one, and each sync in a fresh
+child process, so that the child's peak RSS is the sync's memory alone (the 100,000 items held by
+moto and the sandbox are elsewhere). The handler runs as Lambda would run it: SQS messages from the
+queue as Lambda-shaped events, a 900 s context, continuations when that budget runs low.
+
+Targets: Argyle calls = ceil(N/200); activity write calls = ceil(N/25); peak memory at 100,000 no
+more than 30 MB above that at 1,000.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+KEY_ID, KEY_SECRET = "bench-key-id", "bench-key-secret"
+WRITE_OPERATIONS = frozenset({"BatchWriteItem", "PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"})
+MEMORY_TARGET_MB = 30
+
+
+def _aws_environment(endpoint: str) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint, "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "ArgyleSyncBench", "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_SERVICE_NAME": "argyle-sync", "AWS_LAMBDA_FUNCTION_NAME": "SyncFunction",
+            "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    from tests.support.network import free_port
+
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own venv's moto server on loopback
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 - loopback
+            return process, url
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)
+
+
+# --- in the child process -------------------------------------------------------------------------
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _count_calls(client: Any, counts: dict[str, int]) -> None:
+    def count(event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        counts[operation] = counts.get(operation, 0) + 1
+
+    client.meta.events.register("before-call.dynamodb.*", count)
+
+
+def _ours(job: dict[str, Any], out: Any) -> None:
+    """The real handler on the queue until it is empty (continuations included)."""
+    os.environ.update(job["env"])
+    import boto3
+    import sync_handler
+
+    from argyle_pipeline.argyle_client import ArgyleClient
+    from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
+    from argyle_pipeline.secret_values import ArgyleCredentials
+    from argyle_pipeline.sync_settings import sync_settings
+    from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
+
+    dynamodb = boto3.client("dynamodb")
+    counts: dict[str, int] = {}
+    _count_calls(dynamodb, counts)
+    settings = sync_settings()
+    credentials = ArgyleCredentials(KEY_ID, KEY_SECRET)
+    clients = [ArgyleClient(settings.argyle_api_url, credentials, page_limit=200) for _ in range(3)]
+    sync_handler.set_runtime(sync_handler.build_runtime(settings, argyle=clients[0], fetchers=clients[1:],
+                                                        dynamodb=dynamodb))
+    sqs = boto3.client("sqs")
+    body = job["body"].encode()
+    EventQueue(settings.queue_url, sqs).send(QueuedEvent(
+        body=body, event_name="activities.fully_synced", group_id=f"account:{job['account']}",
+        dedupe_key=dedupe_key(body), correlation_id="bench", received_at_ms=int(time.time() * 1000)))
+    baseline = _peak_rss_mb()
+    invocations = failed = 0
+    started = time.perf_counter()
+    while True:
+        messages = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=10,
+                                       AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+        if not messages:
+            break
+        invocations += 1
+        response = sync_handler.lambda_handler(sqs_event([record_from_sqs_message(m) for m in messages]),
+                                               FakeLambdaContext(timeout_seconds=900))
+        failures = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        for message in messages:
+            if message["MessageId"] in failures:
+                failed += 1
+                sqs.change_message_visibility(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+            else:
+                sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    wall = time.perf_counter() - started
+    store = sync_handler.runtime().sync.activities
+    out.put({"wall_s": wall, "argyle_calls": sum(c.calls for c in clients),
+             "argyle_retries": sum(c.retries for c in clients),
+             "activity_write_calls": store.write_calls,  # type: ignore[attr-defined]
+             "dynamodb_write_calls": sum(n for op, n in counts.items() if op in WRITE_OPERATIONS),
+             "dynamodb_calls": counts, "invocations": invocations, "failed_records": failed,
+             "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb()})
+
+
+def _naive(job: dict[str, Any], out: Any) -> None:
+    """What a first attempt looks like: default-ish pages of 10, one PutItem per activity."""
+    os.environ.update(job["env"])
+    import boto3
+
+    from argyle_pipeline.activity_store import activity_item
+    from argyle_pipeline.argyle_client import ArgyleClient
+    from argyle_pipeline.secret_values import ArgyleCredentials
+
+    dynamodb = boto3.client("dynamodb")
+    counts: dict[str, int] = {}
+    _count_calls(dynamodb, counts)
+    client = ArgyleClient(job["env"]["ARGYLE_API_URL"], ArgyleCredentials(KEY_ID, KEY_SECRET), page_limit=10,
+                          max_pages=1_000_000)
+    baseline = _peak_rss_mb()
+    started = time.perf_counter()
+    synced_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for activity in client.list_activities(job["account"]):
+        dynamodb.put_item(TableName=job["table"], Item=activity_item(activity, synced_at))
+    wall = time.perf_counter() - started
+    out.put({"wall_s": wall, "argyle_calls": client.calls,
+             "dynamodb_write_calls": sum(n for op, n in counts.items() if op in WRITE_OPERATIONS),
+             "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb()})
+
+
+def _run_child(target: Any, job: dict[str, Any]) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: its peak RSS is the sync's
+    out = context.Queue()
+    child = context.Process(target=target, args=(job, out))
+    child.start()
+    result = out.get()
+    child.join()
+    if child.exitcode:
+        raise RuntimeError(f"{target.__name__} failed with exit code {child.exitcode}")
+    return dict(result)
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+
+def _fresh_stack(endpoint: str, prefix: str) -> Any:
+    import boto3
+
+    from local_stack.template_resources import create_stack_resources
+
+    return create_stack_resources(boto3.Session(region_name=REGION, aws_access_key_id="bench",
+                                                aws_secret_access_key="bench"),  # noqa: S106 - moto
+                                  prefix=prefix, endpoint_url=endpoint)
+
+
+def _webhook(sandbox: Any, account: str) -> str:
+    start, end = sandbox.available_range(account)
+    data = {"account": account, "user": sandbox.state.account(account).user, "available_from": start,
+            "available_to": end, "available_count": len(sandbox.state.account(account).records)}
+    return json.dumps({"event": "activities.fully_synced", "name": "bench", "data": data})
+
+
+def run_sync_bench(sizes: list[int] | None = None, *, naive_up_to: int | None = None) -> list[dict[str, Any]]:
+    """Print and return one row per N. `naive_up_to`: skip the naive run above this N (default: none
+    skipped; SYNC_BENCH_NAIVE_UP_TO overrides)."""
+    sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT / "functions" / "sync"), str(ROOT)]
+    from argyle_sandbox.server import SandboxServer
+
+    sizes = sizes or [1_000, 10_000, 100_000]
+    if naive_up_to is None and os.environ.get("SYNC_BENCH_NAIVE_UP_TO"):
+        naive_up_to = int(os.environ["SYNC_BENCH_NAIVE_UP_TO"])
+    moto, endpoint = _start_moto()
+    saved_env = dict(os.environ)
+    os.environ.update(_aws_environment(endpoint))
+    rows: list[dict[str, Any]] = []
+    print("\n## Sync: one account's activities.fully_synced (moto server + sandbox over HTTP)")
+    print(f"{'N':>8} {'run':>6} {'wall s':>8} {'act/s':>8} {'Argyle calls':>13} {'target':>7} "
+          f"{'act. writes':>11} {'target':>7} {'all writes':>10} {'peak MB':>8} {'+base MB':>8}")
+    try:
+        with SandboxServer(seed=5, api_key_id=KEY_ID, api_key_secret=KEY_SECRET) as sandbox:
+            for n in sizes:
+                _, account = sandbox.connect_account(n_activities=n)
+                stack = _fresh_stack(endpoint, f"bench{n}")
+                env = {**_aws_environment(endpoint), **stack.environment(), "ARGYLE_API_URL": sandbox.base_url}
+                ours = _run_child(_ours, {"env": env, "account": account, "body": _webhook(sandbox, account)})
+                row: dict[str, Any] = {"bench": "sync", "n": n, **ours,
+                                       "activities_per_s": n / ours["wall_s"],
+                                       "argyle_calls_target": math.ceil(n / 200),
+                                       "activity_write_calls_target": math.ceil(n / 25)}
+                _print_row(n, "ours", row, row["argyle_calls_target"], row["activity_write_calls_target"])
+                if naive_up_to is None or n <= naive_up_to:
+                    naive_stack = _fresh_stack(endpoint, f"naive{n}")
+                    naive = _run_child(_naive, {"env": env, "account": account,
+                                                "table": naive_stack.tables["ActivitiesTable"]})
+                    row["naive"] = naive
+                    row["naive_over_ours"] = naive["wall_s"] / ours["wall_s"]
+                    _print_row(n, "naive", {**naive, "activity_write_calls": naive["dynamodb_write_calls"]},
+                               math.ceil(n / 10), n)
+                    print(f"{'':>8} {'ratio':>6} naive takes {row['naive_over_ours']:.1f}x as long")
+                rows.append(row)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    if len(rows) > 1:
+        growth = rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]
+        verdict = "ok" if growth <= MEMORY_TARGET_MB else "OVER TARGET"
+        print(f"peak memory at N={rows[-1]['n']:,} is {growth:+.1f} MB against N={rows[0]['n']:,} "
+              f"(target <= {MEMORY_TARGET_MB} MB): {verdict}")
+    return rows
+
+
+def _print_row(n: int, label: str, row: dict[str, Any], calls_target: int, writes_target: int) -> None:
+    print(f"{n:>8,} {label:>6} {row['wall_s']:>8.1f} {n / row['wall_s']:>8.0f} {row['argyle_calls']:>13,} "
+          f"{calls_target:>7,} {row['activity_write_calls']:>11,} {writes_target:>7,} "
+          f"{row['dynamodb_write_calls']:>10,} {row['peak_rss_mb']:>8.1f} "
+          f"{row['peak_rss_mb'] - row['baseline_rss_mb']:>8.1f}")
+
+
+if __name__ == "__main__":
+    run_sync_bench([int(n) for n in sys.argv[1].split(",")] if len(sys.argv) > 1 else None)
