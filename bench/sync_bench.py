@@ -43,14 +43,14 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
     from tests.support.network import free_port
 
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own venv's moto server on loopback
+    process = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 - loopback
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
             return process, url
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
@@ -79,8 +79,8 @@ def _ours(job: dict[str, Any], out: Any) -> None:
     """The real handler on the queue until it is empty (continuations included)."""
     os.environ.update(job["env"])
     import boto3
-    import sync_handler
 
+    import sync_handler
     from argyle_pipeline.argyle_client import ArgyleClient
     from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
     from argyle_pipeline.secret_values import ArgyleCredentials
@@ -174,7 +174,7 @@ def _fresh_stack(endpoint: str, prefix: str) -> Any:
     from local_stack.template_resources import create_stack_resources
 
     return create_stack_resources(boto3.Session(region_name=REGION, aws_access_key_id="bench",
-                                                aws_secret_access_key="bench"),  # noqa: S106 - moto
+                                                aws_secret_access_key="bench"),
                                   prefix=prefix, endpoint_url=endpoint)
 
 
