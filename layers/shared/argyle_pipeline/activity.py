@@ -11,9 +11,14 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError
 
 from argyle_pipeline.timestamps import UtcDateTime
+
+
+class InvalidActivity(ValueError):
+    """An activity from Argyle that does not fit the model. Names the fields, never their values:
+    activities carry addresses and earnings, and this message ends up in logs."""
 
 
 def parse_json(data: bytes | str) -> Any:
@@ -72,7 +77,13 @@ class Activity(BaseModel):
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> Activity:
         """`doc` as parsed by `parse_json`; it is kept as `raw`, not copied or re-rendered."""
-        activity = cls.model_validate(doc)
+        try:
+            activity = cls.model_validate(doc)
+        except ValidationError as exc:
+            # pydantic's own message quotes the input: name the fields only, and drop the cause.
+            fields = sorted({f"{'.'.join(str(p) for p in err['loc'])} ({err['type']})"
+                             for err in exc.errors(include_input=False, include_url=False)})
+            raise InvalidActivity(f"activity does not fit the model: {', '.join(fields)}") from None
         activity._raw = doc
         return activity
 

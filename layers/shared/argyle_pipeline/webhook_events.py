@@ -156,7 +156,9 @@ def parse_webhook(body: bytes | str) -> tuple[str, EventData | None]:
     try:
         envelope = WebhookEnvelope.model_validate(doc)
     except ValidationError as exc:
-        raise MalformedWebhook(f"not a webhook envelope: {exc.error_count()} error(s)") from exc
+        # `from None`: pydantic's message quotes the input (personal data), and a chained cause is
+        # printed with the traceback wherever the error is logged.
+        raise MalformedWebhook(f"not a webhook envelope: {exc.error_count()} error(s)") from None
     model_type = EVENT_MODELS.get(envelope.event)
     if model_type is None:
         return envelope.event, None
@@ -164,6 +166,6 @@ def parse_webhook(body: bytes | str) -> tuple[str, EventData | None]:
         model = model_type.model_validate(envelope.data)
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        raise MalformedWebhook(f"{envelope.event} data is invalid: {', '.join(fields)}") from exc
+        raise MalformedWebhook(f"{envelope.event} data is invalid: {', '.join(fields)}") from None
     model._webhook_name = envelope.name
     return envelope.event, model
