@@ -17,7 +17,7 @@ from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.sync_state_store import SyncStateStore
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
-from tests.support.lambda_events import FakeLambdaContext
+from tests.support.lambda_events import FakeLambdaContext, sqs_event
 from tests.support.moto_tables import live_activities
 from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer
 from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness, fully_synced_body
@@ -296,3 +296,26 @@ class _FailingFor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+def test_the_handler_built_from_its_environment_syncs_a_lambda_shaped_event(
+        stack_in_process: StackResources, sandbox: SandboxServer, harness: SyncHarness):
+    # Given the handler as deployed: settings from the environment, API keys from Secrets Manager
+    sync_handler.set_runtime(None)
+    _, account = sandbox.connect_account(n_activities=12)
+    body = fully_synced_body(sandbox, account)
+    # When Lambda hands it one record in exactly its event shape
+    event = sqs_event([{
+        "messageId": "m-1", "receiptHandle": "r-1", "body": body.decode(),
+        "attributes": {"MessageGroupId": f"account:{account}", "ApproximateReceiveCount": "1"},
+        "messageAttributes": {
+            "event": {"stringValue": "activities.fully_synced", "dataType": "String"},
+            "dedupe_key": {"stringValue": "ignored-the-body-is-hashed", "dataType": "String"},
+            "correlation_id": {"stringValue": "corr-42", "dataType": "String"},
+            "received_at_ms": {"stringValue": "1700000000000", "dataType": "Number"},
+            "body_encoding": {"stringValue": "raw", "dataType": "String"}},
+        "eventSourceARN": harness.queue_arn}])
+    response = sync_handler.lambda_handler(event, FakeLambdaContext())
+    # Then it reports no failure and the account's activities are Argyle's
+    assert response == {"batchItemFailures": []}
+    assert stored(stack_in_process, account) == truth(sandbox, account)
