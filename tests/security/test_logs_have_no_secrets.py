@@ -20,6 +20,7 @@ expected), and a canary proves the capture sees a marker on each channel.
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 import logging
@@ -34,8 +35,8 @@ from botocore.exceptions import ClientError
 
 import argyle_sandbox.http_api
 import argyle_sandbox.state
-import receiver_handler
 import sync_handler
+import tests.support.sync_harness as sync_harness_module
 from argyle_ops import redrive
 from argyle_pipeline.activity_store import ActivityStore
 from argyle_pipeline.event_queue import EventQueue
@@ -117,8 +118,10 @@ def capture(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) 
     previous_sync_level = sync_logger.level
     sync_logger.setLevel(logging.DEBUG)
 
-    # An invocation that raises is logged by Lambda: record it, then let it go on as before.
-    original = sync_handler.lambda_handler
+    # An invocation that raises is logged by Lambda: record it, then let it go on as before. (The
+    # handler module the harness calls: the local stack may have imported a newer one since.)
+    handler_module = sync_harness_module.sync_handler
+    original = handler_module.lambda_handler
 
     def lambda_handler(event: dict[str, Any], context: Any) -> Any:
         try:
@@ -127,7 +130,7 @@ def capture(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) 
             captured.lambda_error(exc)
             raise
 
-    monkeypatch.setattr(sync_handler, "lambda_handler", lambda_handler)
+    monkeypatch.setattr(handler_module, "lambda_handler", lambda_handler)
     captured.chunks = records  # records arrive as they are logged; readouterr output is appended
     try:
         yield captured
@@ -200,7 +203,9 @@ def test_receiver_logs_no_body_secret_or_signature(stack_in_process: StackResour
     # When each request is handled
     with environment(function_environment("ReceiverFunction", stack_in_process)):
         answers = {name: invoke_receiver(event)[0] for name, event, _ in cases}
-        receiver_handler.set_queue(EventQueue(stack_in_process.queue_urls["EventsQueue"], RefusingSqs()))
+        # The module invoke_receiver imports (the local stack may have re-imported it).
+        refusing = EventQueue(stack_in_process.queue_urls["EventsQueue"], RefusingSqs())
+        importlib.import_module("receiver_handler").set_queue(refusing)
         other = genuine.replace(b"acc-1", b"acc-3")
         answers["queue down"] = invoke_receiver(signed(other))[0]
         reset_receiver_state()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import importlib
 import io
 import json
 import re
@@ -30,7 +31,6 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import receiver_handler
 from argyle_pipeline.event_queue import DEFAULT_MAX_MESSAGE_BYTES, EventQueue, decode_body
 from argyle_pipeline.secret_values import SecretUnavailable
 from argyle_pipeline.signature import sign
@@ -123,10 +123,12 @@ class Receiver:
         monkeypatch.setenv("WEBHOOK_SECRET_ID", "fuzz-secret-id")
         monkeypatch.delenv("VERIFY_SOURCE_IP", raising=False)
         monkeypatch.delenv("MAX_MESSAGE_BYTES", raising=False)
-        monkeypatch.setattr(receiver_handler, "webhook_secrets", self._secrets)
-        monkeypatch.setattr(receiver_handler.telemetry, "stream", self.log)
+        # The module the harness resets (the local stack may have re-imported it since collection).
+        self.handler = importlib.import_module("receiver_handler")
+        monkeypatch.setattr(self.handler, "webhook_secrets", self._secrets)
+        monkeypatch.setattr(self.handler.telemetry, "stream", self.log)
         reset_receiver_state()
-        receiver_handler.set_queue(EventQueue(QUEUE_URL, self.sqs))
+        self.handler.set_queue(EventQueue(QUEUE_URL, self.sqs))
 
     def _secrets(self, secret_id: str, max_age: int = 300, *, force: bool = False) -> tuple[str, ...]:
         if self.secret_fault is not None:
@@ -137,7 +139,7 @@ class Receiver:
         self.sqs.sent.clear()
         self.log.seek(0)
         self.log.truncate()
-        response = receiver_handler.lambda_handler(event, LambdaContext("ReceiverFunction", timeout_seconds=10))
+        response = self.handler.lambda_handler(event, LambdaContext("ReceiverFunction", timeout_seconds=10))
         lines = [json.loads(line) for line in self.log.getvalue().splitlines()]
         return Answer(response["statusCode"], json.loads(response["body"]), list(self.sqs.sent), lines)
 
@@ -516,14 +518,15 @@ def test_with_sqs_failing_argyles_retries_store_every_event_once_and_nothing_for
     # Given the receiver on template.yaml's queue, whose SQS client fails as planned
     sqs = boto3.client("sqs")
     queue_url = moto_receiver.queue_urls["EventsQueue"]
-    receiver_handler.set_queue(EventQueue(queue_url, FailingSqs(sqs, plan)))
+    handler = importlib.import_module("receiver_handler")
+    handler.set_queue(EventQueue(queue_url, FailingSqs(sqs, plan)))
     run = next(_round)
     events = [json.dumps({"event": "activities.added", "data": {"account": account, "n": f"{run}-{i}"}}).encode()
               for i, account in enumerate(accounts)]
     context = LambdaContext("ReceiverFunction", timeout_seconds=10)
 
     def deliver(body: bytes, signature: str) -> int:
-        response = receiver_handler.lambda_handler(
+        response = handler.lambda_handler(
             {"headers": {HEADER: signature}, "body": base64.b64encode(body).decode(), "isBase64Encoded": True,
              "requestContext": {"requestId": f"r{run}"}}, context)
         return int(response["statusCode"])
