@@ -185,8 +185,9 @@ def parse_message(message: SyncMessage) -> ParsedMessage:
         doc = parse_json(message.body)
         try:
             continuation = Continuation.model_validate(doc.get("data"))
-        except ValueError as exc:
-            raise MalformedWebhook("continuation message is invalid") from exc
+        except ValueError:
+            # `from None`: pydantic's message quotes the input, and a traceback would print it.
+            raise MalformedWebhook("continuation message is invalid") from None
         return ParsedMessage(event, continuation, continuation.idempotency_key)
     return ParsedMessage(event, data, dedupe_key(message.body))
 
