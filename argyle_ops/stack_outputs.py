@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -13,11 +14,17 @@ def stack_outputs(stack_name: str, cloudformation: Any) -> dict[str, str]:
 
 
 def boto3_client(service: str, *, region: str | None, endpoint_url: str | None) -> Any:
+    """A client, or a clear exit (code 2) when no region is configured, instead of a traceback."""
     import boto3
+    from botocore.exceptions import NoRegionError
 
     kwargs: dict[str, Any] = {}
     if region:
         kwargs["region_name"] = region
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
-    return boto3.client(service, **kwargs)
+    try:
+        return boto3.client(service, **kwargs)
+    except NoRegionError:
+        print("no AWS region: pass --region, or set AWS_REGION / AWS_DEFAULT_REGION", file=sys.stderr)
+        raise SystemExit(2) from None

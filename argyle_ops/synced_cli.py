@@ -1,4 +1,4 @@
-"""argyle-synced: what the sync has stored. Read-only; prints JSON with money exact.
+"""argyle-synced: what the sync has stored (JSON, money exact), and two operator actions.
 
     argyle-synced [--stack-name S | --activities-table T --sync-state-table T] [--endpoint-url U] COMMAND
       activities ACCOUNT [--from ISO] [--to ISO] [--include-removed] [--items] [--limit N]
@@ -8,23 +8,32 @@
       user USER                the user's record from users.fully_synced
       counts [--account A]     events processed by name; with --account, live and removed activities
       event DEDUPE_KEY [--body] an archived webhook (with --body, its exact bytes, for replay)
+      replay DEDUPE_KEY        queue an archived webhook again (processed even if seen before)
+      resync ACCOUNT [--user U] queue a re-sync from scratch of one account
 
-Table names: the flags, else ACTIVITIES_TABLE / SYNC_STATE_TABLE, else the stack's outputs.
+Table names: the flags, else ACTIVITIES_TABLE / SYNC_STATE_TABLE, else the stack's outputs; the
+queue (replay, resync): --queue-url, else EVENTS_QUEUE_URL, else the stack's EventsQueueUrl.
 Exit codes: 0 found, 1 not found, 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
 from argyle_pipeline.activity_store import ActivityStore
+from argyle_pipeline.activity_sync import RESYNC_EVENT, ResyncRequest
+from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.webhook_intake import message_group
 
 NOT_FOUND, USAGE = 1, 2
 
@@ -61,7 +70,47 @@ def _parser() -> argparse.ArgumentParser:
     event = commands.add_parser("event", help="an archived webhook")
     event.add_argument("dedupe_key")
     event.add_argument("--body", action="store_true", help="print only the exact body")
+    parser.add_argument("--queue-url", default=os.environ.get("EVENTS_QUEUE_URL"),
+                        help="the events queue (replay, resync)")
+    replay = commands.add_parser("replay", help="queue an archived webhook again")
+    replay.add_argument("dedupe_key")
+    resync = commands.add_parser("resync", help="re-sync one account from scratch")
+    resync.add_argument("account")
+    resync.add_argument("--user", help="the account's user id (recorded in its sync state)")
     return parser
+
+
+def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple[int, Any]:
+    """Put an archived body back on the queue, in its account's group, marked as a replay so the
+    sync processes it again instead of recognising it as already done."""
+    found = state.archived_event(dedupe)
+    if not found:
+        return NOT_FOUND, {"error": "no archived event with this key (or it has expired)"}
+    body: bytes = found["body"]
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = {}
+    event_name = str(found.get("event") or "unknown")
+    replay_id = uuid.uuid4().hex
+    queued = QueuedEvent(body=body, event_name=event_name,
+                         group_id=message_group(payload if isinstance(payload, dict) else {}, event_name),
+                         dedupe_key=dedupe_key(body + replay_id.encode()), correlation_id=f"replay-{replay_id}",
+                         received_at_ms=int(time.time() * 1000))
+    message_id = queue.send(queued, extra_attributes={"replay_id": replay_id})
+    return 0, {"queued": "replay", "event": event_name, "group": queued.group_id, "replay_id": replay_id,
+               "message_id": message_id}
+
+
+def queue_resync(queue: EventQueue, account: str, user: str | None) -> tuple[int, Any]:
+    request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex)
+    body = request.body()
+    queued = QueuedEvent(body=body, event_name=RESYNC_EVENT, group_id=f"account:{account}",
+                         dedupe_key=dedupe_key(body), correlation_id=f"resync-{request.request_id}",
+                         received_at_ms=int(time.time() * 1000))
+    message_id = queue.send(queued)
+    return 0, {"queued": "resync", "account": account, "request_id": request.request_id,
+               "message_id": message_id}
 
 
 def _take(rows: Iterable[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
@@ -113,18 +162,29 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.stack_name and not (args.activities_table and args.sync_state_table):
+    needs_queue = args.command in ("replay", "resync")
+    if args.stack_name and not (args.activities_table and args.sync_state_table
+                                and (args.queue_url or not needs_queue)):
         outputs = stack_outputs(args.stack_name, boto3_client("cloudformation", region=args.region,
                                                               endpoint_url=args.endpoint_url))
         args.activities_table = args.activities_table or outputs.get("ActivitiesTableName")
         args.sync_state_table = args.sync_state_table or outputs.get("SyncStateTableName")
+        args.queue_url = args.queue_url or outputs.get("EventsQueueUrl")
+    if needs_queue and not args.queue_url:
+        print("give --stack-name or --queue-url (or set EVENTS_QUEUE_URL)", file=sys.stderr)
+        return USAGE
     if not (args.activities_table and args.sync_state_table):
         print("give --stack-name, or --activities-table and --sync-state-table (or set ACTIVITIES_TABLE "
               "and SYNC_STATE_TABLE)", file=sys.stderr)
         return USAGE
     dynamodb = boto3_client("dynamodb", region=args.region, endpoint_url=args.endpoint_url)
-    code, value = run(args, ActivityStore(args.activities_table, dynamodb),
-                      SyncStateStore(args.sync_state_table, dynamodb))
+    state = SyncStateStore(args.sync_state_table, dynamodb)
+    if needs_queue:
+        queue = EventQueue(args.queue_url, boto3_client("sqs", region=args.region, endpoint_url=args.endpoint_url))
+        code, value = (queue_replay(state, queue, args.dedupe_key) if args.command == "replay"
+                       else queue_resync(queue, args.account, args.user))
+    else:
+        code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
     if isinstance(value, bytes):  # an archived body: exactly as Argyle sent it
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()

@@ -82,7 +82,7 @@ def activity_version(updated_at: datetime | None) -> int:
 
 
 
-def activity_item(activity: ActivityLike, synced_at: str) -> dict[str, Any]:
+def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | None = None) -> dict[str, Any]:
     """The DynamoDB item (attribute-value form) for one activity."""
     raw = activity.raw
     item: dict[str, Any] = {
@@ -92,6 +92,8 @@ def activity_item(activity: ActivityLike, synced_at: str) -> dict[str, Any]:
         "activity": _serializer.serialize(raw),
         "synced_at": {"S": synced_at},
     }
+    if resync_marker:  # which re-sync from scratch last saw this activity at Argyle
+        item["resync_marker"] = {"S": resync_marker}
     start_date, updated_at = raw.get("start_date"), raw.get("updated_at")
     if isinstance(start_date, str) and start_date:
         item["start_date"] = {"S": start_date}
@@ -149,10 +151,13 @@ class ActivityStore:
 
     # --- writes ---------------------------------------------------------------------------------
 
-    def upsert_many(self, activities: Sequence[ActivityLike], synced_at: str) -> UpsertResult:
+    def upsert_many(self, activities: Sequence[ActivityLike], synced_at: str, *,
+                    resync_marker: str | None = None) -> UpsertResult:
         """Write the activities that are not older than their stored copy and not removed.
 
         Assumes no other writer for these accounts runs at the same time (FIFO message groups).
+        With `resync_marker` (a re-sync from scratch: Argyle's listing is the truth now), removed
+        activities that Argyle lists are written again, and every written item carries the marker.
         """
         latest: dict[tuple[str, str], ActivityLike] = {}
         for activity in activities:  # BatchWriteItem refuses two writes of one key
@@ -165,12 +170,12 @@ class ActivityStore:
         writes: list[dict[str, Any]] = []
         for key, activity in latest.items():
             current = stored.get(key)
-            if current is not None and current[1]:
+            if current is not None and current[1] and not resync_marker:
                 result.removed += 1
-            elif current is not None and current[0] > activity_version(activity.updated_at):
+            elif current is not None and not current[1] and current[0] > activity_version(activity.updated_at):
                 result.stale += 1
             else:
-                writes.append({"PutRequest": {"Item": activity_item(activity, synced_at)}})
+                writes.append({"PutRequest": {"Item": activity_item(activity, synced_at, resync_marker)}})
         self._batch_write(writes)
         result.written = len(writes)
         return result
@@ -300,6 +305,27 @@ class ActivityStore:
         yield from self._query({"TableName": self.table_name, "IndexName": "ByStartDate",
                                 "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
                                 "ExpressionAttributeValues": values})
+
+    def live_ids_not_marked(self, account_id: str, resync_marker: str) -> list[str]:
+        """Live activities a re-sync's listing did not write (ids only): gone at Argyle, or
+        written by another event between the re-sync's parts. The caller asks Argyle which."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "KeyConditionExpression": "#a = :a",
+            "FilterExpression": "attribute_not_exists(#removed) AND "
+                                "(attribute_not_exists(#marker) OR #marker <> :m)",
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {"#a": "account_id", "#removed": "removed_at",
+                                         "#marker": "resync_marker", "#id": "activity_id"},
+            "ExpressionAttributeValues": {":a": {"S": account_id}, ":m": {"S": resync_marker}},
+        }
+        ids: list[str] = []
+        while True:
+            self.read_calls += 1
+            response = self._client.query(**kwargs)
+            ids.extend(item["activity_id"]["S"] for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return ids
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def count(self, account_id: str) -> dict[str, int]:
         """{"live": n, "removed": m} for the account (Query with Select=COUNT, no items read out)."""

@@ -41,6 +41,8 @@ from argyle_pipeline.webhook_events import (
 )
 
 CONTINUATION_EVENT = "argyle_sync.continuation"
+# Queued by `argyle-synced resync`: list the whole account and drop what Argyle no longer has.
+RESYNC_EVENT = "argyle_sync.resync"
 FULLY_SYNCED = "activities.fully_synced"
 PARTIALLY_SYNCED = "activities.partially_synced"
 ADDED = "activities.added"
@@ -72,7 +74,10 @@ class ActivitySource(Protocol):
 class ActivityWriter(Protocol):
     """argyle_pipeline.activity_store.ActivityStore."""
 
-    def upsert_many(self, activities: Sequence[Activity], synced_at: str) -> UpsertResult: ...
+    def upsert_many(self, activities: Sequence[Activity], synced_at: str, *,
+                    resync_marker: str | None = None) -> UpsertResult: ...
+
+    def live_ids_not_marked(self, account_id: str, resync_marker: str) -> list[str]: ...
 
     def upsert_one(self, activity: Activity, synced_at: str) -> UpsertResult: ...
 
@@ -91,6 +96,8 @@ class StateWriter(Protocol):
                             available_to: str | None, available_count: int | None, event: str,
                             received_at_ms: int, updated_at: str,
                             unless_fully_synced: bool = False) -> bool: ...
+
+    def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None: ...
 
     def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
                  received_at_ms: int) -> bool: ...
@@ -116,6 +123,8 @@ class SyncMessage:
     correlation_id: str
     received_at_ms: int
     message_id: str = ""
+    # Set by `argyle-synced replay`: process this body again, keyed apart from its first delivery.
+    replay_id: str = ""
 
 
 def message_from_sqs_record(record: Mapping[str, Any]) -> SyncMessage:
@@ -136,6 +145,7 @@ def message_from_sqs_record(record: Mapping[str, Any]) -> SyncMessage:
         correlation_id=attribute("correlation_id") or dedupe_key(body)[:32],
         received_at_ms=int(received),
         message_id=str(record.get("messageId", "")),
+        replay_id=attribute("replay_id") or "",
     )
 
 
@@ -167,10 +177,23 @@ class Continuation(BaseModel):
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+class ResyncRequest(BaseModel):
+    """`argyle-synced resync ACCOUNT`: Argyle's whole listing of the account becomes the copy."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account: str = Field(min_length=1)
+    user: str | None = None
+    request_id: str = Field(min_length=8)  # unique per request: its idempotency key and resync marker
+
+    def body(self) -> bytes:
+        return json.dumps({"event": RESYNC_EVENT, "data": self.model_dump()}, sort_keys=True).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ParsedMessage:
     event: str
-    data: EventData | Continuation | None
+    data: EventData | Continuation | ResyncRequest | None
     idempotency_key: str  # what makes two deliveries "the same event"
 
     @property
@@ -189,7 +212,16 @@ def parse_message(message: SyncMessage) -> ParsedMessage:
             # `from None`: pydantic's message quotes the input, and a traceback would print it.
             raise MalformedWebhook("continuation message is invalid") from None
         return ParsedMessage(event, continuation, continuation.idempotency_key)
-    return ParsedMessage(event, data, dedupe_key(message.body))
+    key = dedupe_key(message.body)
+    if message.replay_id:
+        key = hashlib.sha256(f"{key}#replay:{message.replay_id}".encode()).hexdigest()
+    if event == RESYNC_EVENT:
+        try:
+            request = ResyncRequest.model_validate(parse_json(message.body).get("data"))
+        except (ValueError, AttributeError):
+            raise MalformedWebhook("resync request is invalid") from None
+        return ParsedMessage(event, request, key)
+    return ParsedMessage(event, data, key)
 
 
 # --- outcome -------------------------------------------------------------------------------------
@@ -291,7 +323,13 @@ class ActivitySync:
         data = parsed.data
         if isinstance(data, Continuation):
             return self._list(data, message, remaining_ms)
-        if isinstance(data, ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded):
+        if isinstance(data, ResyncRequest):
+            job = Continuation.model_construct(
+                origin_dedupe_key=parsed.idempotency_key, origin_event=RESYNC_EVENT, part=0, account=data.account,
+                user=data.user, from_start_date=None, to_start_date=None, cursor={},
+                origin={"resync_marker": data.request_id})
+            outcome = self._list(job, message, remaining_ms)
+        elif isinstance(data, ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded):
             outcome = self._list(self._first_part(parsed.event, data, parsed.idempotency_key),
                                  message, remaining_ms)
         elif isinstance(data, ActivitiesUpdated):
@@ -340,7 +378,11 @@ class ActivitySync:
         try:
             for page in pages:
                 outcome.pages += 1
-                outcome.add(self.activities.upsert_many(page.activities, self._now()))
+                if job.origin_event == RESYNC_EVENT:
+                    outcome.add(self.activities.upsert_many(page.activities, self._now(),
+                                                            resync_marker=str(job.origin["resync_marker"])))
+                else:
+                    outcome.add(self.activities.upsert_many(page.activities, self._now()))
                 # Always at least one page per part, so a short budget still makes progress.
                 if page.next_cursor and remaining_ms() < self.options.continuation_margin_ms:
                     return self._continue(job, page.next_cursor, message, outcome)
@@ -353,8 +395,27 @@ class ActivitySync:
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
-        self._finish_listing(job, message)
+        if job.origin_event == RESYNC_EVENT:
+            self._finish_resync(job, outcome)
+        else:
+            self._finish_listing(job, message)
         return outcome
+
+    def _finish_resync(self, job: Continuation, outcome: SyncOutcome) -> None:
+        """Every stored live activity the listing did not write is either gone at Argyle or was
+        written by an event between this re-sync's parts: one GET each tells which."""
+        marker = str(job.origin["resync_marker"])
+        candidates = self.activities.live_ids_not_marked(job.account, marker)
+        gone: list[str] = []
+        for activity_id, activity in self._fetch_all(candidates):
+            if activity is None:
+                gone.append(activity_id)
+            else:
+                outcome.fetched += 1
+                outcome.add(self.activities.upsert_many([activity], self._now(), resync_marker=marker))
+        if gone:
+            outcome.removed += self.activities.remove(job.account, gone, self._now())
+        self.state.mark_resynced(job.account, job.user, self._now(), removed=len(gone))
 
     def _continue(self, job: Continuation, cursor: dict[str, str], message: SyncMessage,
                   outcome: SyncOutcome) -> SyncOutcome:

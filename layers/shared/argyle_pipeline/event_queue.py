@@ -111,8 +111,9 @@ class EventQueue:
         if event.size() > self.max_message_bytes:
             raise MessageTooLarge(f"message of {event.size()} bytes exceeds {self.max_message_bytes}")
 
-    def send(self, event: QueuedEvent) -> str:
-        """Enqueue the raw body unchanged; returns the SQS message id."""
+    def send(self, event: QueuedEvent, extra_attributes: dict[str, str] | None = None) -> str:
+        """Enqueue the raw body unchanged; returns the SQS message id. `extra_attributes` are for
+        operator tools (a replay's id), never for what the receiver takes from a request."""
         self.check_size(event)
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -122,7 +123,9 @@ class EventQueue:
                 MessageBody=event.encoded()[0],
                 MessageGroupId=event.group_id,
                 MessageDeduplicationId=event.dedupe_key,
-                MessageAttributes=event.attributes(),
+                MessageAttributes={**event.attributes(), **{
+                    name: {"DataType": "String", "StringValue": attribute_text(value)}
+                    for name, value in (extra_attributes or {}).items()}},
             )
         except (ClientError, BotoCoreError) as exc:
             raise QueueUnavailable(type(exc).__name__) from exc

@@ -62,6 +62,12 @@ class SyncStateStore:
                              names={"#status": "status", "#at": "fully_synced_at"},
                              values={":status": FULLY_SYNCED, ":at": synced_at})
 
+    def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None:
+        """A re-sync from scratch finished: when, and how many stored activities Argyle no longer had."""
+        self._update_account(account_id, user_id, synced_at, sets=["#at = :at", "#removed = :removed"],
+                             names={"#at": "resynced_at", "#removed": "resync_removed"},
+                             values={":at": synced_at, ":removed": removed})
+
     def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
                               synced_at: str) -> None:
         """Records days_synced; the status becomes partially_synced only when the account has none
