@@ -90,7 +90,9 @@ class QueuedEvent:
     @cached_property
     def _size(self) -> int:
         """Bytes SQS counts against its limit: the body plus each attribute's name, type and value."""
-        total = len(self.encoded()[0].encode("utf-8"))
+        text, encoding = self.encoded()
+        # "raw" text is the body's own UTF-8, so its size is the body's; base64 is ASCII.
+        total = len(self.body) if encoding == "raw" else len(text)
         for name, attr in self.attributes().items():
             total += len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
         return total
