@@ -14,6 +14,10 @@ from typing import Any
 DEFAULT_MAX_MESSAGE_BYTES = 262_144
 
 
+# botocore's error types, bound when the first EventQueue is made (importing botocore costs a cold start).
+_BOTO_ERRORS: tuple[type[BaseException], ...] = ()
+
+
 class QueueUnavailable(Exception):
     """SQS refused or failed the send: the event was NOT stored, the caller must answer 5xx."""
 
@@ -101,6 +105,10 @@ class QueuedEvent:
 class EventQueue:
     def __init__(self, queue_url: str, client: Any = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        global _BOTO_ERRORS
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        _BOTO_ERRORS = (ClientError, BotoCoreError)
         if client is None:
             import boto3
 
@@ -110,6 +118,10 @@ class EventQueue:
         self.max_message_bytes = max_message_bytes
 
     def check_size(self, event: QueuedEvent) -> None:
+        # Fast path: base64 grows a body by 4/3, and the attributes stay far below 4 KiB (the
+        # event name is cut at 256 characters), so a body this small always fits.
+        if len(event.body) * 4 // 3 + 4096 <= self.max_message_bytes:
+            return
         if event.size() > self.max_message_bytes:
             raise MessageTooLarge(f"message of {event.size()} bytes exceeds {self.max_message_bytes}")
 
@@ -117,18 +129,18 @@ class EventQueue:
         """Enqueue the raw body unchanged; returns the SQS message id. `extra_attributes` are for
         operator tools (a replay's id), never for what the receiver takes from a request."""
         self.check_size(event)
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        attributes = event.attributes()
+        if extra_attributes:
+            attributes = {**attributes, **{name: {"DataType": "String", "StringValue": attribute_text(value)}
+                                           for name, value in extra_attributes.items()}}
         try:
             response = self._client.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=event.encoded()[0],
                 MessageGroupId=event.group_id,
                 MessageDeduplicationId=event.dedupe_key,
-                MessageAttributes={**event.attributes(), **{
-                    name: {"DataType": "String", "StringValue": attribute_text(value)}
-                    for name, value in (extra_attributes or {}).items()}},
+                MessageAttributes=attributes,
             )
-        except (ClientError, BotoCoreError) as exc:
+        except _BOTO_ERRORS as exc:
             raise QueueUnavailable(type(exc).__name__) from exc
         return str(response["MessageId"])

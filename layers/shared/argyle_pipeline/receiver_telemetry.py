@@ -27,20 +27,16 @@ class RequestTelemetry:
         self.namespace = namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ArgyleSync")
         self.stream = stream
         self.min_level = _LEVELS.get(os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper(), 20)
+        self._emf_json: dict[str, str] = {}
 
     def outcome(self, *, accepted: bool, status: int, outcome: str, event_name: str | None,
-                request_id: str, correlation_id: str, cold_start: bool, **fields: Any) -> dict[str, Any]:
+                request_id: str, correlation_id: str, cold_start: bool, **fields: Any) -> None:
         """Write the request's line; the metric is emitted whatever the log level."""
         now_ms = int(time.time() * 1000)
         metric = "WebhookAccepted" if accepted else "WebhookRejected"
         dimension = "event" if accepted else "reason"
         level = "INFO" if accepted else ("ERROR" if status >= 500 else "WARNING")
-        record: dict[str, Any] = {
-            "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{
-                "Namespace": self.namespace,
-                "Dimensions": [["service", dimension]],
-                "Metrics": [{"Name": metric, "Unit": "Count"}],
-            }]},
+        fields_out: dict[str, Any] = {
             "level": level,
             "message": "webhook accepted" if accepted else "webhook rejected",
             "service": self.service,
@@ -53,8 +49,16 @@ class RequestTelemetry:
             metric: 1,
             **fields,
         }
-        self._write(record)
-        return record
+        # The EMF block is the same for every request but its timestamp: rendered once per metric.
+        emf = self._emf_json.get(metric)
+        if emf is None:
+            emf = self._emf_json[metric] = json.dumps(self._emf(metric, dimension), separators=(",", ":"))[1:-1]
+        body = json.dumps(fields_out, separators=(",", ":"), default=str)
+        (self.stream or sys.stdout).write(f'{{"_aws":{{"Timestamp":{now_ms},{emf}}},{body[1:]}\n')
+
+    def _emf(self, metric: str, dimension: str) -> dict[str, Any]:
+        return {"CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [["service", dimension]],
+                                       "Metrics": [{"Name": metric, "Unit": "Count"}]}]}
 
     def error(self, message: str, **fields: Any) -> None:
         self._write({"level": "ERROR", "message": message, "service": self.service,
