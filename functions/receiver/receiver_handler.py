@@ -36,8 +36,11 @@ def set_queue(queue: EventQueue | None) -> None:
     _queue = queue
 
 
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
 def _http(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+    return {"statusCode": status, "headers": dict(_JSON_HEADERS), "body": json.dumps(body, separators=(",", ":"))}
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
