@@ -12,6 +12,7 @@ Exits 0 only if the copy is exact.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -21,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from local_stack.lambda_runtime import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,21 +93,9 @@ def subscribe_stack(stack: Any, sandbox: Any) -> None:
     args = ["--api-url", sandbox.base_url, "subscribe-stack", "--webhook-url", outputs["WebhookUrl"],
             "--secret-id", outputs["WebhookSecretArn"], "--endpoint-url", stack.aws_endpoint]
     env = {"ARGYLE_API_KEY_ID": sandbox.api_key_id, "ARGYLE_API_KEY_SECRET": sandbox.api_key_secret}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        out = io.StringIO()
-        stdout, sys.stdout = sys.stdout, out
-        try:
-            code = webhooks_cli.main(args)
-        finally:
-            sys.stdout = stdout
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    out = io.StringIO()
+    with environment(env), contextlib.redirect_stdout(out):
+        code = webhooks_cli.main(args)
     if code != 0:
         raise SystemExit(f"argyle-webhooks subscribe-stack failed ({code}): {out.getvalue()}")
 

@@ -9,25 +9,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from argyle_pipeline.event_queue import QueuedEvent
+from local_stack.lambda_runtime import LambdaContext
 
 DEFAULT_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:test-EventsQueue.fifo"
 
 
-class FakeLambdaContext:
-    """Lambda's context. `remaining_ms` is a fixed number, or a callable for a clock the test drives;
-    by default the time left of a 900 s function started now."""
+class FakeLambdaContext(LambdaContext):
+    """Lambda's context (the local stack's), whose time left a test can fix: `remaining_ms` is a
+    number, or a callable for a clock the test drives; by default the time left of a 900 s
+    function started now."""
 
     def __init__(self, remaining_ms: int | Callable[[], int] | None = None, *,
                  function_name: str = "SyncFunction", timeout_seconds: int = 900,
                  memory_mb: int = 1024) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "test"
-        self._deadline = time.monotonic() + timeout_seconds
+        super().__init__(function_name, timeout_seconds=timeout_seconds, memory_mb=memory_mb)
         self._remaining = remaining_ms
 
     def get_remaining_time_in_millis(self) -> int:
@@ -35,7 +30,7 @@ class FakeLambdaContext:
             return int(self._remaining())
         if self._remaining is not None:
             return int(self._remaining)
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return super().get_remaining_time_in_millis()
 
 
 def _lambda_attributes(attributes: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, Any]]:
