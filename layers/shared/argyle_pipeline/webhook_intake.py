@@ -71,10 +71,8 @@ def request_from_apigw(event: Mapping[str, Any]) -> WebhookRequest:
         # surrogatepass: a lone surrogate (valid in the event's JSON, impossible in UTF-8) gives
         # bytes that are not UTF-8, so the request is rejected (401/400) instead of crashing (500).
         body = raw.encode("utf-8", errors="surrogatepass") if isinstance(raw, str) else bytes(raw)
-    headers: dict[str, str] = {}
-    for name, value in (event.get("headers") or {}).items():
-        if isinstance(name, str) and isinstance(value, str):
-            headers[name.lower()] = value
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()
+               if isinstance(name, str) and isinstance(value, str)}
     context = event.get("requestContext") or {}
     source_ip = (context.get("http") or {}).get("sourceIp") or (context.get("identity") or {}).get("sourceIp")
     return WebhookRequest(body=body, headers=headers, source_ip=source_ip,
