@@ -29,7 +29,7 @@ class Queue(Protocol):
     def send(self, event: QueuedEvent) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: cheaper to build, and these are made on every request
 class WebhookRequest:
     """What the receiver needs of an HTTP request, whatever API Gateway flavour carried it."""
 
@@ -42,7 +42,7 @@ class WebhookRequest:
         return self.headers.get(name.lower())
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: cheaper to build, and these are made on every request
 class IntakeResult:
     status: int
     body: dict[str, Any]
