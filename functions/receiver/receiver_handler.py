@@ -36,11 +36,22 @@ def set_queue(queue: EventQueue | None) -> None:
     _queue = queue
 
 
-_JSON_HEADERS = {"content-type": "application/json"}
-
-
 def _http(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": dict(_JSON_HEADERS), "body": json.dumps(body, separators=(",", ":"))}
+    return {"statusCode": status, "headers": {"content-type": "application/json"},
+            "body": json.dumps(body, separators=(",", ":"))}
+
+
+def _cached_secrets() -> tuple[str, ...]:
+    settings = receiver_settings()
+    return webhook_secrets(settings.webhook_secret_id, settings.secret_max_age)
+
+
+def _refreshed_secrets() -> tuple[str, ...] | None:
+    """A fresh read when the cached secrets do not verify, at most once per 10 s (see RefreshLimiter)."""
+    if not _secret_refresh.allow():
+        return None
+    settings = receiver_settings()
+    return webhook_secrets(settings.webhook_secret_id, settings.secret_max_age, force=True)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -55,15 +66,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     else:
         correlation_id = request.request_id
         try:
-            result = handle_webhook(
-                request,
-                secrets=lambda: webhook_secrets(settings.webhook_secret_id, settings.secret_max_age),
-                queue=event_queue(),
-                allowed_ips=settings.allowed_source_ips,
-                refreshed_secrets=lambda: (
-                    webhook_secrets(settings.webhook_secret_id, settings.secret_max_age, force=True)
-                    if _secret_refresh.allow() else None),
-            )
+            result = handle_webhook(request, secrets=_cached_secrets, queue=event_queue(),
+                                    allowed_ips=settings.allowed_source_ips, refreshed_secrets=_refreshed_secrets)
         except (SecretUnavailable, SecretMalformed) as exc:
             # The secret could not be read: fail closed, but with 5xx so Argyle retries later.
             telemetry.error("webhook secret unavailable", error=str(exc), correlation_id=correlation_id)
