@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -30,12 +30,14 @@ class MessageTooLarge(Exception):
 _SQS_UNSAFE = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def encode_body(body: bytes) -> tuple[str, str]:
-    """The SQS message body and its `body_encoding`: the raw text when SQS can carry it, else base64."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+def encode_body(body: bytes, text: str | None = None) -> tuple[str, str]:
+    """The SQS message body and its `body_encoding`: the raw text when SQS can carry it, else base64.
+    `text`, when the caller already decoded the body as UTF-8, saves decoding it again."""
+    if text is None:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
     # Printable ASCII is always safe (a C-speed check); anything else goes through the regex.
     if text is not None and ((text.isascii() and text.isprintable()) or not _SQS_UNSAFE.search(text)):
         return text, "raw"
@@ -70,10 +72,11 @@ class QueuedEvent:
     dedupe_key: str
     correlation_id: str
     received_at_ms: int
+    text: str | None = field(default=None, repr=False, compare=False)  # the body decoded, if known
 
     @cached_property
     def _encoded(self) -> tuple[str, str]:
-        return encode_body(self.body)
+        return encode_body(self.body, self.text)
 
     def encoded(self) -> tuple[str, str]:
         return self._encoded

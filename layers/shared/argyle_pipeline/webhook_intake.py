@@ -163,6 +163,7 @@ def handle_webhook(
         dedupe_key=key,
         correlation_id=request.request_id or key[:32],
         received_at_ms=now_ms(),
+        text=text,
     )
     try:
         message_id = queue.send(queued)
