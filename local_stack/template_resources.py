@@ -55,15 +55,15 @@ class StackResources:
     secrets: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
-        """The functions' environment variables, as template.yaml wires them."""
-        return {
-            "EVENTS_QUEUE_URL": self.queue_urls["EventsQueue"],
-            "WEBHOOK_SECRET_ID": self.secrets["WebhookSecret"],
-            "ARGYLE_CREDENTIALS_SECRET_ID": self.secrets["ArgyleCredentialsSecret"],
-            "ACTIVITIES_TABLE": self.tables["ActivitiesTable"],
-            "SYNC_STATE_TABLE": self.tables["SyncStateTable"],
-            "IDEMPOTENCY_TABLE": self.tables["IdempotencyTable"],
-        }
+        """The functions' environment variables that name these resources, read from template.yaml's
+        function definitions (not listed here a second time)."""
+        from local_stack.lambda_runtime import function_environment
+
+        physical = {*self.queue_urls.values(), *self.tables.values(), *self.secrets.values()}
+        env: dict[str, str] = {}
+        for function in ("ReceiverFunction", "SyncFunction"):
+            env.update({k: v for k, v in function_environment(function, self).items() if v in physical})
+        return env
 
 
 def _queue_attributes(props: dict[str, Any], arns: dict[str, str]) -> dict[str, str]:
