@@ -48,3 +48,9 @@ def test_argyle_credentials_parse_and_hide_the_secret_in_repr() -> None:
 def test_argyle_credentials_malformed(value: str) -> None:
     with pytest.raises(SecretMalformed):
         parse_argyle_credentials(value)
+
+
+def test_rotation_from_a_cleared_secret_keeps_no_previous() -> None:
+    # A value whose current secret was cleared holds nothing to keep as previous
+    assert json.loads(rotated_webhook_secret_value("fresh", '{"current": "", "previous": ""}')) == {
+        "current": "fresh", "previous": ""}

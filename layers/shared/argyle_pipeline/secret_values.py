@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # Powertools caches each value for max_age seconds, so a warm function reads Secrets Manager
 # about once a few minutes, not once a request, yet picks up a rotation without a redeploy.
@@ -47,16 +48,21 @@ def _read(secret_id: str, max_age: int, force: bool = False) -> str:
     return str(value)
 
 
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise SecretMalformed(f"{what} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise SecretMalformed(f"{what} must be a JSON object")
+    return doc
+
+
 def parse_webhook_secrets(value: str) -> tuple[str, ...]:
     """The secrets to accept, current first; empty strings are dropped (they never verify)."""
     text = value.strip()
     if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise SecretMalformed("webhook secret looks like JSON but does not parse") from exc
-        if not isinstance(doc, dict):
-            raise SecretMalformed("webhook secret JSON must be an object")
+        doc = _json_object(text, "webhook secret")
         candidates = [doc.get("current"), doc.get("previous")]
         return tuple(c for c in candidates if isinstance(c, str) and c)
     return (value,) if value else ()
@@ -71,17 +77,13 @@ def webhook_secrets(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS, *, f
 
 def rotated_webhook_secret_value(new_secret: str, old_value: str | None) -> str:
     """The value to store when `new_secret` replaces the current one (which becomes previous)."""
-    previous = parse_webhook_secrets(old_value)[0] if old_value else ""
+    # The old current secret, if the old value holds one (an empty or cleared value holds none).
+    previous = (parse_webhook_secrets(old_value) or ("",))[0] if old_value else ""
     return json.dumps({"current": new_secret, "previous": previous})
 
 
 def parse_argyle_credentials(value: str) -> ArgyleCredentials:
-    try:
-        doc = json.loads(value)
-    except ValueError as exc:
-        raise SecretMalformed("Argyle credentials secret is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise SecretMalformed("Argyle credentials secret must be a JSON object")
+    doc = _json_object(value, "Argyle credentials secret")
     key_id, key_secret = doc.get("api_key_id"), doc.get("api_key_secret")
     if not (isinstance(key_id, str) and key_id and isinstance(key_secret, str) and key_secret):
         raise SecretMalformed("Argyle credentials secret needs non-empty api_key_id and api_key_secret")
