@@ -28,12 +28,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.activity_sync import RESYNC_EVENT, ResyncRequest
-from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.exact_json import dumps_exact
-from argyle_pipeline.sync_state_store import SyncStateStore
-from argyle_pipeline.webhook_intake import message_group
+from argyle_pipeline.receiving.webhook_intake import message_group
+from argyle_pipeline.sync.messages import RESYNC_EVENT, ResyncRequest
 
 NOT_FOUND, USAGE = 1, 2
 

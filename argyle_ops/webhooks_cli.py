@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from argyle_pipeline.argyle_client import (
+from argyle_pipeline.argyle.client import (
     DEFAULT_BASE_URL,
     ArgyleAuthError,
     ArgyleClient,
@@ -36,13 +36,13 @@ from argyle_pipeline.argyle_client import (
     ArgyleUnavailable,
     WebhookSubscription,
 )
-from argyle_pipeline.secret_values import (
+from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
+from argyle_pipeline.aws.secret_values import (
     ArgyleCredentials,
     SecretMalformed,
     parse_argyle_credentials,
     rotated_webhook_secret_value,
 )
-from argyle_pipeline.webhook_events import SYNC_EVENTS
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from argyle_pipeline.signature import sign
+from argyle_pipeline.receiving.signature import sign
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.state import SandboxState, StartRange

@@ -143,7 +143,7 @@ class SandboxServer:
         project parses Argyle's JSON (numbers as Decimal), in listing order."""
         import json
 
-        from argyle_pipeline.activity import parse_json
+        from argyle_pipeline.argyle.activity import parse_json
 
         return list(parse_json(json.dumps(self.state.documents(account_id))))
 

@@ -17,8 +17,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from argyle_pipeline.event_queue import dedupe_key
-from argyle_pipeline.signature import sign
+from argyle_pipeline.aws.event_queue import dedupe_key
+from argyle_pipeline.receiving.signature import sign
 
 
 def _post(url: str, body: bytes, secret: str) -> int:
@@ -42,8 +42,8 @@ def day_before(iso: str | None) -> str | None:
 
 def run_load(webhooks: int = 1000, accounts: int = 20, activities_per_account: int = 60, threads: int = 8,
              max_seconds: float = 120.0, seed: int = 5) -> dict[str, Any]:
-    from argyle_pipeline.activity_store import ActivityStore
-    from argyle_pipeline.sync_state_store import SyncStateStore
+    from argyle_pipeline.aws.activity_store import ActivityStore
+    from argyle_pipeline.aws.sync_state_store import SyncStateStore
     from argyle_sandbox.server import SandboxServer
     from local_stack.stack import LocalStack, StackConfig
 

@@ -66,8 +66,8 @@ def warm_path(requests: int = 2000) -> dict[str, Any]:
     for path in (ROOT / "layers" / "shared", ROOT / "functions" / "receiver", ROOT):
         sys.path.insert(0, str(path))
     import receiver_handler
-    from argyle_pipeline import secret_values
-    from argyle_pipeline.event_queue import EventQueue
+    from argyle_pipeline.aws import secret_values
+    from argyle_pipeline.aws.event_queue import EventQueue
     from local_stack.lambda_runtime import LambdaContext
 
     secret = "bench-secret"

@@ -87,10 +87,10 @@ def _ours(job: dict[str, Any], out: Any) -> None:
     import boto3
 
     import sync_handler
-    from argyle_pipeline.argyle_client import ArgyleClient
-    from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
-    from argyle_pipeline.secret_values import ArgyleCredentials
-    from argyle_pipeline.sync_settings import sync_settings
+    from argyle_pipeline.argyle.client import ArgyleClient
+    from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
+    from argyle_pipeline.aws.secret_values import ArgyleCredentials
+    from argyle_pipeline.sync.settings import sync_settings
     from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
 
     dynamodb = boto3.client("dynamodb")
@@ -126,7 +126,7 @@ def _ours(job: dict[str, Any], out: Any) -> None:
             else:
                 sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
     wall = time.perf_counter() - started
-    store = sync_handler.runtime().sync.activities
+    store = sync_handler.runtime().sync.ctx.activities
     out.put({"wall_s": wall, "argyle_calls": sum(c.calls for c in clients),
              "argyle_retries": sum(c.retries for c in clients),
              "activity_write_calls": store.write_calls,  # type: ignore[attr-defined]
@@ -140,9 +140,9 @@ def _naive(job: dict[str, Any], out: Any) -> None:
     os.environ.update(job["env"])
     import boto3
 
-    from argyle_pipeline.activity_store import activity_item
-    from argyle_pipeline.argyle_client import ArgyleClient
-    from argyle_pipeline.secret_values import ArgyleCredentials
+    from argyle_pipeline.argyle.client import ArgyleClient
+    from argyle_pipeline.aws.activity_store import activity_item
+    from argyle_pipeline.aws.secret_values import ArgyleCredentials
 
     dynamodb = boto3.client("dynamodb")
     counts: dict[str, int] = {}

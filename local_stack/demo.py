@@ -67,7 +67,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 def compare(stack: Any, sandbox: Any, accounts: list[str]) -> tuple[int, int, list[str]]:
     """(stored, expected, problems): every account's stored activities against the sandbox's truth."""
-    from argyle_pipeline.activity_store import ActivityStore
+    from argyle_pipeline.aws.activity_store import ActivityStore
 
     store = ActivityStore(stack.outputs()["ActivitiesTableName"])
     stored_total = expected_total = 0
@@ -101,7 +101,7 @@ def subscribe_stack(stack: Any, sandbox: Any) -> None:
 
 
 def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
-    from argyle_pipeline.signature import sign
+    from argyle_pipeline.receiving.signature import sign
     from argyle_sandbox.server import SandboxServer
     from local_stack.dev_config import SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
     from local_stack.stack import LocalStack, StackConfig

@@ -121,8 +121,8 @@ def _forget_container_state(module_name: str) -> None:
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters import base
 
-    from argyle_pipeline.settings import receiver_settings
-    from argyle_pipeline.sync_settings import sync_settings
+    from argyle_pipeline.receiving.settings import receiver_settings
+    from argyle_pipeline.sync.settings import sync_settings
 
     parameters.clear_caches()
     base.DEFAULT_PROVIDERS.clear()

@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
 
-from argyle_pipeline.signature import sign  # noqa: E402
+from argyle_pipeline.receiving.signature import sign  # noqa: E402
 from local_stack.dev_config import (  # noqa: E402
     DEFAULT_MOTO_PORT,
     DEFAULT_SANDBOX_PORT,

@@ -1,6 +1,6 @@
 """POST /webhooks/argyle: verify Argyle's signature and put the genuine event on the FIFO queue.
 
-Thin on purpose: the rules are in argyle_pipeline.webhook_intake. Only what this path uses is
+Thin on purpose: the rules are in argyle_pipeline.receiving.webhook_intake. Only what this path uses is
 imported, because a cold start here delays Argyle's delivery.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from argyle_pipeline.event_queue import EventQueue
-from argyle_pipeline.receiver_telemetry import RequestTelemetry
-from argyle_pipeline.secret_values import RefreshLimiter, SecretMalformed, SecretUnavailable, webhook_secrets
-from argyle_pipeline.settings import receiver_settings
-from argyle_pipeline.webhook_intake import BadRequestBody, IntakeResult, handle_webhook, request_from_apigw
+from argyle_pipeline.aws.event_queue import EventQueue
+from argyle_pipeline.aws.secret_values import RefreshLimiter, SecretMalformed, SecretUnavailable, webhook_secrets
+from argyle_pipeline.receiving.receiver_telemetry import RequestTelemetry
+from argyle_pipeline.receiving.settings import receiver_settings
+from argyle_pipeline.receiving.webhook_intake import BadRequestBody, IntakeResult, handle_webhook, request_from_apigw
 
 telemetry = RequestTelemetry(service="argyle-receiver")
 

@@ -1,6 +1,6 @@
 """EventsQueue -> Argyle API -> DynamoDB: applies each queued webhook (and sync continuation).
 
-Thin on purpose: the rules are in argyle_pipeline.activity_sync, DynamoDB is in activity_store and
+Thin on purpose: the rules are in argyle_pipeline.sync.dispatch, DynamoDB is in activity_store and
 sync_state_store, SQS in event_queue. This module wires them, once per container, and adds
 Powertools: FIFO batch processing with partial failures, idempotency, logs, metrics, traces.
 """
@@ -22,22 +22,16 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.activity_sync import (
-    ActivitySync,
-    ParsedMessage,
-    SyncMessage,
-    SyncOptions,
-    message_from_sqs_record,
-    needs_fresh_read,
-    parse_message,
-)
-from argyle_pipeline.argyle_client import ArgyleAuthError, ArgyleClient
-from argyle_pipeline.event_queue import EventQueue
-from argyle_pipeline.secret_values import argyle_credentials
-from argyle_pipeline.sync_settings import SyncSettings, sync_settings
-from argyle_pipeline.sync_state_store import SyncStateStore
-from argyle_pipeline.webhook_events import MalformedWebhook
+from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient
+from argyle_pipeline.argyle.webhook_events import MalformedWebhook
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.event_queue import EventQueue
+from argyle_pipeline.aws.secret_values import argyle_credentials
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.sync.context import SyncOptions
+from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read
+from argyle_pipeline.sync.messages import ParsedMessage, SyncMessage, message_from_sqs_record, parse_message
+from argyle_pipeline.sync.settings import SyncSettings, sync_settings
 
 SERVICE = "argyle-sync"
 NAMESPACE = "ArgyleSync"

@@ -8,8 +8,8 @@ import time
 import boto3
 import pytest
 
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.signature import sign
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.receiving.signature import sign
 from tests.support.e2e import WEBHOOK_SECRET, pipeline, post, settle, stored_activities, truth
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,7 @@ def test_connect_scan_converge_exactly() -> None:
         # Then the stored copy is exactly Argyle's truth, and the sync state says so
         for account in (first, second):
             assert stored_activities(stack, account) == truth(sandbox, account)
-        from argyle_pipeline.sync_state_store import SyncStateStore
+        from argyle_pipeline.aws.sync_state_store import SyncStateStore
 
         state_store = SyncStateStore(stack.outputs()["SyncStateTableName"])
         state = state_store.account_state(first)

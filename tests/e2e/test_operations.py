@@ -11,9 +11,9 @@ import boto3
 import pytest
 
 from argyle_ops.synced_cli import main as synced
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.event_queue import dedupe_key
-from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.event_queue import dedupe_key
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from tests.support.e2e import pipeline, settle, stored_activities, truth
 
 pytestmark = pytest.mark.e2e

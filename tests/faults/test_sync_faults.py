@@ -33,13 +33,13 @@ from botocore.exceptions import ClientError
 
 import sync_handler
 from argyle_ops.redrive import redrive
-from argyle_pipeline.argyle_client import ArgyleClient
-from argyle_pipeline.event_queue import EventQueue
-from argyle_pipeline.secret_values import ArgyleCredentials
-from argyle_pipeline.signature import sign
-from argyle_pipeline.sync_settings import sync_settings
-from argyle_pipeline.sync_state_store import SyncStateStore
-from argyle_pipeline.webhook_intake import WebhookRequest, handle_webhook
+from argyle_pipeline.argyle.client import ArgyleClient
+from argyle_pipeline.aws.event_queue import EventQueue
+from argyle_pipeline.aws.secret_values import ArgyleCredentials
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.receiving.signature import sign
+from argyle_pipeline.receiving.webhook_intake import WebhookRequest, handle_webhook
+from argyle_pipeline.sync.settings import sync_settings
 from argyle_sandbox.server import SandboxServer
 from local_stack.lambda_runtime import function_environment
 from local_stack.template_resources import StackResources, create_stack_resources, load_template

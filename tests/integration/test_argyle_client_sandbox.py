@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from argyle_pipeline.argyle_client import (
+from argyle_pipeline.argyle.client import (
     ActivityNotFound,
     ArgyleAuthError,
     ArgyleClient,
@@ -18,7 +18,7 @@ from argyle_pipeline.argyle_client import (
     PageLimitExceeded,
     WebhookNotFound,
 )
-from argyle_pipeline.secret_values import ArgyleCredentials
+from argyle_pipeline.aws.secret_values import ArgyleCredentials
 from argyle_sandbox.server import SandboxServer
 from tests.support.network import free_port
 from tests.support.sandbox_fixtures import (  # noqa: F401

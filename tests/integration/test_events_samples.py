@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from argyle_pipeline.signature import InvalidSignature, verify
+from argyle_pipeline.receiving.signature import InvalidSignature, verify
 from local_stack.dev_config import LOCAL_DEV_SECRET
 from local_stack.invoke import main as invoke_main
 

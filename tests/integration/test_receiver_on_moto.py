@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from argyle_pipeline.signature import sign
+from argyle_pipeline.receiving.signature import sign
 from local_stack.lambda_runtime import environment, function_environment
 from local_stack.template_resources import StackResources
 from tests.support.receiver_harness import apigw_event, invoke_receiver, reset_receiver_state

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.argyle_client import ArgyleClient
-from argyle_pipeline.signature import InvalidSignature, verify
-from argyle_pipeline.timestamps import iso_z
-from argyle_pipeline.webhook_events import (
+from argyle_pipeline.argyle.client import ArgyleClient
+from argyle_pipeline.argyle.webhook_events import (
     ActivitiesAdded,
     ActivitiesFullySynced,
     ActivitiesPartiallySynced,
@@ -20,6 +18,8 @@ from argyle_pipeline.webhook_events import (
     UsersFullySynced,
     parse_webhook,
 )
+from argyle_pipeline.receiving.signature import InvalidSignature, verify
+from argyle_pipeline.timestamps import iso_z
 from argyle_sandbox.server import SandboxServer
 from tests.support.sandbox_fixtures import (  # noqa: F401
     SANDBOX_CREDENTIALS,

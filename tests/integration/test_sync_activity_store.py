@@ -10,8 +10,8 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from argyle_pipeline.activity import Activity
-from argyle_pipeline.activity_store import ActivityStore, DynamoDBIncomplete, activity_version
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.aws.activity_store import ActivityStore, DynamoDBIncomplete, activity_version
 from local_stack.template_resources import StackResources
 from tests.support.fake_argyle import BASE_TIME, iso, make_activity
 from tests.support.flaky_dynamodb import FlakyDynamoDB

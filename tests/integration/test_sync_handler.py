@@ -13,8 +13,8 @@ import boto3
 import pytest
 
 import sync_handler
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext, sqs_event
@@ -116,7 +116,7 @@ def test_many_pages_cost_one_call_per_page_and_one_write_per_25(
                           api_key_secret=SANDBOX_KEY_SECRET, page_limit=50)
     _, account = sandbox.connect_account(n_activities=430)
     harness.receive_webhook(fully_synced_body(sandbox, account))
-    store = harness.runtime.sync.activities
+    store = harness.runtime.sync.ctx.activities
     # When it is processed
     harness.drain()
     # Then 9 pages were fetched, ceil(430/25) batch writes made, and the copy is exact
@@ -209,7 +209,7 @@ def test_a_long_listing_continues_in_new_messages_without_skipping_or_repeating(
         monkeypatch: pytest.MonkeyPatch):
     # Given a margin larger than the time left, so every part stops after one page
     _, account = sandbox.connect_account(n_activities=650)
-    harness.runtime.sync.options = type(harness.runtime.sync.options)(continuation_margin_ms=10**9)
+    harness.runtime.sync.ctx.options = type(harness.runtime.sync.ctx.options)(continuation_margin_ms=10**9)
     body = fully_synced_body(sandbox, account)
     harness.receive_webhook(body)
     state = state_store(stack_in_process)
@@ -270,7 +270,7 @@ def test_one_failing_record_fails_alone_and_its_group_waits(stack_in_process: St
                                            AttributeNames=["All"], MessageAttributeNames=["All"])["Messages"]
     assert len(messages) == 4
     # When one invocation processes the batch with Argyle failing the bad account's listing
-    harness.runtime.sync.argyle = _FailingFor(harness.runtime.sync.argyle, bad)  # type: ignore[assignment]
+    harness.runtime.sync.ctx.argyle = _FailingFor(harness.runtime.sync.ctx.argyle, bad)  # type: ignore[assignment]
     failed = harness.invoke(messages, FakeLambdaContext())
     # Then only the bad record and the one queued after it in its group are reported failed
     by_body = {m["MessageId"]: m["Body"].encode() for m in messages}
@@ -288,7 +288,7 @@ class _FailingFor:
         self._client, self._account = client, account
 
     def list_activity_pages(self, account: str | None, *args: Any, **kwargs: Any) -> Any:
-        from argyle_pipeline.argyle_client import ArgyleUnavailable
+        from argyle_pipeline.argyle.client import ArgyleUnavailable
 
         if account == self._account:
             raise ArgyleUnavailable("GET /activities: HTTP 503 after 4 attempt(s)", status=503)

@@ -9,10 +9,10 @@ import boto3
 import pytest
 
 from argyle_ops import redrive, synced_cli
-from argyle_pipeline.activity import Activity
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.event_queue import QueuedEvent, dedupe_key
-from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.event_queue import QueuedEvent, dedupe_key
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from local_stack.template_resources import StackResources
 from tests.support.fake_argyle import make_activity
 

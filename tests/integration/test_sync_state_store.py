@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from local_stack.template_resources import StackResources
 
 ACCOUNT, USER = "acc-state", "user-state"

@@ -65,7 +65,7 @@ def test_sam_build_produces_both_functions_and_an_arm64_layer(tmp_path: Path) ->
     assert (build_dir / "ReceiverFunction" / "receiver_handler.py").exists()
     assert (build_dir / "SyncFunction" / "sync_handler.py").exists()
     layer = build_dir / "SharedLayer" / "python"
-    assert (layer / "argyle_pipeline" / "signature.py").exists()
+    assert (layer / "argyle_pipeline" / "receiving" / "signature.py").exists()
     native = list((layer / "pydantic_core").glob("*.so"))
     assert native and "aarch64" in native[0].name, [p.name for p in native]
 

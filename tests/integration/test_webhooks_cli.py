@@ -23,9 +23,9 @@ from argyle_ops.webhooks_cli import (
     EXIT_USAGE,
     main,
 )
-from argyle_pipeline.secret_values import parse_webhook_secrets
-from argyle_pipeline.signature import verify
-from argyle_pipeline.webhook_events import SYNC_EVENTS
+from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
+from argyle_pipeline.aws.secret_values import parse_webhook_secrets
+from argyle_pipeline.receiving.signature import verify
 from argyle_sandbox.server import SandboxServer
 from tests.support.sandbox_fixtures import (  # noqa: F401
     SANDBOX_KEY_ID,

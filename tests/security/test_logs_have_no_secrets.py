@@ -38,10 +38,10 @@ import argyle_sandbox.state
 import sync_handler
 import tests.support.sync_harness as sync_harness_module
 from argyle_ops import redrive
-from argyle_pipeline.activity_store import ActivityStore
-from argyle_pipeline.event_queue import EventQueue
-from argyle_pipeline.signature import sign
-from argyle_pipeline.sync_state_store import SyncStateStore
+from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.event_queue import EventQueue
+from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.receiving.signature import sign
 from argyle_sandbox.server import SandboxServer
 from local_stack.lambda_runtime import environment, function_environment
 from local_stack.template_resources import StackResources

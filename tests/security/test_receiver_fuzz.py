@@ -31,9 +31,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from argyle_pipeline.event_queue import DEFAULT_MAX_MESSAGE_BYTES, EventQueue, decode_body
-from argyle_pipeline.secret_values import SecretUnavailable
-from argyle_pipeline.signature import sign
+from argyle_pipeline.aws.event_queue import DEFAULT_MAX_MESSAGE_BYTES, EventQueue, decode_body
+from argyle_pipeline.aws.secret_values import SecretUnavailable
+from argyle_pipeline.receiving.signature import sign
 from local_stack.lambda_runtime import LambdaContext, environment, function_environment
 from local_stack.template_resources import StackResources
 from tests.support.receiver_harness import reset_receiver_state

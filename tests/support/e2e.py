@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from argyle_pipeline.activity_store import ActivityStore
+from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_sandbox.server import SandboxServer
 from local_stack.stack import LocalStack, StackConfig
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from argyle_pipeline.activity import Activity, parse_json
-from argyle_pipeline.argyle_client import ActivityNotFound, ActivityPage, ArgyleUnavailable
+from argyle_pipeline.argyle.activity import Activity, parse_json
+from argyle_pipeline.argyle.client import ActivityNotFound, ActivityPage, ArgyleUnavailable
 from argyle_pipeline.exact_json import dumps_exact
 
 BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from argyle_pipeline.event_queue import QueuedEvent
+from argyle_pipeline.aws.event_queue import QueuedEvent
 from local_stack.lambda_runtime import LambdaContext
 
 DEFAULT_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:test-EventsQueue.fifo"

@@ -34,7 +34,7 @@ def reset_receiver_state() -> None:
     from aws_lambda_powertools.utilities.parameters import base
 
     import receiver_handler
-    from argyle_pipeline.settings import receiver_settings
+    from argyle_pipeline.receiving.settings import receiver_settings
 
     receiver_settings.cache_clear()
     receiver_handler.set_queue(None)

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from argyle_pipeline.argyle_client import ArgyleClient
-from argyle_pipeline.secret_values import ArgyleCredentials
+from argyle_pipeline.argyle.client import ArgyleClient
+from argyle_pipeline.aws.secret_values import ArgyleCredentials
 from argyle_sandbox.server import SandboxServer
 
 SANDBOX_KEY_ID = "test-key-id"

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from argyle_pipeline.activity_store import UpsertResult, activity_version
-from argyle_pipeline.event_queue import QueuedEvent
+from argyle_pipeline.aws.activity_store import activity_version
+from argyle_pipeline.aws.event_queue import QueuedEvent
+from argyle_pipeline.sync.ports import UpsertResult
 
 
 class MemoryActivities:
@@ -18,23 +19,29 @@ class MemoryActivities:
         self.upsert_one_calls = 0
         self.remove_calls: list[list[str]] = []
 
-    def _write(self, activity: Any, synced_at: str) -> UpsertResult:
+    def _write(self, activity: Any, synced_at: str, resync_marker: str | None = None) -> UpsertResult:
         key = (activity.account, activity.id)
         current = self.items.get(key)
-        if current is not None and current.get("removed_at"):
+        if current is not None and current.get("removed_at") and not resync_marker:
             return UpsertResult(removed=1)
         version = activity_version(activity.updated_at)
-        if current is not None and current["version"] > version:
+        if current is not None and "version" in current and current["version"] > version:
             return UpsertResult(stale=1)
-        self.items[key] = {"version": version, "activity": activity.raw, "synced_at": synced_at}
+        self.items[key] = {"version": version, "activity": activity.raw, "synced_at": synced_at,
+                           "resync_marker": resync_marker}
         return UpsertResult(written=1)
 
-    def upsert_many(self, activities: Sequence[Any], synced_at: str) -> UpsertResult:
+    def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                    resync_marker: str | None = None) -> UpsertResult:
         self.upsert_many_calls.append(len(activities))
         total = UpsertResult()
         for activity in activities:
-            total += self._write(activity, synced_at)
+            total += self._write(activity, synced_at, resync_marker)
         return total
+
+    def live_ids_not_marked(self, account_id: str, resync_marker: str) -> list[str]:
+        return [key[1] for key, item in self.items.items()
+                if key[0] == account_id and "activity" in item and item.get("resync_marker") != resync_marker]
 
     def upsert_one(self, activity: Any, synced_at: str) -> UpsertResult:
         self.upsert_one_calls += 1
@@ -86,6 +93,9 @@ class MemoryState:
                      available_count=available_count, last_event=event,
                      last_event_received_at_ms=received_at_ms)
         return True
+
+    def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None:
+        self._account(account_id, user_id).update(resynced_at=synced_at, resync_removed=removed)
 
     def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
                  received_at_ms: int) -> bool:

@@ -17,11 +17,11 @@ import boto3
 import pytest
 
 import sync_handler
-from argyle_pipeline.argyle_client import ArgyleClient
-from argyle_pipeline.event_queue import EventQueue, QueuedEvent, dedupe_key
-from argyle_pipeline.signature import sign
-from argyle_pipeline.sync_settings import sync_settings
-from argyle_pipeline.webhook_intake import WebhookRequest, handle_webhook
+from argyle_pipeline.argyle.client import ArgyleClient
+from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
+from argyle_pipeline.receiving.signature import sign
+from argyle_pipeline.receiving.webhook_intake import WebhookRequest, handle_webhook
+from argyle_pipeline.sync.settings import sync_settings
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
 
@@ -159,7 +159,7 @@ class _SaltedQueue:
 
 
 def _credentials(key_id: str, secret: str) -> Any:
-    from argyle_pipeline.secret_values import ArgyleCredentials
+    from argyle_pipeline.aws.secret_values import ArgyleCredentials
 
     return ArgyleCredentials(key_id, secret)
 

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from argyle_pipeline.activity import Activity, parse_json
+from argyle_pipeline.argyle.activity import Activity, parse_json
 
 # Shapes from API-NOTES.md: money as strings, income_rates as JSON numbers, nulls, unknown fields.
 ACTIVITY_JSON = b"""{

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.argyle_client import (
+from argyle_pipeline.argyle.client import (
     ArgyleClient,
     ArgyleClientError,
     ArgyleUnavailable,
@@ -19,7 +19,7 @@ from argyle_pipeline.argyle_client import (
     backoff_delay,
     retry_after_seconds,
 )
-from argyle_pipeline.secret_values import ArgyleCredentials
+from argyle_pipeline.aws.secret_values import ArgyleCredentials
 
 BASE = "https://api.argyle.test/v1"
 CREDS = ArgyleCredentials("id", "secret")

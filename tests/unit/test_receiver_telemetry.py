@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import json
 
-from argyle_pipeline.receiver_telemetry import RequestTelemetry
+from argyle_pipeline.receiving.receiver_telemetry import RequestTelemetry
 
 
 def test_each_request_is_one_line_that_is_both_a_log_record_and_an_emf_metric() -> None:

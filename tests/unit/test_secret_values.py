@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from argyle_pipeline.secret_values import (
+from argyle_pipeline.aws.secret_values import (
     SecretMalformed,
     parse_argyle_credentials,
     parse_webhook_secrets,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from argyle_pipeline.signature import InvalidSignature, sign, verify
+from argyle_pipeline.receiving.signature import InvalidSignature, sign, verify
 
 KNOWN_SECRET = "my little secret"
 KNOWN_BODY = b'{"name": "Account added", "event": "accounts.added"}'

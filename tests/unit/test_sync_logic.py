@@ -1,4 +1,4 @@
-"""The sync's rules (argyle_pipeline.activity_sync) with an in-memory Argyle, stores and queue."""
+"""The sync's rules (argyle_pipeline.sync.dispatch) with an in-memory Argyle, stores and queue."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.activity import Activity
-from argyle_pipeline.activity_sync import (
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.argyle.client import ArgyleUnavailable
+from argyle_pipeline.argyle.webhook_events import MalformedWebhook
+from argyle_pipeline.aws.event_queue import QueuedEvent, dedupe_key
+from argyle_pipeline.sync.context import SyncOptions
+from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read
+from argyle_pipeline.sync.messages import (
     CONTINUATION_EVENT,
-    ActivitySync,
     Continuation,
     SyncMessage,
-    SyncOptions,
     message_from_sqs_record,
-    needs_fresh_read,
     parse_message,
 )
-from argyle_pipeline.argyle_client import ArgyleUnavailable
-from argyle_pipeline.event_queue import QueuedEvent, dedupe_key
-from argyle_pipeline.webhook_events import MalformedWebhook
 from tests.support.fake_argyle import FakeArgyle, range_of, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
@@ -204,7 +203,7 @@ def test_updated_fetches_ids_with_bounded_concurrency_and_removes_the_ones_gone(
     # Given 8 stored activities, 5 of them updated at Argyle and one of those removed since
     world = World()
     argyle = BarrierArgyle(parties=3)  # fails (BrokenBarrierError) unless 3 fetch at once
-    world.sync.argyle, world.sync.fetchers = argyle, [argyle] * 3
+    world.sync.ctx.argyle, world.sync.ctx.fetchers = argyle, [argyle] * 3
     docs = argyle.add(ACCOUNT, 8)
     world.deliver(fully_synced(docs))
     ids = [d["id"] for d in docs[:6]]

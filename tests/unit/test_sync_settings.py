@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from argyle_pipeline.exact_json import dumps_exact
-from argyle_pipeline.sync_settings import sync_settings
+from argyle_pipeline.sync.settings import sync_settings
 
 REQUIRED = {"ACTIVITIES_TABLE": "acts", "SYNC_STATE_TABLE": "state", "IDEMPOTENCY_TABLE": "idem",
             "EVENTS_QUEUE_URL": "https://sqs/q.fifo"}

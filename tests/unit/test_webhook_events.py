@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from argyle_pipeline.timestamps import iso_z, parse_timestamp
-from argyle_pipeline.webhook_events import (
+from argyle_pipeline.argyle.webhook_events import (
     SYNC_EVENTS,
     ActivitiesAdded,
     ActivitiesFullySynced,
@@ -19,6 +18,7 @@ from argyle_pipeline.webhook_events import (
     UsersFullySynced,
     parse_webhook,
 )
+from argyle_pipeline.timestamps import iso_z, parse_timestamp
 
 # The "Example Webhook" bodies of activities-webhooks.txt and users-webhooks.txt.
 DOC_EXAMPLES = {

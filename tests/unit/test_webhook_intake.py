@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from argyle_pipeline.event_queue import (
+from argyle_pipeline.aws.event_queue import (
     MessageTooLarge,
     QueuedEvent,
     QueueUnavailable,
@@ -13,8 +13,8 @@ from argyle_pipeline.event_queue import (
     dedupe_key,
     encode_body,
 )
-from argyle_pipeline.signature import sign
-from argyle_pipeline.webhook_intake import (
+from argyle_pipeline.receiving.signature import sign
+from argyle_pipeline.receiving.webhook_intake import (
     ARGYLE_WEBHOOK_IPS,
     BadRequestBody,
     WebhookRequest,
@@ -207,7 +207,7 @@ def test_secret_rotated_since_the_cache_was_filled_is_accepted_after_one_reread(
 
 
 def test_forged_request_rereads_at_most_as_the_limiter_allows() -> None:
-    from argyle_pipeline.secret_values import RefreshLimiter
+    from argyle_pipeline.aws.secret_values import RefreshLimiter
 
     clock = [0.0]
     limiter = RefreshLimiter(interval=10.0, clock=lambda: clock[0])

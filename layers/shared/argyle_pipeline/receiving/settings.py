@@ -35,8 +35,8 @@ class ReceiverSettings:
 
 @cache
 def receiver_settings() -> ReceiverSettings:
-    from argyle_pipeline.event_queue import DEFAULT_MAX_MESSAGE_BYTES
-    from argyle_pipeline.webhook_intake import ARGYLE_WEBHOOK_IPS
+    from argyle_pipeline.aws.event_queue import DEFAULT_MAX_MESSAGE_BYTES
+    from argyle_pipeline.receiving.webhook_intake import ARGYLE_WEBHOOK_IPS
 
     verify_ip = _flag("VERIFY_SOURCE_IP")
     extra = os.environ.get("ALLOWED_SOURCE_IPS", "")

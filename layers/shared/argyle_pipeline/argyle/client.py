@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import urllib3
 from pydantic import BaseModel, ConfigDict, Field
 
-from argyle_pipeline.activity import Activity, parse_json
-from argyle_pipeline.secret_values import ArgyleCredentials, argyle_credentials
+from argyle_pipeline.argyle.activity import Activity, parse_json
+from argyle_pipeline.aws.secret_values import ArgyleCredentials, argyle_credentials
 from argyle_pipeline.timestamps import UtcDateTime
 
 PRODUCTION_URL = "https://api.argyle.com/v1"

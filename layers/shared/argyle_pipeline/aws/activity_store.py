@@ -22,11 +22,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from argyle_pipeline.sync.ports import UpsertResult
 
 BATCH_WRITE_SIZE = 25  # BatchWriteItem's limit
 BATCH_GET_SIZE = 100  # BatchGetItem's limit
@@ -44,7 +45,7 @@ class DynamoDBIncomplete(Exception):
 
 
 class ActivityLike(Protocol):
-    """What the store needs of an activity (argyle_pipeline.activity.Activity has it)."""
+    """What the store needs of an activity (argyle_pipeline.argyle.activity.Activity has it)."""
 
     @property
     def id(self) -> str: ...
@@ -57,19 +58,6 @@ class ActivityLike(Protocol):
 
     @property
     def raw(self) -> dict[str, Any]: ...
-
-
-@dataclass
-class UpsertResult:
-    written: int = 0
-    stale: int = 0  # skipped: the stored copy is newer
-    removed: int = 0  # skipped: the activity was removed (tombstone)
-
-    def __iadd__(self, other: UpsertResult) -> UpsertResult:
-        self.written += other.written
-        self.stale += other.stale
-        self.removed += other.removed
-        return self
 
 
 def activity_version(updated_at: datetime | None) -> int:

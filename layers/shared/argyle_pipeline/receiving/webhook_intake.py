@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from argyle_pipeline.event_queue import MessageTooLarge, QueuedEvent, QueueUnavailable, dedupe_key
-from argyle_pipeline.signature import SIGNATURE_HEADER, InvalidSignature, verify
+from argyle_pipeline.aws.event_queue import MessageTooLarge, QueuedEvent, QueueUnavailable, dedupe_key
+from argyle_pipeline.receiving.signature import SIGNATURE_HEADER, InvalidSignature, verify
 
 # Argyle's published webhook source addresses (webhooks-overview.txt). Argyle says they may change,
 # so checking them is an opt-in fallback, never the main defence.

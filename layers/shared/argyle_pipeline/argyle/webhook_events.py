@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from argyle_pipeline.activity import parse_json
+from argyle_pipeline.argyle.activity import parse_json
 from argyle_pipeline.timestamps import UtcDateTime, iso_z
 
 __all__ = [

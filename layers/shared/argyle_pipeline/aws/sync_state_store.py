@@ -19,7 +19,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from argyle_pipeline.activity_store import from_dynamodb
+from argyle_pipeline.aws.activity_store import from_dynamodb
 
 FULLY_SYNCED = "fully_synced"
 PARTIALLY_SYNCED = "partially_synced"

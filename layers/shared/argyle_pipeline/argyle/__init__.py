@@ -1,0 +1,1 @@
+"""Argyle's API as data: the HTTP client, the activity model, the webhook payloads. No AWS here."""

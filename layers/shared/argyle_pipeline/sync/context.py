@@ -1,0 +1,79 @@
+"""What every rule of the sync shares: its collaborators (the ports), its options, its clock, and
+the bounded-concurrency read of Argyle's current copy of a list of activities."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.argyle.client import ActivityNotFound
+from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
+from argyle_pipeline.timestamps import iso_z
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    continuation_margin_ms: int = 120_000
+    event_archive_seconds: int = 90 * 86_400
+    # fully_synced lists the whole account rather than [available_from, available_to]: the same
+    # activities, plus those without a start_date, which no date filter can match.
+    full_sync_whole_account: bool = True
+
+
+def iso_or_none(value: datetime | None) -> str | None:
+    return iso_z(value) if value is not None else None
+
+
+@dataclass
+class SyncContext:
+    argyle: ActivitySource
+    activities: ActivityWriter
+    state: StateWriter
+    continuations: ContinuationQueue
+    options: SyncOptions
+    # Each fetching thread borrows one of these clients (a client is not shared between threads);
+    # none given means one at a time with `argyle`.
+    fetchers: Sequence[ActivitySource] = field(default_factory=list)
+    clock: Callable[[], float] = time.time
+
+    def now(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    @property
+    def argyle_retries(self) -> int:
+        return sum(client.retries for client in {id(c): c for c in [self.argyle, *self.fetchers]}.values())
+
+    def fetch_current(self, ids: list[str]) -> list[tuple[str, Activity | None]]:
+        """Argyle's copy of each id now (None: Argyle answers 404), `len(fetchers)` at a time."""
+        def fetch_with(client: ActivitySource, activity_id: str) -> tuple[str, Activity | None]:
+            try:
+                return activity_id, client.get_activity(activity_id)
+            except ActivityNotFound:
+                return activity_id, None
+
+        if len(self.fetchers) <= 1 or len(ids) <= 1:
+            client = self.fetchers[0] if self.fetchers else self.argyle
+            return [fetch_with(client, activity_id) for activity_id in ids]
+
+        free: queue.SimpleQueue[ActivitySource] = queue.SimpleQueue()
+        for client in self.fetchers:
+            free.put(client)
+
+        def fetch(activity_id: str) -> tuple[str, Activity | None]:
+            client = free.get()
+            try:
+                return fetch_with(client, activity_id)
+            finally:
+                free.put(client)
+
+        pool = ThreadPoolExecutor(max_workers=len(self.fetchers), thread_name_prefix="argyle-fetch")
+        try:
+            return list(pool.map(fetch, ids))
+        finally:
+            # On the first error, fetches not yet started are dropped; the message is retried.
+            pool.shutdown(wait=True, cancel_futures=True)

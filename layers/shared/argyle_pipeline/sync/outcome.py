@@ -1,0 +1,33 @@
+"""What processing one message did: the figures the handler logs and turns into metrics, and the
+record the idempotency table keeps for a redelivery."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from argyle_pipeline.sync.ports import UpsertResult
+
+
+@dataclass
+class SyncOutcome:
+    event: str
+    action: str = "synced"  # synced | continued | archived (an event we only keep and count)
+    part: int = 0
+    pages: int = 0
+    upserted: int = 0
+    stale: int = 0  # not written: the stored copy is newer
+    skipped_removed: int = 0  # not written: the activity was removed
+    removed: int = 0  # tombstones written
+    fetched: int = 0
+    continuation_part: int | None = None
+    archived: bool | None = None  # False: this body was archived (and counted) before
+    started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
+
+    def add(self, result: UpsertResult) -> None:
+        self.upserted += result.written
+        self.stale += result.stale
+        self.skipped_removed += result.removed
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,79 @@
+"""What the sync's rules need of their collaborators. The AWS adapters (argyle_pipeline.aws) and the
+Argyle client implement these; the tests' in-memory fakes do too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.argyle.client import ActivityPage
+from argyle_pipeline.aws.event_queue import QueuedEvent
+
+
+@dataclass
+class UpsertResult:
+    written: int = 0
+    stale: int = 0  # skipped: the stored copy is newer
+    removed: int = 0  # skipped: the activity was removed (tombstone)
+
+    def __iadd__(self, other: UpsertResult) -> UpsertResult:
+        self.written += other.written
+        self.stale += other.stale
+        self.removed += other.removed
+        return self
+
+
+class ActivitySource(Protocol):
+    """argyle_pipeline.argyle.client.ArgyleClient."""
+
+    calls: int
+    retries: int
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]: ...
+
+    def get_activity(self, activity_id: str) -> Activity: ...
+
+
+class ActivityWriter(Protocol):
+    """argyle_pipeline.aws.activity_store.ActivityStore."""
+
+    def upsert_many(self, activities: Sequence[Activity], synced_at: str, *,
+                    resync_marker: str | None = None) -> UpsertResult: ...
+
+    def live_ids_not_marked(self, account_id: str, resync_marker: str) -> list[str]: ...
+
+    def upsert_one(self, activity: Activity, synced_at: str) -> UpsertResult: ...
+
+    def remove(self, account_id: str, activity_ids: Sequence[str], removed_at: str) -> int: ...
+
+
+class StateWriter(Protocol):
+    """argyle_pipeline.aws.sync_state_store.SyncStateStore."""
+
+    def mark_fully_synced(self, account_id: str, user_id: str | None, synced_at: str) -> None: ...
+
+    def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
+                              synced_at: str) -> None: ...
+
+    def record_availability(self, account_id: str, user_id: str | None, *, available_from: str | None,
+                            available_to: str | None, available_count: int | None, event: str,
+                            received_at_ms: int, updated_at: str,
+                            unless_fully_synced: bool = False) -> bool: ...
+
+    def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None: ...
+
+    def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
+                 received_at_ms: int) -> bool: ...
+
+    def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
+                      processed_at: str, expires_at: int) -> bool: ...
+
+
+class ContinuationQueue(Protocol):
+    """argyle_pipeline.aws.event_queue.EventQueue."""
+
+    def send(self, event: QueuedEvent) -> str: ...
