@@ -218,7 +218,7 @@ def test_drift_from_missed_webhooks_is_found_repaired_recorded_and_counted(
         assert found is not None and found["last_reconcile"]["drift"] == {"missing": 3, "extra": 2, "stale": 0}
         # And its log says so in one line per kind, with the DriftDetected metric by kind
         drift_lines = [r for r in caplog.records if r.getMessage() == "drift found and repaired"]
-        assert sorted((r.kind, r.count) for r in drift_lines) == [("extra", 2), ("missing", 3)]  # type: ignore[attr-defined]
+        assert sorted((r.kind, r.count) for r in drift_lines) == [("extra", 2), ("missing", 3)]
         emf = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith('{"_aws"')]
         detected = {d["kind"]: d["DriftDetected"] for d in emf if "DriftDetected" in d}
         assert detected == {"missing": [3.0], "extra": [2.0]}
