@@ -13,7 +13,13 @@ from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import RefreshLimiter, SecretMalformed, SecretUnavailable, webhook_secrets
 from argyle_pipeline.receiving.receiver_telemetry import RequestTelemetry
 from argyle_pipeline.receiving.settings import receiver_settings
-from argyle_pipeline.receiving.webhook_intake import BadRequestBody, IntakeResult, handle_webhook, request_from_apigw
+from argyle_pipeline.receiving.webhook_intake import (
+    BadRequestBody,
+    IntakeResult,
+    handle_webhook,
+    request_from_apigw,
+    source_ip,
+)
 
 telemetry = RequestTelemetry(service="argyle-receiver")
 
@@ -67,7 +73,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         correlation_id = request.request_id
         try:
             result = handle_webhook(request, secrets=_cached_secrets, queue=event_queue(),
-                                    allowed_ips=settings.allowed_source_ips, refreshed_secrets=_refreshed_secrets)
+                                    allowed_ips=settings.allowed_source_ips, refreshed_secrets=_refreshed_secrets,
+                                    max_body_bytes=settings.max_message_bytes)
         except (SecretUnavailable, SecretMalformed) as exc:
             # The secret could not be read: fail closed, but with 5xx so Argyle retries later.
             telemetry.error("webhook secret unavailable", error=str(exc), correlation_id=correlation_id)
@@ -77,6 +84,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     telemetry.outcome(
         accepted=result.accepted, status=result.status, outcome=result.outcome, event_name=result.event_name,
         request_id=getattr(context, "aws_request_id", ""), correlation_id=correlation_id,
-        cold_start=cold_start, **result.log_fields,
+        cold_start=cold_start, source_ip=source_ip(event), **result.log_fields,
     )
     return _http(result.status, result.body)

@@ -42,6 +42,7 @@ SECRET = "fuzz-webhook-secret"
 OTHER_SECRET = "not-the-webhook-secret"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/fuzz-EventsQueue.fifo"
 HEADER = "X-Argyle-Signature"
+SOURCE_IP = "34.27.251.226"
 
 # Deterministic and database-free: CI sees the same examples on every run.
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True, database=None,
@@ -167,6 +168,9 @@ class Delivery:
         """The answer when AWS works."""
         if self.transport == "invalid-base64":
             return 400
+        # Longer than the queue takes: refused before any signature check (no HMAC is computed)
+        if len(self.received if self.received is not None else self.signed_body) > DEFAULT_MAX_MESSAGE_BYTES:
+            return 413
         if self.received is None or not verifies(self.received, self.effective):
             return 401
         return 202 if is_webhook(self.received) else 400
@@ -327,7 +331,7 @@ def deliveries(draw: st.DrawFn) -> Delivery:
         "version": "2.0", "routeKey": "POST /webhooks/argyle", "rawPath": "/webhooks/argyle",
         "headers": headers, "body": payload,
         "requestContext": {"requestId": draw(st.text(alphabet=string.ascii_letters, max_size=20)),
-                           "http": {"method": "POST", "sourceIp": "34.27.251.226"}},
+                           "http": {"method": "POST", "sourceIp": SOURCE_IP}},
     }
     if transport != "missing-flag":
         event["isBase64Encoded"] = is_b64
@@ -368,10 +372,11 @@ def test_any_request_is_answered_without_5xx_and_only_signed_events_are_enqueued
     # When the receiver handles it
     answer = receiver(delivery.event)
 
-    # Then it never answers 5xx, and writes exactly one telemetry line saying what it answered
+    # Then it never answers 5xx, and writes exactly one telemetry line saying what it answered, and to whom
     assert answer.status < 500, answer
     (line,) = answer.log_lines
     assert line["status"] == answer.status
+    assert line["source_ip"] == SOURCE_IP
     # And nothing is enqueued unless a presented signature is valid for the bytes received
     if answer.sent:
         assert delivery.received is not None
@@ -401,6 +406,8 @@ def test_an_aws_fault_is_503_never_2xx_and_never_a_rejection_of_a_genuine_event(
     if expected == 202:
         assert answer.status == 503, answer
         assert answer.body["error"].endswith("retry later")
+    elif expected == 413:  # refused on its length alone: AWS is never asked
+        assert answer.status == 413
     elif where == "secret" and delivery.transport != "invalid-base64":
         assert answer.status == 503  # unverifiable: fail closed, but with a status Argyle retries
     else:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+from typing import Any
 
 import pytest
 
@@ -136,6 +138,54 @@ def test_body_too_large_for_the_queue_is_413() -> None:
     result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
     assert (result.status, result.outcome) == (413, "too_large")
     assert queue.sent == []
+
+
+def test_an_oversized_forged_body_is_413_before_any_secret_read_or_hmac(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given every HMAC this process computes, and every secret read, counted
+    computed: list[int] = []
+    real_new = hmac.new
+
+    def counting_new(*args: Any, **kwargs: Any) -> hmac.HMAC:
+        computed.append(1)
+        return real_new(*args, **kwargs)
+
+    monkeypatch.setattr(hmac, "new", counting_new)
+    reads: list[str] = []
+
+    def cached() -> list[str]:
+        reads.append("cached")
+        return [SECRET, "previous-secret"]
+
+    def reread() -> list[str]:
+        reads.append("reread")
+        return [SECRET, "previous-secret"]
+
+    def forged(size: int) -> WebhookRequest:
+        body = b'{"event": "activities.added", "pad": "' + b"x" * (size - 40) + b'"}'
+        body = body + b" " * (size - len(body))
+        return WebhookRequest(body=body, headers={"x-argyle-signature": "0" * 128}, source_ip="198.51.100.7",
+                              request_id="forged")
+
+    queue = FakeQueue()
+    # When a forged 6 MiB body arrives (API Gateway takes up to 10 MB)
+    result = handle_webhook(forged(6 * 1024 * 1024), cached, queue, refreshed_secrets=reread)
+    # Then it is 413 with nothing read, hashed or enqueued
+    assert (result.status, result.outcome) == (413, "too_large")
+    assert (computed, reads, queue.sent) == ([], [], [])
+
+    # And the counter is live: a forged body at the limit costs what every oversized one used to,
+    # a full HMAC pass per cached secret and again per re-read secret
+    at_limit = handle_webhook(forged(262_144), cached, queue, refreshed_secrets=reread)
+    assert at_limit.status == 401
+    assert (len(computed), reads) == (4, ["cached", "reread"])
+
+
+def test_the_body_limit_follows_the_queues() -> None:
+    # A queue configured for 1 MiB (MAX_MESSAGE_BYTES) takes a body the default limit refuses
+    body = payload(padding="x" * 300_000)
+    queue = FakeQueue(max_bytes=1_048_576)
+    assert handle_webhook(signed_request(body), lambda: [SECRET], queue).status == 413
+    assert handle_webhook(signed_request(body), lambda: [SECRET], queue, max_body_bytes=1_048_576).status == 202
 
 
 def test_queue_failure_is_5xx_never_2xx() -> None:
