@@ -4,7 +4,7 @@
     argyle-webhooks create --events activities.added activities.removed --url https://... [--secret S]
     argyle-webhooks get ID
     argyle-webhooks delete ID
-    argyle-webhooks subscribe-stack --stack-name argyle-sync
+    argyle-webhooks subscribe-stack --stack-name argyle-sync [--revoke-previous | --previous-valid-hours N]
 
 Configuration: --api-url or ARGYLE_API_URL (default production); credentials from
 ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets Manager secret
@@ -38,6 +38,7 @@ from argyle_pipeline.argyle.client import (
 )
 from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
 from argyle_pipeline.aws.secret_values import (
+    DEFAULT_PREVIOUS_VALID_SECONDS,
     ArgyleCredentials,
     SecretMalformed,
     parse_argyle_credentials,
@@ -143,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="subscribe the stack's webhook URL to every event the sync handles, with a new secret",
         description="Generates a new secret, stores it in the stack's webhook secret (the old one stays "
-        "accepted as 'previous'), subscribes the webhook URL with it, then deletes older "
-        "subscriptions of the same URL.",
+        "accepted as 'previous' for --previous-valid-hours, or not at all with --revoke-previous), "
+        "subscribes the webhook URL with it, then deletes older subscriptions of the same URL.",
     )
     stack.add_argument("--stack-name", help="read WebhookUrl / WebhookSecretArn from this stack's outputs")
     stack.add_argument("--webhook-url", help="the receiver's URL (instead of the stack output)")
@@ -163,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-existing",
         action="store_true",
         help="keep older subscriptions of the same URL (they would deliver twice)",
+    )
+    previous = stack.add_mutually_exclusive_group()
+    previous.add_argument(
+        "--revoke-previous",
+        action="store_true",
+        help="after a leak: the old secret stops verifying at once instead of staying accepted as "
+        "'previous' (deliveries Argyle signed with it are refused; the reconciler repairs them)",
+    )
+    previous.add_argument(
+        "--previous-valid-hours",
+        type=_positive_int,
+        default=DEFAULT_PREVIOUS_VALID_SECONDS // 3600,
+        metavar="N",
+        help="hours the old secret stays accepted as 'previous' (default %(default)s)",
     )
     return parser
 
@@ -353,12 +368,13 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
     # before Argyle signs anything with it.
     new_secret = secrets.token_urlsafe(32)
     old_value = _read_secret(secret_id, args, missing_ok=True)
+    previous_valid_seconds = 0 if args.revoke_previous else args.previous_valid_hours * 3600
     secretsmanager = _aws_client("secretsmanager", args)
     _aws_call(
         f"cannot store the new secret in {secret_id}",
         secretsmanager.put_secret_value,
         SecretId=secret_id,
-        SecretString=rotated_webhook_secret_value(new_secret, old_value),
+        SecretString=rotated_webhook_secret_value(new_secret, old_value, previous_valid_seconds=previous_valid_seconds),
     )
     config = {"days_synced": args.days_synced} if args.days_synced else None
     sub = client.create_webhook(events=events, url=webhook_url, name=args.name, secret=new_secret, config=config)
@@ -371,7 +387,12 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed}), file=out)
     else:
         print(_details(sub), file=out)
-        print(f"secret stored in {secret_id} (the previous one stays accepted until the next rotation)", file=out)
+        kept = (
+            "the previous one is revoked"
+            if args.revoke_previous
+            else f"the previous one stays accepted for {args.previous_valid_hours} h"
+        )
+        print(f"secret stored in {secret_id} ({kept})", file=out)
         for old_id in removed:
             print(f"deleted older subscription {old_id}", file=out)
     return EXIT_OK

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import boto3
 import pytest
 
+from argyle_pipeline.aws import secret_values
+from argyle_pipeline.aws.secret_values import rotated_webhook_secret_value
 from argyle_pipeline.receiving.signature import sign
 from local_stack.lambda_runtime import environment, function_environment
 from local_stack.template_resources import StackResources
@@ -22,7 +26,7 @@ def receiver(stack_on_server: StackResources) -> Iterator[StackResources]:
     """The receiver wired as template.yaml wires it, with a two-secret (rotating) value stored."""
     boto3.client("secretsmanager").put_secret_value(
         SecretId=stack_on_server.secrets["WebhookSecret"],
-        SecretString=json.dumps({"current": CURRENT, "previous": PREVIOUS}))
+        SecretString=rotated_webhook_secret_value(CURRENT, PREVIOUS))
     reset_receiver_state()
     with environment(function_environment("ReceiverFunction", stack_on_server)):
         yield stack_on_server
@@ -131,9 +135,31 @@ def test_rotation_is_picked_up_at_once_despite_the_cache(receiver: StackResource
     # When the secret is rotated (new current, old current kept as previous)
     boto3.client("secretsmanager").put_secret_value(
         SecretId=receiver.secrets["WebhookSecret"],
-        SecretString=json.dumps({"current": "rotated", "previous": CURRENT}))
+        SecretString=rotated_webhook_secret_value("rotated", json.dumps({"current": CURRENT})))
     # Then a webhook signed with the new secret is accepted straight away, and the old one still is
     fresh = body_for("activities.updated")
     assert invoke_receiver(apigw_event(fresh, {"X-Argyle-Signature": sign(fresh, "rotated")}))[0] == 202
     old = body_for("activities.fully_synced")
     assert invoke_receiver(apigw_event(old, {"X-Argyle-Signature": sign(old, CURRENT)}))[0] == 202
+
+
+def test_an_expired_previous_no_longer_verifies_even_from_the_cache(receiver: StackResources,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a rotation whose previous secret stays valid for an hour, read into the receiver's cache
+    # by a delivery signed with it
+    now = time.time()
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=receiver.secrets["WebhookSecret"],
+        SecretString=rotated_webhook_secret_value("rotated", json.dumps({"current": CURRENT}),
+                                                  previous_valid_seconds=3600, now=now))
+    late = body_for("activities.added")
+    assert invoke_receiver(apigw_event(late, {"X-Argyle-Signature": sign(late, CURRENT)}))[0] == 202
+    drain(receiver.queue_urls["EventsQueue"])
+    # When the hour has passed (the cached value, and Secrets Manager's, still hold the old secret)
+    monkeypatch.setattr(secret_values, "time", SimpleNamespace(time=lambda: now + 3601, monotonic=time.monotonic))
+    # Then a delivery signed with the old secret is 401 and nothing is queued; the new one still verifies
+    later = body_for("activities.updated")
+    status, answer = invoke_receiver(apigw_event(later, {"X-Argyle-Signature": sign(later, CURRENT)}))
+    assert (status, answer["error"]) == (401, "invalid signature")
+    assert drain(receiver.queue_urls["EventsQueue"]) == []
+    assert invoke_receiver(apigw_event(later, {"X-Argyle-Signature": sign(later, "rotated")}))[0] == 202

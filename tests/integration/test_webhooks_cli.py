@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +261,43 @@ def test_subscribe_stack_rotates_the_secret_and_deliveries_verify_with_it(
     rotated = parse_webhook_secrets(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert rotated[1] == stored[0]
     assert [s.secret for s in argyle_env.state.subscriptions.values()] == [rotated[0]]
+
+
+def test_subscribe_stack_revoke_previous_stops_the_old_secret_at_once(
+    argyle_env: SandboxServer, recorder: RecordingServer, moto_server: str
+) -> None:
+    # Given a stack whose webhook secret may have leaked
+    secretsmanager = boto3.client("secretsmanager")
+    secret_arn = secretsmanager.create_secret(Name="leaked-webhook-secret", SecretString="leaked")["ARN"]
+    common = ["--webhook-url", recorder.url + "/webhooks/argyle", "--secret-id", secret_arn, "--endpoint-url",
+              moto_server]
+
+    # When it is rotated with --revoke-previous
+    run = cli("subscribe-stack", *common, "--revoke-previous")
+
+    # Then only the new secret verifies from now on (no previous, no expiry to wait for)
+    assert run.code == EXIT_OK, run.err
+    value = json.loads(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
+    [sub] = argyle_env.state.subscriptions.values()
+    assert value == {"current": sub.secret, "previous": ""}
+    assert parse_webhook_secrets(json.dumps(value)) == (sub.secret,)
+    assert "previous one is revoked" in run.out
+
+    # And without it, the old secret stays accepted for the hours asked, then no longer
+    before = time.time()
+    kept = cli("subscribe-stack", *common, "--previous-valid-hours", "2")
+    assert kept.code == EXIT_OK, kept.err
+    value = json.loads(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
+    assert value["previous"] == sub.secret
+    expires = datetime.fromisoformat(value["previous_expires_at"]).timestamp()
+    assert before + 2 * 3600 - 1 <= expires <= time.time() + 2 * 3600
+    assert parse_webhook_secrets(json.dumps(value), now=expires - 1)[1] == sub.secret
+    assert parse_webhook_secrets(json.dumps(value), now=expires) == (value["current"],)
+
+    # And the two options together are a usage error that changes nothing
+    both = cli("subscribe-stack", *common, "--revoke-previous", "--previous-valid-hours", "2")
+    assert both.code == EXIT_USAGE and "not allowed with" in both.err
+    assert json.loads(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"]) == value
 
 
 def test_subscribe_stack_reads_the_stacks_outputs(

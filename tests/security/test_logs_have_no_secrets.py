@@ -173,7 +173,8 @@ def test_receiver_logs_no_body_secret_or_signature(stack_in_process: StackResour
     # Given the receiver as template.yaml wires it, with a marked secret (current and previous)
     boto3.client("secretsmanager").put_secret_value(
         SecretId=stack_in_process.secrets["WebhookSecret"],
-        SecretString=json.dumps({"current": WEBHOOK_SECRET, "previous": WEBHOOK_SECRET + "-previous"}))
+        SecretString=json.dumps({"current": WEBHOOK_SECRET, "previous": WEBHOOK_SECRET + "-previous",
+                                 "previous_expires_at": "2099-01-01T00:00:00Z"}))
     reset_receiver_state()
     signatures: list[str] = []
 

@@ -1,7 +1,9 @@
 """Reading the project's secrets from Secrets Manager (through Powertools Parameters, cached).
 
 The webhook secret's value is either a plain string or a JSON object
-`{"current": "...", "previous": "..."}`: during a rotation both are accepted.
+`{"current": "...", "previous": "...", "previous_expires_at": "2026-01-31T12:00:00Z"}`: during a
+rotation both secrets are accepted, `previous` only until its expiry (a `previous` without a
+readable expiry is never accepted), so a rotation after a leak ends the leaked secret's life.
 The Argyle API credentials are a JSON object `{"api_key_id": "...", "api_key_secret": "..."}`.
 """
 
@@ -11,11 +13,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 # Powertools caches each value for max_age seconds, so a warm function reads Secrets Manager
 # about once a few minutes, not once a request, yet picks up a rotation without a redeploy.
 DEFAULT_MAX_AGE_SECONDS = 300
+# How long a rotated-out webhook secret stays accepted: Argyle's deliveries signed before the switch
+# still arrive (Argyle publishes no retry schedule), and the reconciler repairs what is refused later.
+DEFAULT_PREVIOUS_VALID_SECONDS = 24 * 3600
 
 
 class SecretUnavailable(Exception):
@@ -58,28 +65,68 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return doc
 
 
-def parse_webhook_secrets(value: str) -> tuple[str, ...]:
-    """The secrets to accept, current first; empty strings are dropped (they never verify)."""
+@dataclass(frozen=True)
+class WebhookSecretValue:
+    """The webhook secret's value, parsed. `previous_expires_at` is epoch seconds; None (absent or
+    unreadable) means `previous` is not accepted at all: fail closed."""
+
+    current: str
+    previous: str = ""
+    previous_expires_at: float | None = None
+
+    def accepted(self, now: float) -> tuple[str, ...]:
+        """The secrets that verify at `now`, current first; empty strings never verify."""
+        previous_valid = self.previous_expires_at is not None and now < self.previous_expires_at
+        return tuple(s for s in (self.current, self.previous if previous_valid else "") if s)
+
+
+def _expiry(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@lru_cache(maxsize=8)  # the receiver parses the cached value on every request; it changes rarely
+def parse_webhook_value(value: str) -> WebhookSecretValue:
     text = value.strip()
-    if text.startswith("{"):
-        doc = _json_object(text, "webhook secret")
-        candidates = [doc.get("current"), doc.get("previous")]
-        return tuple(c for c in candidates if isinstance(c, str) and c)
-    return (value,) if value else ()
+    if not text.startswith("{"):
+        return WebhookSecretValue(current=value)
+    doc = _json_object(text, "webhook secret")
+    current, previous = doc.get("current"), doc.get("previous")
+    return WebhookSecretValue(current=current if isinstance(current, str) else "",
+                              previous=previous if isinstance(previous, str) else "",
+                              previous_expires_at=_expiry(doc.get("previous_expires_at")))
+
+
+def parse_webhook_secrets(value: str, now: float | None = None) -> tuple[str, ...]:
+    """The secrets to accept at `now` (default: the current time), current first."""
+    return parse_webhook_value(value).accepted(time.time() if now is None else now)
 
 
 def webhook_secrets(secret_id: str, max_age: int = DEFAULT_MAX_AGE_SECONDS, *, force: bool = False) -> tuple[str, ...]:
-    """The accepted secrets, from Powertools' cache unless `force` (then from Secrets Manager)."""
+    """The accepted secrets, from Powertools' cache unless `force` (then from Secrets Manager).
+    An expired `previous` is dropped at each call, however long the value has been cached."""
     if not secret_id:
         return ()
     return parse_webhook_secrets(_read(secret_id, max_age, force))
 
 
-def rotated_webhook_secret_value(new_secret: str, old_value: str | None) -> str:
-    """The value to store when `new_secret` replaces the current one (which becomes previous)."""
+def rotated_webhook_secret_value(new_secret: str, old_value: str | None, *,
+                                 previous_valid_seconds: float = DEFAULT_PREVIOUS_VALID_SECONDS,
+                                 now: float | None = None) -> str:
+    """The value to store when `new_secret` replaces the current one. The old current secret stays
+    accepted as `previous` for `previous_valid_seconds`; 0 revokes it at once (after a leak)."""
     # The old current secret, if the old value holds one (an empty or cleared value holds none).
-    previous = (parse_webhook_secrets(old_value) or ("",))[0] if old_value else ""
-    return json.dumps({"current": new_secret, "previous": previous})
+    old_current = parse_webhook_value(old_value).current if old_value else ""
+    if previous_valid_seconds <= 0 or not old_current:
+        return json.dumps({"current": new_secret, "previous": ""})
+    expires = datetime.fromtimestamp((time.time() if now is None else now) + previous_valid_seconds, UTC)
+    return json.dumps({"current": new_secret, "previous": old_current,
+                       "previous_expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
 
 def parse_argyle_credentials(value: str) -> ArgyleCredentials:
