@@ -86,6 +86,19 @@ def test_a_base_url_must_be_http() -> None:
         ArgyleClient("api.argyle.com/v1", CREDS)
 
 
+@pytest.mark.parametrize("url", ["http://api.argyle.com/v1", "http://10.0.0.5:4010/v1", "http://127.0.0.1.example/v1"])
+def test_plain_http_is_refused_except_on_loopback(url: str) -> None:
+    # Basic auth credentials travel with every request: never in clear off this machine
+    with pytest.raises(ValueError, match="must be https"):
+        ArgyleClient(url, CREDS)
+
+
+@pytest.mark.parametrize("url", ["https://api.argyle.com/v1", "http://127.0.0.1:4010/v1", "http://localhost:4010/v1",
+                                 "http://[::1]:4010/v1"])
+def test_https_or_a_local_api_is_accepted(url: str) -> None:
+    assert ArgyleClient(url, CREDS).base_url == url
+
+
 def test_next_lends_only_its_cursor_and_our_filters_stay() -> None:
     # Given a next link that also tries to change the account and the date range
     evil_next = f"{BASE}/activities?account=someone-else&from_start_date=1970-01-01&limit=5&cursor=abc&offset=200"

@@ -9,6 +9,7 @@ backoff and full jitter (honouring Retry-After) a bounded number of times; other
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -48,6 +49,15 @@ CredentialsSource = Callable[[], ArgyleCredentials] | ArgyleCredentials
 
 # --- errors -------------------------------------------------------------------------------------
 
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 class ArgyleError(Exception):
     """Anything that went wrong talking to Argyle. `status` is the HTTP status, when there was one."""
@@ -238,6 +248,9 @@ class ArgyleClient:
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            # Every request carries the API keys as Basic auth: plain http only to this machine.
+            raise ValueError(f"base_url must be https (http only on loopback, for a local API), got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._origin = (parts.scheme, parts.netloc.lower())
         self._credentials: CredentialsSource = credentials or _credentials_from_environment
