@@ -20,7 +20,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _cfn_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    name = tag_suffix if tag_suffix in ("Ref", "Condition") else f"Fn::{tag_suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if tag_suffix == "GetAtt":
@@ -43,6 +43,67 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {name: res.get("Properties", {}) for name, res in template["Resources"].items()
             if res["Type"] == resource_type}
+
+
+def deployed_resources_of_type(template: dict[str, Any], resource_type: str,
+                               parameters: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each resource the stack would create, with its properties' `Fn::If`s decided as a deploy with
+    these parameters (the rest at their defaults) would decide them: with the defaults, for one,
+    the optional customer key is absent."""
+    conditions = decided_conditions(template, parameters)
+    return {name: _decided(res.get("Properties", {}), conditions) for name, res in template["Resources"].items()
+            if res["Type"] == resource_type and conditions.get(res.get("Condition", ""), True)}
+
+
+_NO_VALUE = object()
+
+
+def decided_conditions(template: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, bool]:
+    """The template's Conditions, evaluated with these parameters and every other at its default."""
+    defaults = {name: str(p.get("Default", "")) for name, p in template.get("Parameters", {}).items()}
+    defaults.update(parameters or {})
+    definitions = template.get("Conditions", {})
+    decided: dict[str, bool] = {}
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return defaults.get(node["Ref"], node["Ref"])
+        return node if isinstance(node, str) else str(node)
+
+    def truth(node: Any) -> bool:
+        (function, argument), = node.items()
+        if function == "Condition":
+            return condition(argument)
+        if function == "Fn::Equals":
+            return bool(value(argument[0]) == value(argument[1]))
+        if function == "Fn::Not":
+            return not truth(argument[0])
+        if function == "Fn::And":
+            return all(truth(a) for a in argument)
+        if function == "Fn::Or":
+            return any(truth(a) for a in argument)
+        raise ValueError(f"condition function {function} is not supported here")
+
+    def condition(name: str) -> bool:
+        if name not in decided:
+            decided[name] = truth(definitions[name])
+        return decided[name]
+
+    return {name: condition(name) for name in definitions}
+
+
+def _decided(node: Any, conditions: dict[str, bool]) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            name, yes, no = node["Fn::If"]
+            return _decided(yes if conditions[name] else no, conditions)
+        if node == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        decided = {k: _decided(v, conditions) for k, v in node.items()}
+        return {k: v for k, v in decided.items() if v is not _NO_VALUE}
+    if isinstance(node, list):
+        return [v for v in (_decided(item, conditions) for item in node) if v is not _NO_VALUE]
+    return node
 
 
 @dataclass
@@ -89,7 +150,7 @@ def _queue_attributes(props: dict[str, Any], arns: dict[str, str]) -> dict[str, 
 
 
 def create_queues(sqs: Any, template: dict[str, Any], prefix: str, out: StackResources) -> None:
-    queues = resources_of_type(template, "AWS::SQS::Queue")
+    queues = deployed_resources_of_type(template, "AWS::SQS::Queue")
     # Dead-letter queues first: the others' RedrivePolicy names them.
     order = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name])
     for name in order:
@@ -102,7 +163,7 @@ def create_queues(sqs: Any, template: dict[str, Any], prefix: str, out: StackRes
 
 
 def create_tables(dynamodb: Any, template: dict[str, Any], prefix: str, out: StackResources) -> None:
-    for name, props in resources_of_type(template, "AWS::DynamoDB::Table").items():
+    for name, props in deployed_resources_of_type(template, "AWS::DynamoDB::Table").items():
         physical = f"{prefix}-{name}"
         kwargs: dict[str, Any] = {
             "TableName": physical,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.template_resources import TEMPLATE_PATH, load_template, resources_of_type
+from local_stack.template_resources import TEMPLATE_PATH, deployed_resources_of_type, load_template, resources_of_type
 
 ROOT = TEMPLATE_PATH.parent
 
@@ -72,7 +72,7 @@ def test_sam_build_produces_both_functions_and_an_arm64_layer(tmp_path: Path) ->
 
 def test_queue_is_fifo_encrypted_with_a_dlq_for_14_days() -> None:
     template = load_template()
-    queues = resources_of_type(template, "AWS::SQS::Queue")
+    queues = deployed_resources_of_type(template, "AWS::SQS::Queue")  # default parameters: no customer key
     main, dlq = queues["EventsQueue"], queues["EventsDLQ"]
     assert main["FifoQueue"] is True and dlq["FifoQueue"] is True
     assert main["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
@@ -95,10 +95,25 @@ def test_globals_and_functions() -> None:
     assert (route["Properties"]["Method"], route["Properties"]["Path"]) == ("POST", "/webhooks/argyle")
     sync_events = template["Resources"]["SyncFunction"]["Properties"]["Events"]["QueuedWebhooks"]
     assert sync_events["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    for fn in ("ReceiverFunction", "SyncFunction"):
-        log_groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::Logs::LogGroup"
-                      and r["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{fn}}}"}]
-        assert len(log_groups) == 1 and "RetentionInDays" in log_groups[0]["Properties"]
+    # Each function logs to a log group of its own, with a retention (and its role may write there only)
+    groups = resources_of_type(template, "AWS::Logs::LogGroup")
+    for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
+        group = template["Resources"][fn]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert "RetentionInDays" in groups[group]
+        role = template["Resources"][fn]["Properties"]["Role"]["Fn::GetAtt"][0]
+        (policy,) = template["Resources"][role]["Properties"]["Policies"]
+        logs = [s for s in policy["PolicyDocument"]["Statement"] if "logs:PutLogEvents" in s.get("Action", [])]
+        assert [s["Resource"] for s in logs] == [{"Fn::GetAtt": [group, "Arn"]}]
+
+
+def test_log_retention_is_at_least_a_year_in_prod() -> None:
+    template = load_template()
+    retention = template["Parameters"]["ProdLogRetentionDays"]
+    assert int(retention["Default"]) >= 365 and min(retention["AllowedValues"]) >= 365
+    for name, group in resources_of_type(template, "AWS::Logs::LogGroup").items():
+        assert group["RetentionInDays"] == {
+            "Fn::If": ["IsProd", {"Ref": "ProdLogRetentionDays"}, {"Fn::FindInMap": ["StageConfig", "dev",
+                                                                                     "LogRetentionDays"]}]}, name
 
 
 def test_no_hard_coded_physical_names_and_outputs_for_tools() -> None:

@@ -1,21 +1,25 @@
 """template.yaml, as CloudFormation will see it after the SAM transform, grants nothing wider than
-the stack's own resources and stores nothing unencrypted.
+the stack's own resources, stores nothing unencrypted and takes no parameter that could widen either.
 
 The SAM translator (the code `sam deploy` runs, via tests/security/sam_transform.py in .venv-sam)
-expands the policy templates (SQSSendMessagePolicy, DynamoDBCrudPolicy...) into the roles' inline
-statements and attaches its managed policies; the rules below then read the real output:
+makes the schedule's role and the API's permissions; the functions' roles are written out in
+template.yaml. The rules below read the real output:
 
 - no Allow statement has a `*` in an action, unless the pattern is listed below and matches
   only the actions it is listed for (checked against IAM's list of the service's actions);
 - every Resource is one of the stack's own resources (Ref / GetAtt / Sub of its logical ids, a
-  `*` only after such a reference, e.g. a table's `/index/*`) or a secret ARN parameter, except
-  the actions AWS only accepts on "*" (X-Ray);
-- managed policies: only those listed, with their documents checked by the same rules, each
-  `*` listed with its reason;
-- queues have SSE (SQS-managed or KMS), tables SSESpecification.SSEEnabled;
-- Lambda permissions name their source; no environment variable carries a secret's value.
+  `*` only after such a reference, e.g. a table's `/index/*`) or a resource parameter whose
+  AllowedPattern admits one ARN and no wildcard, except the actions AWS only accepts on "*" (X-Ray);
+- no managed policy at all (SAM attaches AWSLambdaBasicExecutionRole and friends, on "*", only to
+  roles it makes for functions: these have explicit roles);
+- every role carries the optional permissions boundary;
+- queues have SSE (SQS-managed or KMS) and a policy denying access without TLS, tables
+  SSESpecification.SSEEnabled; with a customer key, every table, queue, secret and log group uses it;
+- Lambda permissions name their source; no environment variable carries a secret's value;
+- ArgyleApiUrl admits https:// only.
 
-The same check runs on mutated templates, to prove it reports what it is meant to.
+The same check runs on mutated templates, to prove it reports what it is meant to. What each role
+may do (and nothing more) is tests/security/test_iam_least_privilege.py.
 """
 
 from __future__ import annotations
@@ -44,68 +48,40 @@ TRANSFORM_SCRIPT = Path(__file__).with_name("sam_transform.py")
 RESOURCE_STAR_ACTIONS = {
     "xray:PutTraceSegments": "X-Ray has no resource-level permissions; Tracing: Active needs it",
     "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions; Tracing: Active needs it",
-    "xray:GetSamplingRules": "X-Ray has no resource-level permissions; Tracing: Active needs it",
-    "xray:GetSamplingTargets": "X-Ray has no resource-level permissions; Tracing: Active needs it",
-    "xray:GetSamplingStatisticSummaries": "X-Ray has no resource-level permissions; Tracing: Active needs it",
 }
 
-# Wildcard actions SAM's policy templates produce, and every action each may match.
-WILDCARD_ACTIONS = {
-    "sqs:SendMessage*": (frozenset({"sqs:SendMessage", "sqs:SendMessageBatch"}),
-                         "SAM's SQSSendMessagePolicy: the send actions only"),
-}
+# Wildcard actions a role may hold, and every action each may match. None today: the roles name
+# each action (SAM's SQSSendMessagePolicy granted `sqs:SendMessage*`).
+WILDCARD_ACTIONS: dict[str, tuple[frozenset[str], str]] = {}
 
-# IAM's SQS actions (Service Authorization Reference), to expand the patterns above.
+# IAM's SQS actions (Service Authorization Reference), to expand patterns and mutations.
 KNOWN_ACTIONS = {
-    "sqs": ["AddPermission", "CancelMessageMoveTask", "ChangeMessageVisibility", "ChangeMessageVisibilityBatch",
-            "CreateQueue", "DeleteMessage", "DeleteMessageBatch", "DeleteQueue", "GetQueueAttributes",
-            "GetQueueUrl", "ListDeadLetterSourceQueues", "ListMessageMoveTasks", "ListQueueTags", "ListQueues",
-            "PurgeQueue", "ReceiveMessage", "RemovePermission", "SendMessage", "SendMessageBatch",
-            "SetQueueAttributes", "StartMessageMoveTask", "TagQueue", "UntagQueue"],
+    "sqs": ["AddPermission", "CancelMessageMoveTask", "ChangeMessageVisibility", "CreateQueue", "DeleteMessage",
+            "DeleteQueue", "GetQueueAttributes", "GetQueueUrl", "ListDeadLetterSourceQueues",
+            "ListMessageMoveTasks", "ListQueueTags", "ListQueues", "PurgeQueue", "ReceiveMessage",
+            "RemovePermission", "SendMessage", "SetQueueAttributes", "StartMessageMoveTask", "TagQueue",
+            "UntagQueue"],
 }
 
-# Parameters that name one existing resource the deployer chooses (the stack's own, by contract).
+# Parameters that name one existing resource the deployer chooses (the stack's own, by contract),
+# with an ARN of that kind that their AllowedPattern must admit.
 RESOURCE_PARAMETERS = {
-    "ExistingWebhookSecretArn": "the deployer's own webhook secret, used instead of the generated one",
-    "ExistingArgyleCredentialsSecretArn": "the deployer's own Argyle API key secret",
+    "ExistingWebhookSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:argyle-webhook-AbCdEf",
+    "ExistingArgyleCredentialsSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:argyle-keys-AbCdEf",
+    "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 }
+# What such a parameter must refuse: a wildcard anywhere would widen the grant to many resources.
+WIDENING_VALUES = ("*", "arn:aws:secretsmanager:us-east-1:123456789012:secret:*",
+                   "arn:aws:kms:us-east-1:123456789012:key/*", "arn:aws:secretsmanager:*:*:secret:x")
 
-
-@dataclass(frozen=True)
-class ManagedPolicy:
-    """An AWS managed policy SAM attaches, its document (as AWS publishes it), the roles that may
-    carry it, and why each of its Resource "*" grants is accepted."""
-
-    statements: tuple[dict[str, Any], ...]
-    roles: frozenset[str]
-    star_reasons: dict[str, str]
-
-
-_LOGS_STAR = ("SAM attaches it to every role it creates; the log groups are named after functions whose "
-              "names CloudFormation generates, so it cannot be scoped without hand-written roles (accepted)")
-_SQS_STAR = ("SAM attaches it for an SQS event source: Lambda's poller uses the function's role. Wider than "
-             "EventsQueue (any queue of the account): accepted, see docs/security-tests.md")
-MANAGED_POLICIES = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": ManagedPolicy(
-        statements=({"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream",
-                                                    "logs:PutLogEvents"], "Resource": "*"},),
-        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole"}),
-        star_reasons={"logs:CreateLogGroup": _LOGS_STAR, "logs:CreateLogStream": _LOGS_STAR,
-                      "logs:PutLogEvents": _LOGS_STAR}),
-    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": ManagedPolicy(
-        statements=({"Effect": "Allow", "Action": list(RESOURCE_STAR_ACTIONS), "Resource": ["*"]},),
-        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole"}),
-        star_reasons={}),
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": ManagedPolicy(
-        statements=({"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                                    "sqs:GetQueueAttributes", "logs:CreateLogGroup",
-                                                    "logs:CreateLogStream", "logs:PutLogEvents"],
-                     "Resource": "*"},),
-        roles=frozenset({"SyncFunctionRole"}),
-        star_reasons={"sqs:ReceiveMessage": _SQS_STAR, "sqs:DeleteMessage": _SQS_STAR,
-                      "sqs:GetQueueAttributes": _SQS_STAR, "logs:CreateLogGroup": _LOGS_STAR,
-                      "logs:CreateLogStream": _LOGS_STAR, "logs:PutLogEvents": _LOGS_STAR}),
-}
+BOUNDARY = {"Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]}
+CUSTOMER_KEY = {"Fn::If": ["UseCustomerKey", {"Fn::If": ["HasKmsKeyArn", {"Ref": "KmsKeyArn"},
+                                                          {"Fn::GetAtt": ["CustomerKey", "Arn"]}]},
+                           {"Ref": "AWS::NoValue"}]}
+SQS_MANAGED_UNLESS_CUSTOMER_KEY = {"Fn::If": ["UseCustomerKey", {"Ref": "AWS::NoValue"}, True]}
+# Where each kind of store names its key.
+KEY_PROPERTY = {"AWS::SQS::Queue": ("KmsMasterKeyId",), "AWS::SecretsManager::Secret": ("KmsKeyId",),
+                "AWS::Logs::LogGroup": ("KmsKeyId",), "AWS::DynamoDB::Table": ("SSESpecification", "KMSMasterKeyId")}
 
 PSEUDO_PARAMETERS = frozenset({"AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::URLSuffix",
                                "AWS::StackName"})
@@ -144,18 +120,27 @@ class TemplateCheck:
     def run(self) -> list[Finding]:
         for name, resource in self.resources.items():
             kind, props = resource.get("Type"), resource.get("Properties") or {}
+            if kind in KEY_PROPERTY:
+                self._customer_key(name, kind, props)
             if kind == "AWS::IAM::Role":
                 for policy in props.get("Policies") or []:
                     self._document(name, policy.get("PolicyDocument") or {})
                 for arn in props.get("ManagedPolicyArns") or []:
-                    self._managed(name, arn)
+                    self._found(name, "managed-policy", json.dumps(arn))
+                if props.get("PermissionsBoundary") != BOUNDARY:
+                    self._found(name, "no-permissions-boundary", json.dumps(props.get("PermissionsBoundary")))
             elif kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
                 self._document(name, props.get("PolicyDocument") or {})
                 for arn in props.get("ManagedPolicyArns") or []:
-                    self._managed(name, arn)
+                    self._found(name, "managed-policy", json.dumps(arn))
             elif kind == "AWS::SQS::Queue":
-                if props.get("SqsManagedSseEnabled") is not True and not props.get("KmsMasterKeyId"):
+                sse, key = props.get("SqsManagedSseEnabled"), props.get("KmsMasterKeyId")
+                # Encrypted whichever way the stack is deployed: SQS-managed, or the customer key instead
+                if not (sse is True or (sse == SQS_MANAGED_UNLESS_CUSTOMER_KEY and key == CUSTOMER_KEY)
+                        or (isinstance(key, str) and key)):
                     self._found(name, "unencrypted-queue", "neither SqsManagedSseEnabled nor KmsMasterKeyId")
+                if name not in self._tls_only_queues():
+                    self._found(name, "queue-without-tls-only-policy", "no QueuePolicy denies plain http")
             elif kind == "AWS::DynamoDB::Table":
                 if (props.get("SSESpecification") or {}).get("SSEEnabled") is not True:
                     self._found(name, "unencrypted-table", "SSESpecification.SSEEnabled is not true")
@@ -169,21 +154,54 @@ class TemplateCheck:
                     names_a_secret = SECRET_LIKE_ENV.search(var) and not var.endswith(("_ID", "_ARN", "_NAME"))
                     if names_a_secret and isinstance(value, str | int) and str(value):
                         self._found(name, "secret-in-environment", f"{var} holds a value, not a secret's id")
+        self._parameters()
         return self.findings
+
+    def _parameters(self) -> None:
+        parameters = self.cfn.get("Parameters", {})
+        for name, example in RESOURCE_PARAMETERS.items():
+            pattern = parameters.get(name, {}).get("AllowedPattern")
+            admits = [v for v in WIDENING_VALUES if pattern is None or re.fullmatch(pattern, v)]
+            if admits or not re.fullmatch(pattern or "", example):
+                self._found(name, "resource-parameter-admits-wildcards", f"AllowedPattern {pattern!r} admits {admits}")
+        pattern = parameters.get("ArgyleApiUrl", {}).get("AllowedPattern")
+        if pattern is None or re.fullmatch(pattern, "http://api.argyle.com/v1") \
+                or not re.fullmatch(pattern, parameters["ArgyleApiUrl"]["Default"]):
+            self._found("ArgyleApiUrl", "api-url-not-https-only", f"AllowedPattern {pattern!r}")
+
+    def _customer_key(self, name: str, kind: str, props: dict[str, Any]) -> None:
+        node: Any = props
+        for key in KEY_PROPERTY[kind]:
+            node = (node or {}).get(key) if isinstance(node, dict) else None
+        if node != CUSTOMER_KEY:
+            self._found(name, "not-on-customer-key", f"{'.'.join(KEY_PROPERTY[kind])} is {json.dumps(node)}")
+
+    def _tls_only_queues(self) -> set[str]:
+        covered: set[str] = set()
+        for resource in self.resources.values():
+            if resource.get("Type") != "AWS::SQS::QueuePolicy":
+                continue
+            props = resource.get("Properties") or {}
+            for statement in _as_list((props.get("PolicyDocument") or {}).get("Statement") or []):
+                denies = (statement.get("Effect") == "Deny" and statement.get("Principal") == "*"
+                          and statement.get("Action") in ("sqs:*", ["sqs:*"])
+                          and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}})
+                if denies:
+                    covered |= {q["Ref"] for q in props.get("Queues") or [] if isinstance(q, dict) and "Ref" in q}
+        return covered
 
     def _found(self, resource: str, rule: str, detail: str) -> None:
         self.findings.append(Finding(resource, rule, detail))
 
     # --- statements ----------------------------------------------------------------------------
 
-    def _document(self, owner: str, document: dict[str, Any],
-                  star_reasons: dict[str, str] | None = None) -> None:
+    def _document(self, owner: str, document: dict[str, Any]) -> None:
         for statement in _as_list(document.get("Statement") or []):
             for branch in _branches(statement):
                 if isinstance(branch, dict):
-                    self._statement(owner, branch, star_reasons or {})
+                    self._statement(owner, branch)
 
-    def _statement(self, owner: str, statement: dict[str, Any], star_reasons: dict[str, str]) -> None:
+    def _statement(self, owner: str, statement: dict[str, Any]) -> None:
         if statement.get("Effect") != "Allow":
             return
         for key in ("NotAction", "NotResource"):
@@ -196,7 +214,7 @@ class TemplateCheck:
         for resource in _as_list(statement.get("Resource") or []):
             for branch in _branches(resource):
                 if branch == "*":
-                    wide = [a for a in actions if a not in RESOURCE_STAR_ACTIONS and a not in star_reasons]
+                    wide = [a for a in actions if a not in RESOURCE_STAR_ACTIONS]
                     if wide:
                         self._found(owner, "resource-star", f"{', '.join(wide)} on '*'")
                 elif not self._own(branch):
@@ -210,15 +228,6 @@ class TemplateCheck:
             return False
         matched = {f"{service}:{a}" for a in KNOWN_ACTIONS[service] if fnmatch.fnmatchcase(f"{service}:{a}", action)}
         return bool(matched) and matched <= allowed[0]
-
-    def _managed(self, owner: str, arn: Any) -> None:
-        policy = MANAGED_POLICIES.get(arn) if isinstance(arn, str) else None
-        if policy is None:
-            self._found(owner, "unlisted-managed-policy", json.dumps(arn))
-            return
-        if owner not in policy.roles:
-            self._found(owner, "managed-policy-on-wrong-role", arn)
-        self._document(owner, {"Statement": list(policy.statements)}, policy.star_reasons)
 
     # --- resources -----------------------------------------------------------------------------
 
@@ -298,16 +307,31 @@ def transformed() -> dict[str, Any]:
 
 # --- the template as it is -----------------------------------------------------------------------
 
-def test_the_translator_expands_the_policy_templates_into_inline_statements(transformed: dict[str, Any]) -> None:
+def _roles(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+
+
+def _statements(role: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for policy in role.get("Policies") or []:
+        for statement in _as_list(policy["PolicyDocument"]["Statement"]):
+            yield from (b for b in _branches(statement) if isinstance(b, dict) and "Effect" in b)
+
+
+def test_every_role_is_written_out_or_the_schedules_and_none_carries_a_managed_policy(
+        transformed: dict[str, Any]) -> None:
     # Given the transformed template
-    roles = {name: r["Properties"] for name, r in transformed["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    # Then each function has a role whose inline statements come from the policy templates, and the
-    # reconcile schedule a role of its own (it may invoke that function, nothing else)
+    roles = _roles(transformed)
+    # Then the three functions have the roles template.yaml writes out, and the reconcile schedule a
+    # role SAM makes (it may invoke that function, nothing else)
     assert set(roles) == {"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole",
                           "ReconcileFunctionScheduleRole"}
-    actions = {a for props in roles.values() for policy in props["Policies"]
-               for statement in policy["PolicyDocument"]["Statement"] for a in _as_list(statement["Action"])}
-    assert {"sqs:SendMessage*", "secretsmanager:GetSecretValue", "dynamodb:BatchWriteItem"} <= actions
+    (invoke,) = _statements(roles["ReconcileFunctionScheduleRole"])
+    assert (invoke["Action"], invoke["Resource"]) == ("lambda:InvokeFunction", {"Fn::GetAtt": ["ReconcileFunction",
+                                                                                                 "Arn"]})
+    # And no role has a managed policy (AWSLambdaBasicExecutionRole's logs:* and
+    # AWSLambdaSQSQueueExecutionRole's sqs:* on "*" are gone)
+    assert {name: props.get("ManagedPolicyArns") for name, props in roles.items() if props.get("ManagedPolicyArns")} \
+        == {}
 
 
 def test_the_deployed_template_has_no_finding(transformed: dict[str, Any]) -> None:
@@ -319,25 +343,94 @@ def test_the_deployed_template_has_no_finding(transformed: dict[str, Any]) -> No
 
 def test_every_documented_exception_is_still_needed_and_matches_what_it_claims(transformed: dict[str, Any]) -> None:
     # Given the roles as deployed
-    roles = {name: r["Properties"] for name, r in transformed["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    attached = {arn for props in roles.values() for arn in props.get("ManagedPolicyArns", [])}
-    inline_actions = {a for props in roles.values() for policy in props["Policies"]
-                      for statement in policy["PolicyDocument"]["Statement"] for a in _as_list(statement["Action"])}
-    # Then each listed managed policy is attached (a stale exception is removed, not kept)
-    assert attached == set(MANAGED_POLICIES)
+    statements = [s for props in _roles(transformed).values() for s in _statements(props)]
+    on_star = {a for s in statements if "*" in _as_list(s["Resource"]) for a in _as_list(s["Action"])}
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    # Then each action accepted on "*" is granted there (a stale exception is removed, not kept)
+    assert on_star == set(RESOURCE_STAR_ACTIONS)
     # And each listed wildcard action is used, and matches only what it is listed for
-    assert set(WILDCARD_ACTIONS) <= inline_actions
+    assert set(WILDCARD_ACTIONS) <= actions
     for pattern, (allowed, _reason) in WILDCARD_ACTIONS.items():
         service = pattern.split(":")[0]
         matched = {f"{service}:{a}" for a in KNOWN_ACTIONS[service] if fnmatch.fnmatchcase(f"{service}:{a}", pattern)}
         assert matched == allowed
 
 
+def test_parameters_that_name_resources_admit_one_arn_and_no_wildcard() -> None:
+    parameters = load_template()["Parameters"]
+    for name, example in RESOURCE_PARAMETERS.items():
+        pattern = parameters[name]["AllowedPattern"]
+        assert re.fullmatch(pattern, "") and re.fullmatch(pattern, example), name  # optional, and an ARN fits
+        assert not [v for v in WIDENING_VALUES if re.fullmatch(pattern, v)], name
+    api_url = parameters["ArgyleApiUrl"]["AllowedPattern"]
+    assert re.fullmatch(api_url, "https://api-sandbox.argyle.com/v1")
+    assert not re.fullmatch(api_url, "http://api.argyle.com/v1") and not re.fullmatch(api_url, "")
+
+
+def test_with_a_customer_key_every_store_uses_it_and_by_default_none_is_needed() -> None:
+    from local_stack.template_resources import deployed_resources_of_type
+
+    template = load_template()
+    stores = [kind for kind in KEY_PROPERTY]
+    given_key = RESOURCE_PARAMETERS["KmsKeyArn"]
+
+    def key_of(kind: str, props: dict[str, Any]) -> Any:
+        node: Any = props
+        for part in KEY_PROPERTY[kind]:
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    # By default: AWS-managed keys, nothing to set up (SQS-managed SSE on the queues)
+    for kind in stores:
+        for name, props in deployed_resources_of_type(template, kind).items():
+            assert key_of(kind, props) is None, name
+    assert all(q["SqsManagedSseEnabled"] is True
+               for q in deployed_resources_of_type(template, "AWS::SQS::Queue").values())
+    assert deployed_resources_of_type(template, "AWS::KMS::Key") == {}
+    # With KmsKeyArn: that key everywhere (4 log groups, 3 tables, 2 queues, 2 secrets), no key created
+    counted = 0
+    for kind in stores:
+        for name, props in deployed_resources_of_type(template, kind, {"KmsKeyArn": given_key}).items():
+            assert key_of(kind, props) == {"Ref": "KmsKeyArn"}, name
+            counted += 1
+    assert counted == 11
+    assert deployed_resources_of_type(template, "AWS::KMS::Key", {"KmsKeyArn": given_key}) == {}
+    # With CreateKmsKey=true: the stack's key everywhere, rotated
+    created = {"Fn::GetAtt": ["CustomerKey", "Arn"]}
+    for kind in stores:
+        for name, props in deployed_resources_of_type(template, kind, {"CreateKmsKey": "true"}).items():
+            assert key_of(kind, props) == created, name
+    (key,) = deployed_resources_of_type(template, "AWS::KMS::Key", {"CreateKmsKey": "true"}).values()
+    assert key["EnableKeyRotation"] is True
+
+
+def test_the_created_keys_policy_admits_the_account_and_this_stacks_log_groups_only() -> None:
+    key = load_template()["Resources"]["CustomerKey"]["Properties"]["KeyPolicy"]["Statement"]
+    principals = [s["Principal"] for s in key]
+    # The account (its admins, through IAM: the functions' roles hold kms:Decrypt / GenerateDataKey
+    # on this key via SQS and Secrets Manager only) and CloudWatch Logs for this stack's groups
+    assert principals == [{"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},
+                          {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}]
+    groups = key[1]["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"]
+    names = {g["Fn::Sub"].rsplit(":log-group:", 1)[1] for g in groups}
+    template = load_template()
+    declared = {r["Properties"]["LogGroupName"]["Fn::Sub"] for r in template["Resources"].values()
+                if r["Type"] == "AWS::Logs::LogGroup"}
+    assert names == declared and len(names) == 4
+    assert all(s["Effect"] == "Allow" and s["Principal"] != "*" for s in key)
+
+
 # --- the check can fail ---------------------------------------------------------------------------
 
-def _add_policy(function: str, policy: Any) -> Callable[[dict[str, Any]], None]:
+def _add_statement(role: str, statement: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     def mutate(template: dict[str, Any]) -> None:
-        template["Resources"][function]["Properties"].setdefault("Policies", []).append(policy)
+        template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(statement)
+    return mutate
+
+
+def _add_managed(role: str, arn: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(template: dict[str, Any]) -> None:
+        template["Resources"][role]["Properties"].setdefault("ManagedPolicyArns", []).append(arn)
     return mutate
 
 
@@ -353,65 +446,90 @@ def _set(path: list[str], value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
-def _statement(action: Any, resource: Any) -> dict[str, Any]:
-    return {"Statement": [{"Effect": "Allow", "Action": action, "Resource": resource}]}
+def _allow(action: Any, resource: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": action, "Resource": resource}
 
 
 MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], Finding]] = {
     "dynamodb:* on the stack's table": (
-        _add_policy("SyncFunction", _statement("dynamodb:*", {"Fn::GetAtt": ["ActivitiesTable", "Arn"]})),
+        _add_statement("SyncFunctionRole", _allow("dynamodb:*", {"Fn::GetAtt": ["ActivitiesTable", "Arn"]})),
         Finding("SyncFunctionRole", "wildcard-action", "dynamodb:*")),
     "every action": (
-        _add_policy("ReceiverFunction", _statement("*", {"Fn::GetAtt": ["EventsQueue", "Arn"]})),
+        _add_statement("ReceiverFunctionRole", _allow("*", {"Fn::GetAtt": ["EventsQueue", "Arn"]})),
         Finding("ReceiverFunctionRole", "wildcard-action", "*")),
-    "a wildcard pattern wider than the send actions": (
-        _add_policy("ReceiverFunction", _statement("sqs:*Message*", {"Fn::GetAtt": ["EventsQueue", "Arn"]})),
-        Finding("ReceiverFunctionRole", "wildcard-action", "sqs:*Message*")),
+    "a wildcard pattern over the send actions": (
+        _add_statement("ReceiverFunctionRole", _allow("sqs:SendMessage*", {"Fn::GetAtt": ["EventsQueue", "Arn"]})),
+        Finding("ReceiverFunctionRole", "wildcard-action", "sqs:SendMessage*")),
     "GetItem on every table": (
-        _add_policy("SyncFunction", _statement(["dynamodb:GetItem"], "*")),
+        _add_statement("SyncFunctionRole", _allow(["dynamodb:GetItem"], "*")),
         Finding("SyncFunctionRole", "resource-star", "dynamodb:GetItem on '*'")),
-    "a policy template naming another table": (
-        _add_policy("SyncFunction", {"DynamoDBReadPolicy": {"TableName": "someone-elses-table"}}),
+    "logs on every log group": (
+        _add_statement("ReceiverFunctionRole", _allow(["logs:CreateLogGroup", "logs:PutLogEvents"], "*")),
+        Finding("ReceiverFunctionRole", "resource-star", "logs:CreateLogGroup, logs:PutLogEvents on '*'")),
+    "another table by name": (
+        _add_statement("SyncFunctionRole", _allow("dynamodb:Query", {
+            "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/someone-elses-table"})),
         Finding("SyncFunctionRole", "foreign-resource", "")),
     "every table of the account through Sub": (
-        _add_policy("SyncFunction", _statement(["dynamodb:Query"], {
+        _add_statement("SyncFunctionRole", _allow(["dynamodb:Query"], {
             "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"})),
         Finding("SyncFunctionRole", "foreign-resource", "")),
     "a wildcard region before the stack's table": (
-        _add_policy("SyncFunction", _statement(["dynamodb:Query"], {
+        _add_statement("SyncFunctionRole", _allow(["dynamodb:Query"], {
             "Fn::Sub": "arn:${AWS::Partition}:dynamodb:*:${AWS::AccountId}:table/${ActivitiesTable}"})),
         Finding("SyncFunctionRole", "foreign-resource", "")),
     "a literal ARN": (
-        _add_policy("ReceiverFunction", _statement(["sqs:SendMessage"],
-                                                    "arn:aws:sqs:us-east-1:123456789012:other-queue")),
+        _add_statement("ReceiverFunctionRole", _allow(["sqs:SendMessage"],
+                                                      "arn:aws:sqs:us-east-1:123456789012:other-queue")),
         Finding("ReceiverFunctionRole", "foreign-resource", "")),
     "Allow with NotAction": (
-        _add_policy("ReceiverFunction", {"Statement": [{"Effect": "Allow", "NotAction": "iam:*",
-                                                        "Resource": {"Fn::GetAtt": ["EventsQueue", "Arn"]}}]}),
+        _add_statement("ReceiverFunctionRole", {"Effect": "Allow", "NotAction": "iam:*",
+                                                "Resource": {"Fn::GetAtt": ["EventsQueue", "Arn"]}}),
         Finding("ReceiverFunctionRole", "negated-grant", "")),
     "AdministratorAccess": (
-        _add_policy("SyncFunction", "AdministratorAccess"),
-        Finding("SyncFunctionRole", "unlisted-managed-policy", '"arn:aws:iam::aws:policy/AdministratorAccess"')),
-    "the SQS poller's policy on the receiver": (
-        _add_policy("ReceiverFunction", "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"),
-        Finding("ReceiverFunctionRole", "managed-policy-on-wrong-role",
-                "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole")),
+        _add_managed("SyncFunctionRole", "arn:aws:iam::aws:policy/AdministratorAccess"),
+        Finding("SyncFunctionRole", "managed-policy", '"arn:aws:iam::aws:policy/AdministratorAccess"')),
+    "the SQS poller's managed policy back on the sync": (
+        _add_managed("SyncFunctionRole", "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"),
+        Finding("SyncFunctionRole", "managed-policy", "AWSLambdaSQSQueueExecutionRole")),
+    "a role without the permissions boundary": (
+        _set(["Resources", "ReconcileFunctionRole", "Properties", "PermissionsBoundary"], None),
+        Finding("ReconcileFunctionRole", "no-permissions-boundary", "")),
+    "the schedule's role without it": (
+        _set(["Resources", "ReconcileFunction", "Properties", "Events", "Schedule", "Properties",
+              "PermissionsBoundary"], None),
+        Finding("ReconcileFunctionScheduleRole", "no-permissions-boundary", "")),
     "a DLQ without SSE": (
         _set(["Resources", "EventsDLQ", "Properties", "SqsManagedSseEnabled"], None),
         Finding("EventsDLQ", "unencrypted-queue", "")),
     "a queue with SSE switched off": (
         _set(["Resources", "EventsQueue", "Properties", "SqsManagedSseEnabled"], False),
         Finding("EventsQueue", "unencrypted-queue", "")),
-    "a table without SSESpecification": (
-        _set(["Resources", "IdempotencyTable", "Properties", "SSESpecification"], None),
+    "a queue left out of the TLS-only policy": (
+        _set(["Resources", "EventsQueuesTlsOnlyPolicy", "Properties", "Queues"], [{"Ref": "EventsQueue"}]),
+        Finding("EventsDLQ", "queue-without-tls-only-policy", "")),
+    "a table without SSEEnabled": (
+        _set(["Resources", "IdempotencyTable", "Properties", "SSESpecification", "SSEEnabled"], None),
         Finding("IdempotencyTable", "unencrypted-table", "")),
     "a table with SSEEnabled false": (
-        _set(["Resources", "ActivitiesTable", "Properties", "SSESpecification"], {"SSEEnabled": False}),
+        _set(["Resources", "ActivitiesTable", "Properties", "SSESpecification", "SSEEnabled"], False),
         Finding("ActivitiesTable", "unencrypted-table", "")),
+    "a log group that ignores the customer key": (
+        _set(["Resources", "SyncLogGroup", "Properties", "KmsKeyId"], None),
+        Finding("SyncLogGroup", "not-on-customer-key", "")),
+    "a secret that ignores it": (
+        _set(["Resources", "ArgyleCredentialsSecret", "Properties", "KmsKeyId"], None),
+        Finding("ArgyleCredentialsSecret", "not-on-customer-key", "")),
     "a secret's value in the environment": (
         _set(["Resources", "ReceiverFunction", "Properties", "Environment", "Variables", "WEBHOOK_SECRET"],
              "hunter2"),
         Finding("ReceiverFunction", "secret-in-environment", "")),
+    "a secret ARN parameter that admits a wildcard": (
+        _set(["Parameters", "ExistingWebhookSecretArn", "AllowedPattern"], "^$|^arn:aws:secretsmanager:.*$"),
+        Finding("ExistingWebhookSecretArn", "resource-parameter-admits-wildcards", "")),
+    "an Argyle URL that may be http": (
+        _set(["Parameters", "ArgyleApiUrl", "AllowedPattern"], "^https?://.+$"),
+        Finding("ArgyleApiUrl", "api-url-not-https-only", "")),
 }
 
 
