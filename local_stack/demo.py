@@ -212,7 +212,7 @@ def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list
 def store_has(stack: Any, account: str, activity_id: str) -> bool:
     from argyle_pipeline.aws.activity_store import ActivityStore
 
-    return ActivityStore(stack.outputs()["ActivitiesTableName"]).get(account, activity_id) is not None
+    return ActivityStore(stack.outputs()["ActivitiesTableName"]).live_activity(account, activity_id) is not None
 
 
 def reconcile_drift(stack: Any, accounts: list[str]) -> dict[str, int]:

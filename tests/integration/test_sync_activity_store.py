@@ -68,7 +68,7 @@ def test_an_activity_without_start_date_is_stored_but_not_indexed(store: Activit
     # When it is stored
     store.upsert_many([act], SYNCED_AT)
     # Then it is readable by id and by account, but absent from the start-date index
-    assert store.get(ACCOUNT, act.id) == act.raw
+    assert store.live_activity(ACCOUNT, act.id) == act.raw
     assert [i["activity_id"] for i in store.activities(ACCOUNT)] == [act.id]
     assert list(store.activities_by_start_date(ACCOUNT)) == []
 
@@ -94,7 +94,7 @@ def test_an_older_version_never_overwrites_a_newer_one_in_a_batch(store: Activit
     result = store.upsert_many([older, other], SYNCED_AT)
     # Then the old copy is skipped, the new activity written, and version 2 remains
     assert (result.written, result.stale) == (1, 1)
-    assert store.get(ACCOUNT, newer.id) == newer.raw
+    assert store.live_activity(ACCOUNT, newer.id) == newer.raw
 
 
 def test_an_older_version_never_overwrites_a_newer_one_with_a_conditional_write(store: ActivityStore):
@@ -105,12 +105,12 @@ def test_an_older_version_never_overwrites_a_newer_one_with_a_conditional_write(
     result = store.upsert_one(activity(5, updated_hours=1, status="in_progress"), SYNCED_AT)
     # Then the condition refuses it
     assert (result.written, result.stale) == (0, 1)
-    assert store.get(ACCOUNT, newer.id) == newer.raw
+    assert store.live_activity(ACCOUNT, newer.id) == newer.raw
     # And a newer version 3 does replace it, as does the same version again
     newest = activity(5, updated_hours=3, status="cancelled")
     assert store.upsert_one(newest, SYNCED_AT).written == 1
     assert store.upsert_one(newest, SYNCED_AT).written == 1
-    assert store.get(ACCOUNT, newer.id) == newest.raw
+    assert store.live_activity(ACCOUNT, newer.id) == newest.raw
 
 
 def test_a_removal_is_not_undone_by_a_late_stale_write(store: ActivityStore):
@@ -126,7 +126,7 @@ def test_a_removal_is_not_undone_by_a_late_stale_write(store: ActivityStore):
     # Then both are refused and the tombstone stays: out of reads and out of the start-date index
     assert (batch.written, batch.removed) == (0, 1)
     assert (single.written, single.removed) == (0, 1)
-    assert store.get(ACCOUNT, act.id) is None
+    assert store.live_activity(ACCOUNT, act.id) is None
     tombstone = store.get_item(ACCOUNT, act.id)
     assert tombstone is not None and set(tombstone) == {"account_id", "activity_id", "removed_at", "expires_at"}
     assert before + store.tombstone_seconds <= tombstone["expires_at"] <= int(time.time()) + store.tombstone_seconds
@@ -142,7 +142,7 @@ def test_a_removal_of_an_activity_never_seen_blocks_it_arriving_later(store: Act
     # When the activity is then written
     result = store.upsert_many([act], SYNCED_AT)
     # Then it is not resurrected
-    assert result.removed == 1 and store.get(ACCOUNT, act.id) is None
+    assert result.removed == 1 and store.live_activity(ACCOUNT, act.id) is None
 
 
 def test_unprocessed_items_are_retried_with_growing_backoff(stack_in_process: StackResources, client: object):

@@ -278,7 +278,7 @@ class ActivityStore:
         item = response.get("Item")
         return from_dynamodb(item) if item else None
 
-    def get(self, account_id: str, activity_id: str) -> dict[str, Any] | None:
+    def live_activity(self, account_id: str, activity_id: str) -> dict[str, Any] | None:
         """The Argyle object of a live activity, or None when absent or removed."""
         item = self.get_item(account_id, activity_id)
         if item is None or "removed_at" in item:
