@@ -7,6 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+# checkov pins its own boto3 (1.35), which moto and Powertools here outgrew: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # `sam build` for the python3.13 runtime needs a python3.13 on PATH; pyenv keeps one here.
 PY313_DIR := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin))
 export PATH := $(if $(PY313_DIR),$(PY313_DIR):,)$(PATH)
@@ -15,7 +18,7 @@ export SAM_CLI_TELEMETRY := 0
 FN ?= ReceiverFunction
 EVENT ?= events/activities_fully_synced.json
 
-.PHONY: help venv sam-venv test lint typecheck demo dev invoke events bench load build validate redrive sandbox clean
+.PHONY: help venv sam-venv checkov-venv test lint typecheck demo dev invoke events bench load build validate redrive sandbox clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,12 +36,20 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
 	touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 venv: $(VENV)/.installed ## Create .venv with everything the tests and tools need
 
 sam-venv: $(SAM_VENV)/.installed ## Create .venv-sam with the SAM CLI (it pins its own boto3)
 
-test: venv sam-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end
-	SAM_CLI=$(abspath $(SAM)) $(PY) -m pytest
+checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with checkov (it pins its own boto3)
+
+test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end
+	SAM_CLI=$(abspath $(SAM)) CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
@@ -77,4 +88,4 @@ sandbox: venv ## Run the Argyle sandbox on loopback
 	$(PY) -m argyle_sandbox $(ARGS)
 
 clean: ## Remove build output and virtual environments
-	rm -rf .aws-sam $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache
