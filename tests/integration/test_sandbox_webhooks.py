@@ -57,6 +57,7 @@ def test_connecting_an_account_sends_the_initial_scan_webhooks_in_order(
         "accounts.connected",
         "activities.partially_synced",
         "activities.fully_synced",
+        "accounts.updated",
         "users.fully_synced",
     ]
     for request in recorder.requests:
