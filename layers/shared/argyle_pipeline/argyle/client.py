@@ -1,4 +1,4 @@
-"""Argyle v1 API client: activities (paged, resumable) and webhook subscriptions.
+"""Argyle v1 API client: activities (paged, resumable), accounts and webhook subscriptions.
 
 Built on urllib3, which boto3 already brings into the Lambda runtime, so the layer needs no HTTP
 dependency of its own. Every request goes to the configured base URL with HTTP Basic auth; a
@@ -76,6 +76,10 @@ class ActivityNotFound(ArgyleNotFound):
 
 class WebhookNotFound(ArgyleNotFound):
     pass
+
+
+class AccountNotFound(ArgyleNotFound):
+    """404 for an account: unknown, or deleted (a revoked account is gone with all its data)."""
 
 
 class ArgyleUnavailable(ArgyleError):
@@ -334,6 +338,18 @@ class ArgyleClient:
         if not isinstance(doc, dict):
             raise UnexpectedResponse("activity response is not a JSON object")
         return Activity.from_api(doc)
+
+    # --- accounts -------------------------------------------------------------------------------
+
+    def get_account(self, account_id: str) -> dict[str, Any]:
+        """The account object as Argyle sends it (`connection`, `scanned_at`...; numbers as Decimal)."""
+        try:
+            doc = self._get_json(f"/accounts/{quote(account_id, safe='')}", {})
+        except ArgyleNotFound as exc:
+            raise AccountNotFound(f"account {account_id} not found", status=404, body=exc.body) from exc
+        if not isinstance(doc, dict):
+            raise UnexpectedResponse("account response is not a JSON object")
+        return doc
 
     # --- webhook subscriptions ------------------------------------------------------------------
 
