@@ -64,6 +64,7 @@ def test_revoke_deletes_the_account_and_its_activities_and_sends_only_accounts_r
     _, staying = sandbox.connect_account(user, n_activities=30)
     sandbox.wait_for_deliveries(10)
     leaving_ids = [a["id"] for a in sandbox.truth(leaving)]
+    first_page = api(sandbox, "/activities", account=leaving, limit="100")[1]  # a listing under way
     before = len(recorder.requests)
 
     # When the user revokes access to one of them
@@ -84,6 +85,9 @@ def test_revoke_deletes_the_account_and_its_activities_and_sends_only_accounts_r
         {"count": 0, "next": None, "previous": None, "results": []},
     )
     assert {api(sandbox, f"/activities/{i}")[0] for i in leaving_ids} == {404}
+    # and the listing under way ends at its next page
+    next_page = json.loads(http.request("GET", first_page["next"], headers=AUTH).data)
+    assert (next_page["count"], next_page["next"], next_page["results"]) == (0, None, [])
     # while the user's other account keeps everything
     status, everything = api(sandbox, "/activities", limit="200")
     assert status == 200 and everything["count"] == 30
