@@ -29,7 +29,7 @@ from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import argyle_credentials
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.sync.context import SyncOptions
-from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read
+from argyle_pipeline.sync.dispatch import ActivitySync, run_unless_covered
 from argyle_pipeline.sync.messages import ParsedMessage, SyncMessage, message_from_sqs_record, parse_message
 from argyle_pipeline.sync.settings import SyncSettings, sync_settings
 
@@ -144,15 +144,13 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
         remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
         try:
-            outcome = rt.process_once(key={"dedupe_key": parsed.idempotency_key}, message=message,
-                                      parsed=parsed, remaining_ms=remaining_ms)
-            if outcome.get("duplicate") and needs_fresh_read(parsed, message, outcome):
-                # Same body, received after the earlier run read Argyle: possibly a newer change.
-                # Keyed by receive time too, so SQS redeliveries of this copy still run once.
-                logger.info("identical body received after the earlier run: reading again")
-                key = f"{parsed.idempotency_key}@{message.received_at_ms}"
-                outcome = rt.process_once(key={"dedupe_key": key}, message=message, parsed=parsed,
-                                          remaining_ms=remaining_ms)
+            outcome = run_unless_covered(parsed, message, lambda key: rt.process_once(
+                key={"dedupe_key": key}, message=message, parsed=parsed, remaining_ms=remaining_ms))
+            if outcome.get("runs_before"):
+                # Same body, received after its last run began reading Argyle: possibly a newer change.
+                logger.info("identical body received after its last run began: processed again",
+                            runs_before=outcome["runs_before"])
+                metrics.add_metric(name="RepeatsProcessed", unit=MetricUnit.Count, value=1)
         except ArgyleAuthError as exc:
             logger.error("Argyle rejected the API keys: fix the credentials secret, then redrive the DLQ",
                          status=exc.status, error=type(exc).__name__)

@@ -26,23 +26,43 @@ from argyle_pipeline.argyle.webhook_events import (
 from argyle_pipeline.sync.changes import Changes
 from argyle_pipeline.sync.context import SyncContext, SyncOptions
 from argyle_pipeline.sync.listing import Listing
-from argyle_pipeline.sync.messages import REPEATABLE_EVENTS, Continuation, ParsedMessage, ResyncRequest, SyncMessage
+from argyle_pipeline.sync.messages import ONCE_ONLY_EVENTS, Continuation, ParsedMessage, ResyncRequest, SyncMessage
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
 
-
 def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapping[str, Any]) -> bool:
-    """Whether a body already processed (`previous` is that run's outcome) must be applied again.
+    """Whether a body already processed (`previous` is its latest run's outcome) must be applied again.
 
     Argyle's bodies carry no event id or time, and an activities.updated for a second change of
-    the same activities can be byte-identical to the first. A copy received before the earlier run
-    started reading Argyle announces a change that read already saw: skip it. A copy received
-    later may announce a newer change: read again (a few GETs; the writes are monotonic anyway).
+    the same activities can be byte-identical to the first. A copy received before the latest run
+    began reading Argyle announces nothing that read did not see: skip it. A copy received later
+    may announce a newer change: read again (the writes are monotonic anyway), unless its event
+    never repeats for a new change (ONCE_ONLY_EVENTS) or it is a continuation (keyed by its part).
+    The receive time is the receiver's clock and the start the sync's; a wrong skip would need
+    them apart by more than a read of Argyle plus Argyle's delivery (Lambda's clocks are synced).
     """
-    if parsed.event not in REPEATABLE_EVENTS or parsed.is_continuation:
+    if parsed.event in ONCE_ONLY_EVENTS or parsed.is_continuation:
         return False
     started = int(previous.get("started_at_ms") or 0)
     return message.received_at_ms >= started
+
+
+def run_unless_covered(parsed: ParsedMessage, message: SyncMessage,
+                       run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """`run(key)` under the message's idempotency key; while the answer is an earlier run's outcome
+    (`duplicate`) that this copy may be newer than, run again under a key naming that run
+    (`<key>@<its started_at_ms>`). So every copy of a body is covered by one run that began after
+    it arrived: copies waiting in the queue together share one re-run (an Argyle retry costs at
+    most one more run), and an SQS redelivery of a copy finds that run and stops. A re-run's
+    outcome carries `runs_before`, the number of earlier runs of the same body."""
+    outcome = run(parsed.idempotency_key)
+    runs_before = 0
+    while outcome.get("duplicate") and needs_fresh_read(parsed, message, outcome):
+        runs_before += 1
+        outcome = run(f"{parsed.idempotency_key}@{int(outcome.get('started_at_ms') or 0)}")
+    if runs_before and not outcome.get("duplicate"):
+        outcome = {**outcome, "runs_before": runs_before}
+    return outcome
 
 
 class ActivitySync:

@@ -26,10 +26,12 @@ UPDATED = "activities.updated"
 REMOVED = "activities.removed"
 USERS_FULLY_SYNCED = "users.fully_synced"
 LISTING_EVENTS = frozenset({FULLY_SYNCED, PARTIALLY_SYNCED, ADDED})
-# Events whose body can repeat byte for byte for a new change at Argyle: activities.updated names
-# the same ids, start-date range and counts when the same activities change again. See
-# `argyle_pipeline.sync.dispatch.needs_fresh_read`.
-REPEATABLE_EVENTS = frozenset({UPDATED})
+# Events whose identical body never announces anything new, in v1 and v2: a removal is final
+# (Argyle never reuses an id), and *_synced fire once, at the account's first scan (later changes
+# come as added/updated/removed). A copy of these is only ever a retry; any other event's copy that
+# arrives after its last run began is processed again. See `dispatch.needs_fresh_read`.
+ONCE_ONLY_EVENTS = frozenset({
+    REMOVED, FULLY_SYNCED, PARTIALLY_SYNCED, "gigs.removed", "gigs.fully_synced", "gigs.partially_synced"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""What a duplicate is (docs/sync.md): every delivery of an Argyle body reaches the sync, which skips
+a copy that an earlier run already covered and runs again for one that may announce a newer change.
+The rules (`dispatch.run_unless_covered`, `needs_fresh_read`) with an in-memory Argyle, stores and
+idempotency table, and a clock the test sets, so what a retry costs in Argyle calls is exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read, run_unless_covered
+from argyle_pipeline.sync.messages import CONTINUATION_EVENT, Continuation, SyncMessage, parse_message
+from tests.support.fake_argyle import FakeArgyle, range_of, webhook_body
+from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
+
+ACCOUNT, USER = "acc-1", "user-1"
+PLENTY = 10**9
+
+
+class MemoryIdempotency:
+    """Powertools Idempotency as the sync handler uses it: the first call with a key runs and
+    stores its outcome; later calls with that key return the stored outcome marked `duplicate`."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.runs: list[str] = []
+
+
+class World:
+    def __init__(self) -> None:
+        self.now_ms = 0
+        self.argyle = FakeArgyle()
+        self.activities, self.state = MemoryActivities(), MemoryState()
+        self.sync = ActivitySync(self.argyle, self.activities, self.state, MemoryQueue(),
+                                 clock=lambda: self.now_ms / 1000)
+        self.idempotency = MemoryIdempotency()
+
+    def process(self, body: bytes, *, received_at_ms: int, at_ms: int) -> dict[str, Any]:
+        """The sync handler's path for one SQS record: parse, then run unless covered."""
+        self.now_ms = at_ms
+        message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="c",
+                              received_at_ms=received_at_ms)
+        parsed = parse_message(message)
+        store = self.idempotency
+
+        def run(key: str) -> dict[str, Any]:
+            if key in store.records:
+                return {**store.records[key], "duplicate": True}
+            store.runs.append(key)
+            outcome = self.sync.process(message, parsed, lambda: PLENTY).as_dict()
+            store.records[key] = outcome
+            return outcome
+
+        return run_unless_covered(parsed, message, run)
+
+
+def updated_body(ids: list[str], docs: list[dict[str, Any]]) -> bytes:
+    start, end = range_of(docs)
+    return webhook_body("activities.updated", account=ACCOUNT, user=USER, updated_from=start, updated_to=end,
+                        updated_count=len(ids), updated_activities=ids, available_from=start,
+                        available_to=end, available_count=len(docs))
+
+
+def fully_synced_body(docs: list[dict[str, Any]]) -> bytes:
+    start, end = range_of(docs)
+    return webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=start,
+                        available_to=end, available_count=len(docs))
+
+
+def test_argyle_retrying_one_delivery_within_seconds_costs_at_most_one_more_run():
+    # Given an activities.updated of 3 activities, received at t=10 s and processed at once
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 3)
+    body = updated_body([d["id"] for d in docs], docs)
+    world.process(body, received_at_ms=10_000, at_ms=10_050)
+    assert len(world.argyle.get_requests) == 3
+    # When Argyle retries the same delivery three times within seconds (our answers were lost),
+    # each copy arriving after that run began, all waiting in the queue together
+    outcomes = [world.process(body, received_at_ms=received, at_ms=14_000 + n)
+                for n, received in enumerate((11_000, 12_000, 13_000))]
+    # Then the first copy ran once more (it may announce a newer change), and the others were
+    # covered by that run: twice the reads in all, never once per copy (the documented bound)
+    assert len(world.argyle.get_requests) == 2 * 3
+    assert [o.get("duplicate", False) for o in outcomes] == [False, True, True]
+    assert outcomes[0]["runs_before"] == 1
+    assert len(world.idempotency.runs) == 2
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+
+
+def test_a_retry_waiting_in_the_queue_while_the_first_copy_is_processed_costs_nothing():
+    # Given two deliveries of one body received at t=10 s and t=10.5 s, before the sync took the first
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 3)
+    body = updated_body([d["id"] for d in docs], docs)
+    # When the first runs at t=12 s (after both arrived) and the second follows it
+    world.process(body, received_at_ms=10_000, at_ms=12_000)
+    second = world.process(body, received_at_ms=10_500, at_ms=12_100)
+    # Then the second is skipped: the run that began after it arrived read everything it announces
+    assert second["duplicate"] is True
+    assert len(world.argyle.get_requests) == 3
+
+
+@pytest.mark.parametrize("event", ["activities.fully_synced", "activities.partially_synced",
+                                   "activities.removed"])
+def test_a_copy_of_a_once_only_event_costs_no_argyle_call_whenever_it_arrives(event: str):
+    # Given a once-only event processed (a listing of 450 activities, or a removal)
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 450)
+    start, end = range_of(docs)
+    body = {"activities.fully_synced": fully_synced_body(docs),
+            "activities.partially_synced": webhook_body(event, account=ACCOUNT, user=USER, days_synced=30,
+                                                        available_from=start, available_to=end,
+                                                        available_count=450),
+            "activities.removed": webhook_body(event, account=ACCOUNT, user=USER,
+                                               removed_activities=[docs[0]["id"]])}[event]
+    world.process(body, received_at_ms=10_000, at_ms=10_050)
+    calls, runs = world.argyle.calls, len(world.idempotency.runs)
+    # When Argyle delivers the same bytes again a minute later
+    copy = world.process(body, received_at_ms=70_000, at_ms=70_050)
+    # Then it is skipped: no Argyle call, no second run
+    assert copy["duplicate"] is True
+    assert (world.argyle.calls, len(world.idempotency.runs)) == (calls, runs)
+
+
+def test_a_second_change_announced_by_identical_bytes_is_read_and_stored():
+    # Given a synced account, an activity whose tips changed to 2.22, and Argyle's update synced
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 2)
+    world.process(fully_synced_body(docs), received_at_ms=1_000, at_ms=1_050)
+    target = docs[0]["id"]
+    world.argyle.update(ACCOUNT, target, tips="2.22")
+    body = updated_body([target], docs)
+    world.process(body, received_at_ms=10_000, at_ms=10_050)
+    # When the tips change to 3.33 and Argyle's identical body arrives 8 seconds later
+    world.argyle.update(ACCOUNT, target, tips="3.33")
+    outcome = world.process(body, received_at_ms=18_050, at_ms=18_100)
+    # Then it was read again and the copy holds the second change
+    assert outcome["fetched"] == 1 and outcome["runs_before"] == 1
+    assert world.activities.live(ACCOUNT)[target]["income"]["tips"] == "3.33"
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+
+
+def test_every_repeat_after_a_run_is_read_and_an_sqs_redelivery_of_one_runs_it_once():
+    # Given one body delivered three times, each after the previous run (three real changes)
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 1)
+    target = docs[0]["id"]
+    body = updated_body([target], docs)
+    for n, tips in enumerate(("1.11", "2.22", "3.33")):
+        world.argyle.update(ACCOUNT, target, tips=tips)
+        world.process(body, received_at_ms=10_000 * (n + 1), at_ms=10_000 * (n + 1) + 50)
+    assert world.activities.live(ACCOUNT)[target]["income"]["tips"] == "3.33"
+    assert len(world.argyle.get_requests) == 3
+    # When SQS delivers the third copy again (its deletion failed)
+    again = world.process(body, received_at_ms=30_000, at_ms=40_000)
+    # Then it finds its own run and stops: no fourth read
+    assert again["duplicate"] is True
+    assert len(world.argyle.get_requests) == 3
+    assert world.idempotency.runs[1:] == [f"{world.idempotency.runs[0]}@10050",
+                                          f"{world.idempotency.runs[0]}@20050"]
+
+
+def _copy_of(event: str) -> tuple[SyncMessage, Any]:
+    data: dict[str, Any] = {"account": ACCOUNT, "user": USER}
+    if event.startswith("users."):
+        data = {"user": USER, "resource": {"id": USER}}
+    message = SyncMessage(body=webhook_body(event, **data), group_id="g", correlation_id="c",
+                          received_at_ms=5_000)
+    return message, parse_message(message)
+
+
+# The decision table of docs/sync.md, "What a duplicate is": for a copy received after the
+# latest run of the same body began, whether it is processed again.
+@pytest.mark.parametrize(("event", "again"), [
+    ("activities.updated", True), ("gigs.updated", True),
+    ("activities.added", True), ("gigs.added", True),
+    ("users.fully_synced", True),
+    ("accounts.updated", True), ("paystubs.added", True),  # not synced: archived again, once
+    ("activities.removed", False), ("gigs.removed", False),
+    ("activities.fully_synced", False), ("gigs.fully_synced", False),
+    ("activities.partially_synced", False), ("gigs.partially_synced", False),
+])
+def test_each_event_kind_in_v1_and_v2_has_its_rule_for_a_later_copy(event: str, again: bool):
+    message, parsed = _copy_of(event)
+    # A copy received after the latest run began...
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is again
+    # ...while a copy received before it began is always covered by it
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 5_001}) is False
+
+
+def test_a_continuation_copy_is_never_run_again():
+    # A retried part re-sends the same continuation (same key: its origin and part)
+    continuation = Continuation(origin_dedupe_key="k", origin_event="activities.fully_synced", part=2,
+                                account=ACCOUNT, cursor={"offset": "400"})
+    message = SyncMessage(body=continuation.body(), group_id="g", correlation_id="c", received_at_ms=9_000)
+    parsed = parse_message(message)
+    assert parsed.event == CONTINUATION_EVENT
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is False
