@@ -175,8 +175,8 @@ def _copy_of(event: str) -> tuple[SyncMessage, Any]:
 @pytest.mark.parametrize(("event", "again"), [
     ("activities.updated", True), ("gigs.updated", True),
     ("activities.added", True), ("gigs.added", True),
-    ("users.fully_synced", True),
     ("accounts.updated", True), ("paystubs.added", True),  # not synced: archived again, once
+    ("users.fully_synced", False),
     ("activities.removed", False), ("gigs.removed", False),
     ("activities.fully_synced", False), ("gigs.fully_synced", False),
     ("activities.partially_synced", False), ("gigs.partially_synced", False),

@@ -27,11 +27,14 @@ REMOVED = "activities.removed"
 USERS_FULLY_SYNCED = "users.fully_synced"
 LISTING_EVENTS = frozenset({FULLY_SYNCED, PARTIALLY_SYNCED, ADDED})
 # Events whose identical body never announces anything new, in v1 and v2: a removal is final
-# (Argyle never reuses an id), and *_synced fire once, at the account's first scan (later changes
-# come as added/updated/removed). A copy of these is only ever a retry; any other event's copy that
-# arrives after its last run began is processed again. See `dispatch.needs_fresh_read`.
+# (Argyle never reuses an id); activities'/gigs' *_synced fire once, at the account's first scan
+# (later changes come as added/updated/removed); users.fully_synced carries the user's record
+# itself, which only grows (the same bytes are the same record, and a late copy must not put an
+# older one back). A copy of these is only ever a retry; any other event's copy that arrives after
+# its last run began is processed again. See `dispatch.needs_fresh_read`.
 ONCE_ONLY_EVENTS = frozenset({
-    REMOVED, FULLY_SYNCED, PARTIALLY_SYNCED, "gigs.removed", "gigs.fully_synced", "gigs.partially_synced"})
+    REMOVED, FULLY_SYNCED, PARTIALLY_SYNCED, USERS_FULLY_SYNCED,
+    "gigs.removed", "gigs.fully_synced", "gigs.partially_synced"})
 
 
 @dataclass(frozen=True)
