@@ -30,6 +30,7 @@ from argyle_pipeline.sync.messages import ONCE_ONLY_EVENTS, Continuation, Parsed
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
 
+
 def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapping[str, Any]) -> bool:
     """Whether a body already processed (`previous` is its latest run's outcome) must be applied again.
 
