@@ -20,6 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
 
+from argyle_pipeline.aws.event_queue import delivery_keys  # noqa: E402
 from argyle_pipeline.receiving.signature import sign  # noqa: E402
 from local_stack.dev_config import (  # noqa: E402
     DEFAULT_MOTO_PORT,
@@ -111,7 +112,8 @@ def apigw_event(body: bytes, signature: str | None, request_id: str, *, as_base6
 
 
 def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[str, Any]:
-    key = hashlib.sha256(body).hexdigest()
+    # As the receiver queues it: correlation id = the request id, deduplication id per delivery.
+    key, dedupe_id = delivery_keys(body, f"sample-{index}")
     return {"Records": [{
         "messageId": f"00000000-0000-4000-8000-{index:012d}",
         "receiptHandle": f"sample-receipt-{index}",
@@ -119,7 +121,7 @@ def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[s
         "attributes": {
             "ApproximateReceiveCount": "1", "SentTimestamp": str(REQUEST_TIME_EPOCH_MS),
             "SequenceNumber": f"1{index:019d}", "MessageGroupId": group_id,
-            "SenderId": "AROAEXAMPLE", "MessageDeduplicationId": key,
+            "SenderId": "AROAEXAMPLE", "MessageDeduplicationId": dedupe_id,
             "ApproximateFirstReceiveTimestamp": str(REQUEST_TIME_EPOCH_MS),
         },
         "messageAttributes": {
