@@ -73,6 +73,8 @@ def main() -> int:
         moto_port=_int_env("MOTO_PORT", DEFAULT_MOTO_PORT),
         receiver_port=_int_env("RECEIVER_PORT", DEFAULT_RECEIVER_PORT),
         sync_workers=_int_env("SYNC_WORKERS", 2),
+        # The reconcile schedule, on a short period so that drift is found while you watch.
+        reconcile_every=_int_env("RECONCILE_EVERY_SECONDS", 120),
     )
     stack = LocalStack(config, report=say)
     stopping = threading.Event()
@@ -91,6 +93,10 @@ def main() -> int:
             f"events queue     {outputs['EventsQueueUrl']}",
             f"DLQ              {outputs['EventsDlqUrl']}",
             f"function logs    {log_dir / 'functions.log'}",
+            f"reconcile        every {config.reconcile_every:.0f} s (RECONCILE_EVERY_SECONDS); now: "
+            f"argyle-synced --endpoint-url {stack.aws_endpoint} --queue-url {outputs['EventsQueueUrl']} "
+            f"--activities-table {outputs['ActivitiesTableName']} --sync-state-table "
+            f"{outputs['SyncStateTableName']} reconcile --all",
         ):
             say("  " + line)
         if sandbox:

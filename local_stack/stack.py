@@ -55,6 +55,8 @@ class StackConfig:
     worker_visibility: int = 6
     # SQS FIFO's deduplication window, simulated on the functions' SQS clients (moto has none).
     dedupe_window_seconds: float = SQS_WINDOW_SECONDS
+    # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
+    reconcile_every: float = 0.0
 
 
 @dataclass
@@ -79,6 +81,8 @@ class LocalStack:
         self.poller: SqsPoller | None = None
         self._template = load_template()
         self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
+        self._reconciles = 0
+        self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -110,7 +114,7 @@ class LocalStack:
             })
         params = {"ArgyleApiUrl": cfg.argyle_api_url}
         env = {}
-        for fn in ("ReceiverFunction", "SyncFunction"):
+        for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))
         env.update(cfg.extra_env)
         self._exit.enter_context(environment(env))
@@ -122,6 +126,8 @@ class LocalStack:
             host=cfg.host, port=cfg.receiver_port, report=self._report_request)
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
+        # Loaded once, before any sync runs: loading a handler resets module caches.
+        self._reconcile_handler = load_handler("ReconcileFunction", self._template)
 
         timeout = cfg.sync_timeout or function_timeout("SyncFunction", self._template)
         sync_props = self._template["Resources"]["SyncFunction"]["Properties"]
@@ -140,7 +146,44 @@ class LocalStack:
             report=self._report_batch)
         self.poller.start()
         self._exit.callback(self.poller.stop)
+        if cfg.reconcile_every > 0:
+            self._start_reconcile_schedule(cfg.reconcile_every)
         return self
+
+    # -- the reconcile schedule ----------------------------------------------------------------
+    def reconcile_now(self, scope: str | None = None) -> dict[str, int]:
+        """What EventBridge Scheduler does in AWS: invoke ReconcileFunction, which queues a reconcile
+        of every known account (the sync function then does them). A fresh request id each call."""
+        self._reconciles += 1
+        handler = self._reconcile_handler
+        assert handler is not None, "stack not started"
+        event: dict[str, Any] = {"request_id": f"local-{int(time.time())}-{self._reconciles}"}
+        if scope:
+            event["scope"] = scope
+        queued: dict[str, int] = handler(event, LambdaContext("ReconcileFunction", timeout_seconds=900))
+        if self._report:
+            self._report(f"reconcile queued  recent {queued['recent']}  full {queued['full']}")
+        return queued
+
+    def _start_reconcile_schedule(self, every: float) -> None:
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                try:
+                    self.reconcile_now()
+                except Exception as exc:  # the schedule retries next period, as EventBridge would
+                    if self._report:
+                        self._report(f"reconcile FAILED  {type(exc).__name__}: {str(exc)[:200]}")
+
+        thread = threading.Thread(target=run, name="reconcile-schedule", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        self._exit.callback(halt)
 
     def stop(self) -> None:
         self._exit.close()

@@ -88,7 +88,10 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         EventQueue(settings.queue_url, sqs),
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
                     event_archive_seconds=settings.event_archive_seconds,
-                    full_sync_whole_account=settings.full_sync_whole_account),
+                    full_sync_whole_account=settings.full_sync_whole_account,
+                    page_limit=settings.argyle_page_limit,
+                    changes_per_part=settings.changes_per_part,
+                    reconcile_recent_days=settings.reconcile_recent_days),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(
@@ -144,8 +147,8 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
         remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
         try:
-            outcome = run_unless_covered(parsed, message, lambda key: rt.process_once(
-                key={"dedupe_key": key}, message=message, parsed=parsed, remaining_ms=remaining_ms))
+            outcome = run_unless_covered(parsed, message, lambda run: rt.process_once(
+                key={"dedupe_key": run.run_key}, message=message, parsed=run, remaining_ms=remaining_ms))
             if outcome.get("runs_before"):
                 # Same body, received after its last run began reading Argyle: possibly a newer change.
                 logger.info("identical body received after its last run began: processed again",
@@ -173,7 +176,8 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
 
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
-             "continuation_part", "archived", "duplicate")
+             "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
+             "unstable", "changes_parts")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
@@ -188,6 +192,7 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
                            value=outcome.get("stale", 0) + outcome.get("skipped_removed", 0))
     if outcome.get("continuation_part"):
         metrics.add_metric(name="ContinuationsQueued", unit=MetricUnit.Count, value=1)
+    _record_drift_metrics(outcome)
     if message.received_at_ms:
         lag = max(0, int(time.time() * 1000) - message.received_at_ms)
         metrics.add_metric(name="SyncLagMs", unit=MetricUnit.Milliseconds, value=lag)
@@ -195,6 +200,34 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
     with single_metric(name="EventsProcessed", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
                        default_dimensions={"service": SERVICE}) as metric:
         metric.add_dimension(name="event", value=str(outcome.get("event", "unknown"))[:200])
+
+
+def _record_drift_metrics(outcome: dict[str, Any]) -> None:
+    """What Argyle and the stored copy disagreed on: security signals and drift, each its own line."""
+    if outcome.get("contradicted"):
+        # A signed activities.removed naming activities Argyle still has: a leaked webhook secret or a
+        # mistaken event. Nothing was removed; the alarm on this metric asks a human to look.
+        logger.warning("activities.removed named activities that Argyle still has: kept, not removed",
+                       contradicted=outcome["contradicted"])
+        metrics.add_metric(name="RemovalsContradicted", unit=MetricUnit.Count, value=outcome["contradicted"])
+    if outcome.get("relisted"):
+        metrics.add_metric(name="ListingsRelisted", unit=MetricUnit.Count, value=1)
+    if outcome.get("unstable"):
+        logger.warning("Argyle kept changing during every pass of this listing: recorded; the reconciler "
+                       "checks the account")
+        metrics.add_metric(name="ListingsUnstable", unit=MetricUnit.Count, value=1)
+    drift = outcome.get("drift")
+    if drift is None:
+        return
+    metrics.add_metric(name="Reconciles", unit=MetricUnit.Count, value=1)
+    for kind, count in sorted(drift.items()):
+        if not count:
+            continue
+        logger.warning("drift found and repaired", kind=kind, count=count)
+        for name in ("DriftDetected", "DriftRepaired"):  # every drift found is repaired in the same pass
+            with single_metric(name=name, unit=MetricUnit.Count, value=count, namespace=NAMESPACE,
+                               default_dimensions={"service": SERVICE}) as metric:
+                metric.add_dimension(name="kind", value=kind)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read, run_unless_covered
-from argyle_pipeline.sync.messages import CONTINUATION_EVENT, Continuation, SyncMessage, parse_message
+from argyle_pipeline.sync.messages import CONTINUATION_EVENT, Continuation, ParsedMessage, SyncMessage, parse_message
 from tests.support.fake_argyle import FakeArgyle, range_of, webhook_body
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
 
@@ -28,12 +29,13 @@ class MemoryIdempotency:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, changes_per_part: int = 500) -> None:
         self.now_ms = 0
         self.argyle = FakeArgyle()
         self.activities, self.state = MemoryActivities(), MemoryState()
-        self.sync = ActivitySync(self.argyle, self.activities, self.state, MemoryQueue(),
-                                 clock=lambda: self.now_ms / 1000)
+        self.queue = MemoryQueue()
+        self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue,
+                                 SyncOptions(changes_per_part=changes_per_part), clock=lambda: self.now_ms / 1000)
         self.idempotency = MemoryIdempotency()
 
     def process(self, body: bytes, *, received_at_ms: int, at_ms: int) -> dict[str, Any]:
@@ -41,18 +43,23 @@ class World:
         self.now_ms = at_ms
         message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="c",
                               received_at_ms=received_at_ms)
-        parsed = parse_message(message)
         store = self.idempotency
 
-        def run(key: str) -> dict[str, Any]:
-            if key in store.records:
-                return {**store.records[key], "duplicate": True}
-            store.runs.append(key)
+        def run(parsed: ParsedMessage) -> dict[str, Any]:
+            if parsed.run_key in store.records:
+                return {**store.records[parsed.run_key], "duplicate": True}
+            store.runs.append(parsed.run_key)
             outcome = self.sync.process(message, parsed, lambda: PLENTY).as_dict()
-            store.records[key] = outcome
+            store.records[parsed.run_key] = outcome
             return outcome
 
-        return run_unless_covered(parsed, message, run)
+        return run_unless_covered(parse_message(message), message, run)
+
+    def process_follow_ups(self, at_ms: int) -> None:
+        """The sync's own messages queued meanwhile (change batches, continuations), in order."""
+        while self.queue.sent:
+            queued = self.queue.sent.pop(0)
+            self.process(queued.body, received_at_ms=queued.received_at_ms, at_ms=at_ms)
 
 
 def updated_body(ids: list[str], docs: list[dict[str, Any]]) -> bytes:
@@ -159,6 +166,32 @@ def test_every_repeat_after_a_run_is_read_and_an_sqs_redelivery_of_one_runs_it_o
     assert len(world.argyle.get_requests) == 3
     assert world.idempotency.runs[1:] == [f"{world.idempotency.runs[0]}@10050",
                                           f"{world.idempotency.runs[0]}@20050"]
+
+
+def test_a_repeat_too_large_for_one_run_rereads_every_id_through_its_own_follow_ups():
+    # Given an activities.updated naming 5 activities, checked 2 per run, the rest in change
+    # batches, all processed
+    world = World(changes_per_part=2)
+    docs = world.argyle.add(ACCOUNT, 5)
+    world.process(fully_synced_body(docs), received_at_ms=1_000, at_ms=1_050)
+    ids = [d["id"] for d in docs]
+    body = updated_body(ids, docs)
+    world.process(body, received_at_ms=10_000, at_ms=10_050)
+    first_batches = [q.dedupe_key for q in world.queue.sent]
+    world.process_follow_ups(at_ms=10_100)
+    # When all 5 change again and Argyle's identical body arrives later
+    for activity_id in ids:
+        world.argyle.update(ACCOUNT, activity_id, tips="7.77")
+    world.process(body, received_at_ms=20_000, at_ms=20_050)
+    # Then the re-run's batches are keyed apart from the first run's (not taken for their
+    # retries), and once they run every id holds the second change
+    assert len(world.queue.sent) == len(first_batches) == 2
+    assert not {q.dedupe_key for q in world.queue.sent} & set(first_batches)
+    world.process_follow_ups(at_ms=20_100)
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+    assert {doc["income"]["tips"] for doc in world.activities.live(ACCOUNT).values()} == {"7.77"}
+    # And the body was archived and counted once
+    assert world.state.counts["activities.updated"] == 1
 
 
 def _copy_of(event: str) -> tuple[SyncMessage, Any]:

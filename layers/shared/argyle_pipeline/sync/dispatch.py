@@ -6,11 +6,13 @@ event late, twice, or out of order still writes what Argyle holds now; the store
 and tombstones make sure that a copy read earlier can never replace one read later.
 
 Where each event's rule lives: listings (*_synced, added, continuations, re-syncs) in
-`listing.py`; updated and removed in `changes.py`; users.fully_synced and the rest here.
+`listing.py`; updated and removed (and their later batches of ids) in `changes.py`; reconciles in
+`reconcile.py`; users.fully_synced and the rest here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,9 +28,18 @@ from argyle_pipeline.argyle.webhook_events import (
 from argyle_pipeline.sync.changes import Changes
 from argyle_pipeline.sync.context import SyncContext, SyncOptions
 from argyle_pipeline.sync.listing import Listing
-from argyle_pipeline.sync.messages import ONCE_ONLY_EVENTS, Continuation, ParsedMessage, ResyncRequest, SyncMessage
+from argyle_pipeline.sync.messages import (
+    ONCE_ONLY_EVENTS,
+    ChangeBatch,
+    Continuation,
+    ParsedMessage,
+    ReconcileJob,
+    ResyncRequest,
+    SyncMessage,
+)
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
+from argyle_pipeline.sync.reconcile import Reconciler
 
 
 def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapping[str, Any]) -> bool:
@@ -49,18 +60,19 @@ def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapp
 
 
 def run_unless_covered(parsed: ParsedMessage, message: SyncMessage,
-                       run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """`run(key)` under the message's idempotency key; while the answer is an earlier run's outcome
+                       run: Callable[[ParsedMessage], dict[str, Any]]) -> dict[str, Any]:
+    """`run(parsed)` (idempotent on `parsed.run_key`); while the answer is an earlier run's outcome
     (`duplicate`) that this copy may be newer than, run again under a key naming that run
     (`<key>@<its started_at_ms>`). So every copy of a body is covered by one run that began after
     it arrived: copies waiting in the queue together share one re-run (an Argyle retry costs at
     most one more run), and an SQS redelivery of a copy finds that run and stops. A re-run's
     outcome carries `runs_before`, the number of earlier runs of the same body."""
-    outcome = run(parsed.idempotency_key)
+    outcome = run(parsed)
     runs_before = 0
     while outcome.get("duplicate") and needs_fresh_read(parsed, message, outcome):
         runs_before += 1
-        outcome = run(f"{parsed.idempotency_key}@{int(outcome.get('started_at_ms') or 0)}")
+        rerun_key = f"{parsed.idempotency_key}@{int(outcome.get('started_at_ms') or 0)}"
+        outcome = run(dataclasses.replace(parsed, rerun_key=rerun_key))
     if runs_before and not outcome.get("duplicate"):
         outcome = {**outcome, "runs_before": runs_before}
     return outcome
@@ -82,6 +94,7 @@ class ActivitySync:
                                list(fetchers), clock)
         self.listing = Listing(self.ctx)
         self.changes = Changes(self.ctx)
+        self.reconciler = Reconciler(self.ctx)
 
     @property
     def argyle_retries(self) -> int:
@@ -101,15 +114,19 @@ class ActivitySync:
         ctx, data = self.ctx, parsed.data
         if isinstance(data, Continuation):
             return self.listing.run(data, message, remaining_ms)
+        if isinstance(data, ChangeBatch):
+            return self.changes.batch(data)
+        if isinstance(data, ReconcileJob):
+            return self.reconciler.run(data, message, remaining_ms)
         if isinstance(data, ResyncRequest):
-            outcome = self.listing.run(Listing.resync_part(data, parsed.idempotency_key), message, remaining_ms)
+            outcome = self.listing.run(Listing.resync_part(data, parsed.run_key), message, remaining_ms)
         elif isinstance(data, ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded):
-            outcome = self.listing.run(self.listing.first_part(parsed.event, data, parsed.idempotency_key),
+            outcome = self.listing.run(self.listing.first_part(parsed.event, data, parsed.run_key),
                                        message, remaining_ms)
         elif isinstance(data, ActivitiesUpdated):
-            outcome = self.changes.updated(data, message)
+            outcome = self.changes.updated(data, message, parsed.run_key)
         elif isinstance(data, ActivitiesRemoved):
-            outcome = self.changes.removed(data, message)
+            outcome = self.changes.removed(data, message, parsed.run_key)
         elif isinstance(data, UsersFullySynced):
             resource = data.original("resource")
             ctx.state.put_user(data.user, resource if isinstance(resource, dict) else {},

@@ -54,6 +54,10 @@ class SyncSettings:
     # fully_synced lists the whole account (catches activities with a null start_date) instead of
     # only [available_from, available_to].
     full_sync_whole_account: bool = True
+    # activities.updated / .removed: ids checked with Argyle per invocation (the rest continue).
+    changes_per_part: int = 500
+    # A reconcile of scope "recent" re-lists this many days back.
+    reconcile_recent_days: int = 30
 
     @property
     def event_archive_seconds(self) -> int:
@@ -89,4 +93,6 @@ def sync_settings() -> SyncSettings:
         secret_max_age_seconds=_int("SECRET_MAX_AGE_SECONDS", 300),
         dynamodb_max_rounds=_int("DYNAMODB_MAX_ROUNDS", 8),
         full_sync_whole_account=_flag("FULL_SYNC_WHOLE_ACCOUNT", True),
+        changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
+        reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
     )
