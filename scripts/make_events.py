@@ -155,6 +155,14 @@ def all_events() -> dict[str, dict[str, Any]]:
     files["forged_signature.json"] = apigw_event(
         added, sign(added, "not-the-secret"), "sample-forged")
     files["missing_signature.json"] = apigw_event(added, None, "sample-unsigned")
+    # ReconcileFunction: what EventBridge Scheduler sends (nothing), and an on-demand full pass; and
+    # what SyncFunction then receives for one account.
+    files["reconcile_scheduled.json"] = {}
+    files["reconcile_on_demand.json"] = {"request_id": "on-demand-sample-0001", "scope": "full"}
+    account = WEBHOOKS["activities_added"]["data"]["account"]
+    job = json.dumps({"event": "argyle_sync.reconcile", "data": {
+        "account": account, "request_id": "scheduled-20000", "scope": "recent"}}, sort_keys=True).encode()
+    files["sqs_reconcile.json"] = sqs_event(job, "argyle_sync.reconcile", f"account:{account}", len(WEBHOOKS) + 1)
     files["env.json"] = sam_local_env()
     return files
 
@@ -176,6 +184,7 @@ def sam_local_env() -> dict[str, Any]:
             "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable",
             "IDEMPOTENCY_TABLE": f"{LOCAL_PREFIX}-IdempotencyTable",
         },
+        "ReconcileFunction": {**common, "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable"},
     }
 
 

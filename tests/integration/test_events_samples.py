@@ -30,7 +30,7 @@ def test_committed_samples_match_the_generator(tmp_path: Path) -> None:
 def test_every_documented_webhook_has_a_signed_apigw_sample() -> None:
     seen = set()
     for path in EVENTS.glob("*.json"):
-        if path.name.startswith("sqs_") or path.name == "env.json":
+        if path.name.startswith(("sqs_", "reconcile_")) or path.name == "env.json":
             continue
         event = json.loads(path.read_text())
         assert event["version"] == "2.0" and event["routeKey"] == "POST /webhooks/argyle"
@@ -62,3 +62,13 @@ def test_make_invoke_runs_the_receiver_without_docker(sample: str, status: int, 
 def test_make_invoke_names_the_functions_when_given_a_wrong_one() -> None:
     with pytest.raises(SystemExit, match="ReceiverFunction"):
         invoke_main(["NoSuchFunction", str(EVENTS / "activities_added.json")])
+
+
+def test_make_invoke_runs_the_reconciler_on_its_samples(capsys: pytest.CaptureFixture[str]) -> None:
+    # Both samples run with the template's environment; a fresh stack has no account to queue
+    # (tests/integration/test_reconcile_on_moto.py covers one with accounts)
+    for sample in ("reconcile_scheduled.json", "reconcile_on_demand.json"):
+        assert invoke_main(["ReconcileFunction", str(EVENTS / sample)]) == 0
+        out = capsys.readouterr().out
+        outcome = json.loads(out[out.index("{\n"):])
+        assert outcome["response"] == {"recent": 0, "full": 0}
