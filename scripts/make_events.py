@@ -111,9 +111,12 @@ def apigw_event(body: bytes, signature: str | None, request_id: str, *, as_base6
     }
 
 
-def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[str, Any]:
-    # As the receiver queues it: correlation id = the request id, deduplication id per delivery.
-    key, dedupe_id = delivery_keys(body, f"sample-{index}")
+def sqs_event(body: bytes, event_name: str, group_id: str, index: int,
+              dedupe_id: str | None = None) -> dict[str, Any]:
+    # As the receiver queues it: correlation id = the request id, deduplication id per delivery
+    # (the sync's own messages give theirs).
+    key, delivery_id = delivery_keys(body, f"sample-{index}")
+    dedupe_id = dedupe_id or delivery_id
     return {"Records": [{
         "messageId": f"00000000-0000-4000-8000-{index:012d}",
         "receiptHandle": f"sample-receipt-{index}",
@@ -162,7 +165,9 @@ def all_events() -> dict[str, dict[str, Any]]:
     account = WEBHOOKS["activities_added"]["data"]["account"]
     job = json.dumps({"event": "argyle_sync.reconcile", "data": {
         "account": account, "request_id": "scheduled-20000", "scope": "recent"}}, sort_keys=True).encode()
-    files["sqs_reconcile.json"] = sqs_event(job, "argyle_sync.reconcile", f"account:{account}", len(WEBHOOKS) + 1)
+    files["sqs_reconcile.json"] = sqs_event(
+        job, "argyle_sync.reconcile", f"account:{account}", len(WEBHOOKS) + 1,
+        dedupe_id=hashlib.sha256(f"reconcile:{account}:scheduled-20000#part0".encode()).hexdigest())
     files["env.json"] = sam_local_env()
     return files
 
