@@ -7,7 +7,8 @@ and tombstones make sure that a copy read earlier can never replace one read lat
 
 Where each event's rule lives: listings (*_synced, added, continuations, re-syncs) in
 `listing.py`; updated and removed (and their later batches of ids) in `changes.py`; reconciles in
-`reconcile.py`; users.fully_synced and the rest here.
+`reconcile.py`; accounts.removed, erasure requests and the purged-account gate in `purge.py`;
+users.fully_synced and the accounts' connection status here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from argyle_pipeline.argyle.webhook_events import (
+    AccountEvent,
+    AccountsConnected,
+    AccountsFailed,
+    AccountsRemoved,
+    AccountsUpdated,
     ActivitiesAdded,
     ActivitiesFullySynced,
     ActivitiesPartiallySynced,
@@ -32,12 +38,14 @@ from argyle_pipeline.sync.messages import (
     ChangeBatch,
     Continuation,
     ParsedMessage,
+    PurgeJob,
     ReconcileJob,
     ResyncRequest,
     SyncMessage,
 )
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
+from argyle_pipeline.sync.purge import Purge
 from argyle_pipeline.sync.reconcile import Reconciler
 
 
@@ -72,6 +80,7 @@ class ActivitySync:
         self.listing = Listing(self.ctx)
         self.changes = Changes(self.ctx)
         self.reconciler = Reconciler(self.ctx)
+        self.purge = Purge(self.ctx)
 
     @property
     def argyle_retries(self) -> int:
@@ -89,6 +98,15 @@ class ActivitySync:
     def _apply(self, message: SyncMessage, parsed: ParsedMessage,
                remaining_ms: Callable[[], int]) -> SyncOutcome:
         ctx, data = self.ctx, parsed.data
+        if isinstance(data, PurgeJob):
+            return self.purge.run(data, message, remaining_ms)
+        account = getattr(data, "account", None)
+        if isinstance(account, str) and account and not self.purge.gate(account, parsed.event, data, message,
+                                                                         remaining_ms):
+            # The account was purged: nothing of it is written again, not even the archive.
+            return SyncOutcome(parsed.event, action="skipped_purged")
+        if isinstance(data, AccountsRemoved):
+            return self.purge.removed(data, message, parsed.idempotency_key, remaining_ms)
         if isinstance(data, Continuation):
             return self.listing.run(data, message, remaining_ms)
         if isinstance(data, ChangeBatch):
@@ -109,9 +127,31 @@ class ActivitySync:
             ctx.state.put_user(data.user, resource if isinstance(resource, dict) else {},
                                ctx.now(), message.received_at_ms)
             outcome = SyncOutcome(parsed.event)
+        elif isinstance(data, AccountsUpdated | AccountsConnected | AccountsFailed):
+            outcome = self._account_status(parsed.event, data, message)
         else:  # accounts.*, anything new: kept and counted, nothing to sync
             outcome = SyncOutcome(parsed.event, action="archived")
         outcome.archived = ctx.state.archive_event(
             parsed.idempotency_key, parsed.event, message.body, received_at_ms=message.received_at_ms,
-            processed_at=ctx.now(), expires_at=int(ctx.clock()) + ctx.options.event_archive_seconds)
+            processed_at=ctx.now(), expires_at=int(ctx.clock()) + ctx.options.event_archive_seconds,
+            group_id=message.group_id)
+        return outcome
+
+    def _account_status(self, event: str, data: AccountEvent, message: SyncMessage) -> SyncOutcome:
+        """accounts.connected / .failed / .updated: the account's connection, as Argyle reports it."""
+        status = error_code = scanned_at = None
+        if isinstance(data, AccountsUpdated) and data.resource is not None:
+            connection = data.resource.connection
+            status = connection.status if connection else None
+            error_code = connection.error_code if connection else None
+            scanned_at = data.resource.scanned_at
+        elif isinstance(data, AccountsConnected):
+            status = "connected"
+        elif isinstance(data, AccountsFailed):
+            status = "failed"
+        self.ctx.state.record_account_status(
+            data.account, data.user, event=event, received_at_ms=message.received_at_ms, updated_at=self.ctx.now(),
+            connection_status=status, error_code=error_code, scanned_at=scanned_at)
+        outcome = SyncOutcome(event)
+        outcome.connection_status = status
         return outcome
