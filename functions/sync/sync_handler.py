@@ -83,6 +83,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
     sync = ActivitySync(
         argyle,
         ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
+                      retention_seconds=settings.activity_retention_seconds,
                       max_rounds=settings.dynamodb_max_rounds, sleep=sleep or time.sleep),
         SyncStateStore(settings.sync_state_table, dynamodb),
         EventQueue(settings.queue_url, sqs),
@@ -177,7 +178,7 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
              "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
-             "unstable", "changes_parts")
+             "unstable", "changes_parts", "purged", "connection_status")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
@@ -216,6 +217,12 @@ def _record_drift_metrics(outcome: dict[str, Any]) -> None:
         logger.warning("Argyle kept changing during every pass of this listing: recorded; the reconciler "
                        "checks the account")
         metrics.add_metric(name="ListingsUnstable", unit=MetricUnit.Count, value=1)
+    if outcome.get("purged") is not None:
+        # Ids and counts only: what left, never what it held.
+        logger.info("account purged", deleted=outcome["purged"])
+        metrics.add_metric(name="AccountsPurged", unit=MetricUnit.Count, value=1)
+    if outcome.get("action") == "skipped_purged":
+        metrics.add_metric(name="PurgedAccountEventsSkipped", unit=MetricUnit.Count, value=1)
     drift = outcome.get("drift")
     if drift is None:
         return

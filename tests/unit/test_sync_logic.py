@@ -255,7 +255,7 @@ def test_users_fully_synced_stores_the_resource_as_sent():
     assert world.argyle.calls == 0
 
 
-@pytest.mark.parametrize("event", ["accounts.connected", "accounts.updated", "payouts.added", "brand.new"])
+@pytest.mark.parametrize("event", ["paystubs.added", "payouts.added", "brand.new"])
 def test_other_events_are_archived_and_counted_without_syncing(event: str):
     # Given an event the sync has nothing to do for
     world = World()
