@@ -104,3 +104,25 @@ def test_argyle_synced_purge_dry_run_then_receipt(stack_on_server: StackResource
     assert marker is not None and marker["status"] == "purged" and "user_id" not in marker
     assert run("purge", ACCOUNT)[0] == synced_cli.NOT_FOUND
     assert run("purge", ACCOUNT, "--user", USER)[0] == synced_cli.USAGE
+
+
+def test_account_status_is_recorded_newest_first_and_an_error_clears_when_connected_again(
+        stores: tuple[ActivityStore, SyncStateStore]) -> None:
+    _, state = stores
+    # accounts.connected (no resource), then accounts.updated with an error, then an older delivery
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.connected", received_at_ms=1, updated_at="t",
+                                       connection_status="connected")
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=3, updated_at="t",
+                                       connection_status="error", error_code="auth_required",
+                                       scanned_at="2024-05-01T00:00:00Z")
+    assert not state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=2,
+                                           updated_at="t", connection_status="connected")
+    found = state.account_state(ACCOUNT)
+    assert found is not None and (found["connection_status"], found["error_code"]) == ("error", "auth_required")
+    assert dict(state.account_summaries())[ACCOUNT]["connection_status"] == "error"
+    # Connected again: the old error code goes
+    state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=4, updated_at="t",
+                                connection_status="connected")
+    found = state.account_state(ACCOUNT)
+    assert found is not None and found["connection_status"] == "connected" and "error_code" not in found
+    assert found["scanned_at"] == "2024-05-01T00:00:00Z"

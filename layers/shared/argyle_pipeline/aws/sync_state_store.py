@@ -267,10 +267,11 @@ class SyncStateStore:
         sets, removes = ["#event = :event", "#at = :at"], []
         for attribute, value in (("connection_status", connection_status), ("error_code", error_code),
                                  ("scanned_at", scanned_at)):
-            names["#" + attribute] = attribute
             if value is None and attribute == "error_code" and connection_status is not None:
-                removes.append("#error_code")  # connected again: the old error is gone
+                names["#error_code"] = "error_code"
+                removes.append("#error_code")  # a new status without an error: the old error is gone
             elif value is not None:
+                names["#" + attribute] = attribute
                 values[":" + attribute] = value
                 sets.append(f"#{attribute} = :{attribute}")
         try:
