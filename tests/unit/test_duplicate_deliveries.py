@@ -11,7 +11,15 @@ import pytest
 
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read, run_unless_covered
-from argyle_pipeline.sync.messages import CONTINUATION_EVENT, Continuation, ParsedMessage, SyncMessage, parse_message
+from argyle_pipeline.sync.messages import (
+    ChangeBatch,
+    Continuation,
+    ParsedMessage,
+    PurgeJob,
+    ReconcileJob,
+    SyncMessage,
+    parse_message,
+)
 from tests.support.fake_argyle import FakeArgyle, range_of, webhook_body
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
 
@@ -108,26 +116,19 @@ def test_a_retry_waiting_in_the_queue_while_the_first_copy_is_processed_costs_no
     assert len(world.argyle.get_requests) == 3
 
 
-@pytest.mark.parametrize("event", ["activities.fully_synced", "activities.partially_synced",
-                                   "activities.removed"])
-def test_a_copy_of_a_once_only_event_costs_no_argyle_call_whenever_it_arrives(event: str):
-    # Given a once-only event processed (a listing of 450 activities, or a removal)
+def test_a_listing_retried_after_its_run_began_is_listed_once_more_and_no_more():
+    # Given a fully_synced of 450 activities (3 pages), processed at once
     world = World()
     docs = world.argyle.add(ACCOUNT, 450)
-    start, end = range_of(docs)
-    body = {"activities.fully_synced": fully_synced_body(docs),
-            "activities.partially_synced": webhook_body(event, account=ACCOUNT, user=USER, days_synced=30,
-                                                        available_from=start, available_to=end,
-                                                        available_count=450),
-            "activities.removed": webhook_body(event, account=ACCOUNT, user=USER,
-                                               removed_activities=[docs[0]["id"]])}[event]
+    body = fully_synced_body(docs)
     world.process(body, received_at_ms=10_000, at_ms=10_050)
-    calls, runs = world.argyle.calls, len(world.idempotency.runs)
-    # When Argyle delivers the same bytes again a minute later
-    copy = world.process(body, received_at_ms=70_000, at_ms=70_050)
-    # Then it is skipped: no Argyle call, no second run
-    assert copy["duplicate"] is True
-    assert (world.argyle.calls, len(world.idempotency.runs)) == (calls, runs)
+    assert world.argyle.calls == 3
+    # When Argyle retries it three times a minute later, the copies waiting together
+    outcomes = [world.process(body, received_at_ms=70_000 + n, at_ms=80_000 + n) for n in range(3)]
+    # Then one more listing ran (the copy may follow a reconnection), the others were covered by it
+    assert world.argyle.calls == 2 * 3
+    assert [o.get("duplicate", False) for o in outcomes] == [False, True, True]
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
 
 
 def test_a_second_change_announced_by_identical_bytes_is_read_and_stored():
@@ -203,30 +204,32 @@ def _copy_of(event: str) -> tuple[SyncMessage, Any]:
     return message, parse_message(message)
 
 
-# The decision table of docs/sync.md, "What a duplicate is": for a copy received after the
-# latest run of the same body began, whether it is processed again.
-@pytest.mark.parametrize(("event", "again"), [
-    ("activities.updated", True), ("gigs.updated", True),
-    ("activities.added", True), ("gigs.added", True),
-    ("accounts.updated", True), ("paystubs.added", True),  # not synced: archived again, once
-    ("users.fully_synced", False),
-    ("activities.removed", False), ("gigs.removed", False),
-    ("activities.fully_synced", False), ("gigs.fully_synced", False),
-    ("activities.partially_synced", False), ("gigs.partially_synced", False),
+# docs/sync.md, "What a duplicate is": every Argyle webhook, v1 or v2, follows one rule; a copy
+# received after the latest run of its body began is processed again.
+@pytest.mark.parametrize("event", [
+    "activities.updated", "gigs.updated", "activities.added", "gigs.added",
+    "activities.removed", "gigs.removed", "activities.fully_synced", "gigs.fully_synced",
+    "activities.partially_synced", "gigs.partially_synced", "users.fully_synced",
+    "accounts.connected", "accounts.removed", "accounts.updated", "paystubs.added",
 ])
-def test_each_event_kind_in_v1_and_v2_has_its_rule_for_a_later_copy(event: str, again: bool):
+def test_every_webhook_kind_in_v1_and_v2_is_processed_again_only_when_received_after_a_run_began(event: str):
     message, parsed = _copy_of(event)
-    # A copy received after the latest run began...
-    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is again
-    # ...while a copy received before it began is always covered by it
+    # A copy received after the latest run began may be news...
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is True
+    # ...while a copy received before it began is covered by it
     assert needs_fresh_read(parsed, message, {"started_at_ms": 5_001}) is False
 
 
-def test_a_continuation_copy_is_never_run_again():
-    # A retried part re-sends the same continuation (same key: its origin and part)
-    continuation = Continuation(origin_dedupe_key="k", origin_event="activities.fully_synced", part=2,
-                                account=ACCOUNT, cursor={"offset": "400"})
-    message = SyncMessage(body=continuation.body(), group_id="g", correlation_id="c", received_at_ms=9_000)
+@pytest.mark.parametrize("own", [
+    Continuation(origin_dedupe_key="k", origin_event="activities.fully_synced", part=2, account=ACCOUNT,
+                 cursor={"offset": "400"}),
+    ChangeBatch(origin_dedupe_key="k", origin_event="activities.updated", part=1, account=ACCOUNT, ids=["a"]),
+    ReconcileJob(account=ACCOUNT, request_id="scheduled-20000"),
+    PurgeJob(account=ACCOUNT, request_id="erasure-0001", removed_received_at_ms=5_000),
+], ids=lambda own: type(own).__name__)
+def test_a_copy_of_the_syncs_own_message_is_never_run_again(own: Any):
+    # A retried part re-sends the very same message (its key: origin or request, and part)
+    message = SyncMessage(body=own.body(), group_id="g", correlation_id="c", received_at_ms=9_000)
     parsed = parse_message(message)
-    assert parsed.event == CONTINUATION_EVENT
+    assert parsed.is_continuation and parsed.idempotency_key == own.idempotency_key
     assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is False
