@@ -1,4 +1,4 @@
-"""Argyle v1 API client: activities (paged, resumable), accounts and webhook subscriptions.
+"""Argyle v1 API client: activities (paged, resumable) and webhook subscriptions.
 
 Built on urllib3, which boto3 already brings into the Lambda runtime, so the layer needs no HTTP
 dependency of its own. Every request goes to the configured base URL with HTTP Basic auth; a
@@ -79,7 +79,7 @@ class WebhookNotFound(ArgyleNotFound):
 
 
 class AccountNotFound(ArgyleNotFound):
-    """404 for an account: unknown, or deleted (a revoked account is gone with all its data)."""
+    pass
 
 
 class ArgyleUnavailable(ArgyleError):
@@ -339,10 +339,8 @@ class ArgyleClient:
             raise UnexpectedResponse("activity response is not a JSON object")
         return Activity.from_api(doc)
 
-    # --- accounts -------------------------------------------------------------------------------
-
     def get_account(self, account_id: str) -> dict[str, Any]:
-        """The account object as Argyle sends it (`connection`, `scanned_at`...; numbers as Decimal)."""
+        """The account object; AccountNotFound once the account is gone (revoked or deleted)."""
         try:
             doc = self._get_json(f"/accounts/{quote(account_id, safe='')}", {})
         except ArgyleNotFound as exc:
