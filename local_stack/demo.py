@@ -174,6 +174,7 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     elapsed = time.monotonic() - started
                     rows = [
                         ("events accepted (202)", counters.accepted),
+                        ("dropped by SQS's dedupe window", stack.dedupe_window.dropped),
                         ("events rejected", ", ".join(f"{n}x {s}" for s, n in sorted(counters.rejected.items())) or 0),
                         ("accounts", len(accounts)),
                         ("activities in Argyle (truth)", expected),

@@ -22,7 +22,15 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from local_stack.dev_config import LOCAL_DEV_SECRET, LOCAL_PREFIX, REGION
-from local_stack.lambda_runtime import LambdaContext, environment, function_environment, function_timeout, load_handler
+from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
+from local_stack.lambda_runtime import (
+    LambdaContext,
+    environment,
+    function_environment,
+    function_timeout,
+    load_handler,
+    sync_sends_through,
+)
 from local_stack.receiver_http import ReceiverHttpServer
 from local_stack.sqs_poller import SqsPoller
 from local_stack.template_resources import TEMPLATE_PATH, StackResources, create_stack_resources, load_template
@@ -45,6 +53,8 @@ class StackConfig:
     sync_in_subprocess: bool = False
     sync_timeout: int | None = None   # the function's timeout as its context reports it
     worker_visibility: int = 6
+    # SQS FIFO's deduplication window, simulated on the functions' SQS clients (moto has none).
+    dedupe_window_seconds: float = SQS_WINDOW_SECONDS
     # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
     reconcile_every: float = 0.0
 
@@ -70,6 +80,7 @@ class LocalStack:
         self._receiver_http: ReceiverHttpServer | None = None
         self.poller: SqsPoller | None = None
         self._template = load_template()
+        self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
         self._reconciles = 0
         self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
 
@@ -109,6 +120,7 @@ class LocalStack:
         self._exit.enter_context(environment(env))
 
         receiver = load_handler("ReceiverFunction", self._template)
+        self.dedupe_window.attach(sys.modules[receiver.__module__].event_queue().client)
         self._receiver_http = ReceiverHttpServer(
             lambda event: receiver(event, LambdaContext("ReceiverFunction", timeout_seconds=10)),
             host=cfg.host, port=cfg.receiver_port, report=self._report_request)
@@ -126,6 +138,7 @@ class LocalStack:
             self._exit.callback(self.stop_sync_worker)
             return self
         sync = load_handler("SyncFunction", self._template)
+        sync_sends_through(sync, self.dedupe_window.attach(session.client("sqs")))
         self.poller = SqsPoller(
             session.client("sqs"), self.resources.queue_urls["EventsQueue"],
             lambda event: sync(event, LambdaContext("SyncFunction", timeout_seconds=timeout)),
@@ -181,7 +194,8 @@ class LocalStack:
         self._worker = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [sys.executable, "-m", "local_stack.sync_worker", "--batch-size", str(self._batch_size),
              "--workers", str(cfg.sync_workers), "--retry-delay", str(cfg.retry_delay),
-             "--visibility", str(cfg.worker_visibility), "--timeout", str(self._sync_timeout)],
+             "--visibility", str(cfg.worker_visibility), "--timeout", str(self._sync_timeout),
+             "--dedupe-window", str(cfg.dedupe_window_seconds)],
             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=str(TEMPLATE_PATH.parent))
 
@@ -279,6 +293,11 @@ class LocalStack:
             what = answer.get("event") or answer.get("error", "")
             key = (answer.get("dedupe_key") or "")[:12]
             self._report(f"receiver  {status}  {what}  {key}".rstrip())
+
+    def _report_drop(self, group: str, deduplication_id: str) -> None:
+        if self._report:
+            self._report(f"queue     dropped: deduplication id seen within {self.config.dedupe_window_seconds:g} s"
+                         f"  {group}  {deduplication_id[:12]}")
 
     def _report_batch(self, records: list[dict[str, Any]], failed: set[str], elapsed: float) -> None:
         if not self._report:

@@ -71,4 +71,4 @@ def test_make_invoke_runs_the_reconciler_on_its_samples(capsys: pytest.CaptureFi
         assert invoke_main(["ReconcileFunction", str(EVENTS / sample)]) == 0
         out = capsys.readouterr().out
         outcome = json.loads(out[out.index("{\n"):])
-        assert outcome["response"] == {"recent": 0, "full": 0}
+        assert outcome["response"] == {"recent": 0, "full": 0, "in_error": 0}

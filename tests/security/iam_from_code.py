@@ -188,16 +188,30 @@ def _client_service(cls: ast.ClassDef) -> str | None:
     return None
 
 
-def _index_names(node: ast.AST) -> set[str]:
+def _module_constants(tree: ast.Module) -> dict[str, str]:
+    """Top-level `NAME = "text"` assignments (an index name kept in a constant)."""
+    return {node.targets[0].id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+
+
+def _index_names(node: ast.AST, constants: Mapping[str, str]) -> set[str]:
+    """The IndexName values named in `node`: literals, or the module's constants."""
+    def text(value: ast.expr) -> str | None:
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+        if isinstance(value, ast.Name) and value.id in constants:
+            return constants[value.id]
+        return None
+
     found: set[str] = set()
     for child in ast.walk(node):
-        if isinstance(child, ast.keyword) and child.arg == "IndexName" and isinstance(child.value, ast.Constant):
-            found.add(str(child.value.value))
+        if isinstance(child, ast.keyword) and child.arg == "IndexName" and (name := text(child.value)):
+            found.add(name)
         elif isinstance(child, ast.Dict):
             for key, value in zip(child.keys, child.values, strict=True):
-                if (isinstance(key, ast.Constant) and key.value == "IndexName"
-                        and isinstance(value, ast.Constant)):
-                    found.add(str(value.value))
+                if isinstance(key, ast.Constant) and key.value == "IndexName" and (name := text(value)):
+                    found.add(name)
     return found
 
 
@@ -226,12 +240,13 @@ class Adapter:
     service: str
     methods: dict[str, ast.FunctionDef]
     library: bool
+    constants: dict[str, str] = field(default_factory=dict)
 
     def calls_of(self, code: Code, method: str, index: set[str] | None = None,
                  seen: frozenset[str] = frozenset()) -> list[AwsCall]:
         """The AWS calls `method` makes, directly or through the adapter's own methods."""
         node = self.methods[method]
-        own_index = _index_names(node) or (index or set())
+        own_index = _index_names(node, self.constants) or (index or set())
         calls: list[AwsCall] = []
         for child in ast.walk(node):
             if not (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)):
@@ -240,7 +255,7 @@ class Adapter:
             on_client = isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) \
                 and receiver.value.id == "self"
             if on_client and name in operations(self.service):
-                at_call = _index_names(child) or own_index
+                at_call = _index_names(child, self.constants) or own_index
                 calls.append(AwsCall(_actions(self.service, name, child), at_call,
                                      f"{self.name}.{method} at {code.where(self.module, child)}"))
             elif isinstance(receiver, ast.Name) and receiver.id == "self" and name in self.methods \
@@ -256,7 +271,8 @@ def adapters(code: Code, modules: list[str]) -> dict[str, Adapter]:
             if isinstance(node, ast.ClassDef) and (service := _client_service(node)):
                 methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
                 found[node.name] = Adapter(node.name, module, service, methods,
-                                           library=module in LIBRARY_ADAPTERS.values())
+                                           library=module in LIBRARY_ADAPTERS.values(),
+                                           constants=_module_constants(code.tree(module)))
     return found
 
 

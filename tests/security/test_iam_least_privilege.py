@@ -111,13 +111,14 @@ def test_the_derivation_reads_the_calls_from_the_code() -> None:
     assert any("activity_store.py" in w for w in sync[Grant("dynamodb:BatchWriteItem", "ActivitiesTable")])
     assert any("persistence/dynamodb.py" in w for w in sync[Grant("dynamodb:DeleteItem", "IdempotencyTable")])
     assert any("event_queue.py" in w for w in derived["ReconcileFunction"][Grant("sqs:SendMessage", "EventsQueue")])
-    # And nothing the code never calls: no Scan anywhere, no DeleteItem on the data (a removal is a
-    # tombstone), the reconciler reads account ids from the keys-only index and nothing else
+    # And nothing the code never calls: no Scan anywhere, no DeleteItem on the activities (a removal
+    # is a tombstone, a purge deletes in batches), the reconciler reads account ids from the sparse
+    # index and nothing else
     everything = {g for fn in FUNCTIONS for g in derived[fn]}
-    assert not {g for g in everything if g.action in ("dynamodb:Scan", "dynamodb:DeleteItem")
-                and g.resource != "IdempotencyTable"}
+    assert not {g for g in everything if g.action == "dynamodb:Scan"}
+    assert Grant("dynamodb:DeleteItem", "ActivitiesTable") not in everything
     assert {g for g in derived["ReconcileFunction"] if g.action.startswith("dynamodb:")} == {
-        Grant("dynamodb:Query", "SyncStateTable/index/AccountsByShard")}
+        Grant("dynamodb:Query", "SyncStateTable/index/Lookups")}
     assert {g for g in derived["ReceiverFunction"] if not g.action.startswith(("logs:", "xray:"))} == {
         Grant("sqs:SendMessage", "EventsQueue"),
         Grant("secretsmanager:GetSecretValue", "WebhookSecret|ExistingWebhookSecretArn")}
@@ -129,8 +130,7 @@ def test_the_derivation_reads_the_calls_from_the_code() -> None:
 
 def test_a_resource_key_is_what_the_statement_names() -> None:
     assert resource_key({"Fn::GetAtt": ["ActivitiesTable", "Arn"]}) == "ActivitiesTable"
-    assert resource_key({"Fn::Sub": "${SyncStateTable.Arn}/index/AccountsByShard"}) == \
-        "SyncStateTable/index/AccountsByShard"
+    assert resource_key({"Fn::Sub": "${SyncStateTable.Arn}/index/Lookups"}) == "SyncStateTable/index/Lookups"
     assert resource_key({"Fn::If": ["CreateWebhookSecret", {"Ref": "WebhookSecret"},
                                     {"Ref": "ExistingWebhookSecretArn"}]}) == "WebhookSecret|ExistingWebhookSecretArn"
     assert resource_key("*") == "*"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -189,3 +190,15 @@ def test_counters_count_every_attempt() -> None:
         argyle.get_activity("x")
 
     assert (argyle.calls, argyle.retries, len(sleeps)) == (2, 1, 1)
+
+
+def test_get_account_asks_our_host_for_one_quoted_id_and_refuses_a_body_that_is_not_an_object() -> None:
+    account = {"id": "acc/1", "connection": {"status": "error", "error_code": "auth_required"}, "score": 1.5}
+    argyle, pool, _ = client(FakeResponse(200, json.dumps(account).encode()), FakeResponse(200, b"[]"))
+
+    fetched = argyle.get_account("acc/1")
+
+    assert pool.requests[0][:2] == ("GET", f"{BASE}/accounts/acc%2F1")
+    assert fetched == {**account, "score": Decimal("1.5")}  # numbers as Decimal, like every answer
+    with pytest.raises(UnexpectedResponse, match="account response is not a JSON object"):
+        argyle.get_account("acc-2")
