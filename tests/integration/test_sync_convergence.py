@@ -21,6 +21,7 @@ brings it back (out of order) at the end.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -284,7 +285,9 @@ def test_identical_bodies_delivered_again_after_processing_leave_the_copy_exact(
         sandbox.periodic_scan(account, add=change.add, update_ids=tracked, remove_ids=removing)
         seen, already_waiting = set(deliveries.delivered), len(deliveries.waiting)
         deliveries.collect()
-        repeats += sum(body in seen for body in deliveries.waiting[already_waiting:])
+        # (each scan's accounts.updated repeats too: only the updates count here)
+        repeats += sum(body in seen for body in deliveries.waiting[already_waiting:]
+                       if json.loads(body)["event"] == "activities.updated")
         deliveries.waiting.extend(rng.sample(deliveries.delivered, min(change.earlier_copies,
                                                                        len(deliveries.delivered))))
         deliveries.deliver(1.0)
