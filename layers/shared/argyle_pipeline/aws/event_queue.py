@@ -150,3 +150,16 @@ class EventQueue:
         except _BOTO_ERRORS as exc:
             raise QueueUnavailable(type(exc).__name__) from exc
         return str(response["MessageId"])
+
+    def retry_later(self, delays: list[tuple[str, int]]) -> dict[str, str]:
+        """Make each received message (by receipt handle) visible again after its delay in seconds.
+        Returns the receipt handles SQS did not take, each with the error's name: those messages
+        keep the queue's visibility timeout, so they still come back, only later."""
+        refused: dict[str, str] = {}
+        for handle, seconds in delays:  # at most a batch (10): one call each, sqs:ChangeMessageVisibility
+            try:
+                self._client.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=handle,
+                                                       VisibilityTimeout=seconds)
+            except _BOTO_ERRORS as exc:
+                refused[handle] = type(exc).__name__
+        return refused
