@@ -15,6 +15,10 @@ from typing import Any, cast
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.exceptions import (
+    SQSFifoCircuitBreakerError,
+    SQSFifoMessageGroupCircuitBreakerError,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -45,6 +49,7 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # A batch whose every record failed is answered like a partial failure instead of raised, so each
 # record still gets its retry delay (a raised batch would wait out the queue's 90-minute timeout).
 processor.raise_on_entire_batch_failure = False
+_SKIPPED_BEHIND_FAILURE = (SQSFifoCircuitBreakerError, SQSFifoMessageGroupCircuitBreakerError)
 _PER_RECORD_KEYS = ["correlation_id", "message_id", "group_id", "event_name", "dedupe_key"]
 
 
@@ -197,15 +202,21 @@ def _delay_failed_records() -> None:
     delays: list[tuple[str, int]] = []
     for failed, (_, exc, _) in zip(processor.fail_messages, processor.exceptions, strict=True):
         record = cast(SQSRecord, failed)  # an SQS processor without a model holds SQSRecords
-        redelivery = rt.retry_schedule.after_failure(int(record.attributes.approximate_receive_count or 1))
         event = record.message_attributes["event"]  # None when absent
         correlation = record.message_attributes["correlation_id"]
         fields: dict[str, Any] = {
             "message_id": record.message_id, "group_id": record.attributes.message_group_id,
             "event_name": event.string_value if event else None,
-            "correlation_id": correlation.string_value if correlation else None,
-            "attempt": redelivery.attempt, "max_attempts": redelivery.max_attempts,
-            "error": type(exc).__name__, "reason": str(exc)[:300]}
+            "correlation_id": correlation.string_value if correlation else None}
+        if isinstance(exc, _SKIPPED_BEHIND_FAILURE):
+            # Not attempted. Visible at once, it still waits: SQS hands out nothing of a FIFO group
+            # while the failed record ahead of it is in flight, and then hands out both in order.
+            logger.info("record skipped: an earlier record of its group failed, it follows that one", **fields)
+            delays.append((record.receipt_handle, 0))
+            continue
+        redelivery = rt.retry_schedule.after_failure(int(record.attributes.approximate_receive_count or 1))
+        fields.update(attempt=redelivery.attempt, max_attempts=redelivery.max_attempts, error=type(exc).__name__,
+                      reason=str(exc)[:300])
         if redelivery.last_attempt:
             logger.error("record failed its last attempt: SQS moves it to the DLQ", **fields)
         else:
