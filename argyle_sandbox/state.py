@@ -136,7 +136,8 @@ class SandboxState:
                 self.users[user_id] = user
             return user
 
-    def create_account(self, user: User, employer: str | None = None) -> Account:
+    def create_account(self, user: User, employer: str | None = None, account_id: str | None = None) -> Account:
+        """`account_id`: a given id (an event sample's) instead of a generated one."""
         with self.lock:
             choices = [e for e in EMPLOYERS if employer is None or e[0] == employer or e[1] == employer]
             if not choices:
@@ -144,7 +145,7 @@ class SandboxState:
                 raise ValueError(f"unknown employer {employer!r}; known: {known}")
             name, link_item, kind, services = self._rng.choice(choices)
             account = Account(
-                id=new_uuid(self._rng),
+                id=account_id or new_uuid(self._rng),
                 user=user.id,
                 employer=name,
                 link_item=link_item,
