@@ -4,7 +4,7 @@ Starts the local stack and the Argyle sandbox, subscribes the stack with the sub
 connects users with several accounts and thousands of activities, runs periodic scans that add,
 update and remove activities, with the sandbox misbehaving (429s, 500s, duplicate and
 out-of-order deliveries), sends a forged webhook, then compares DynamoDB with the sandbox's truth.
-Exits 0 only if the copy is exact.
+Each step is announced as it starts. Exits 0 only if the copy is exact.
 
 `python -m local_stack.demo --samples` instead runs the receiver on every sample in events/.
 """
@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # users x accounts, and activities per account: thousands in all, a few seconds each to sync
 DEMO_ACCOUNTS = [[900, 400], [700, 300, 200], [500]]
 SCANS = 2
+# A failed record's retry delays here; deployed: 30 s, 2 min, 8 min, 30 min (RETRY_DELAYS_SECONDS).
+DEMO_RETRY_DELAYS = (1, 2, 4, 8)
 
 
 def receiver_samples() -> int:
@@ -120,10 +122,12 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
         try:
             with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET) as sb:
                 config = StackConfig(argyle_api_url=sb.base_url, argyle_api_key_id=SANDBOX_API_KEY_ID,
-                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET)
+                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, retry_delays=DEMO_RETRY_DELAYS)
+                say(f"Argyle sandbox up: {sb.base_url}; starting the local stack (moto, receiver, sync)...")
                 with LocalStack(config) as stack:
                     say(f"local stack up: webhook URL {stack.webhook_url}, AWS endpoint {stack.aws_endpoint}")
-                    say(f"Argyle sandbox up: {sb.base_url}")
+                    say("a failed record is retried after " + ", ".join(f"{d} s" for d in DEMO_RETRY_DELAYS)
+                        + " here (deployed: 30 s, 2 min, 8 min, 30 min), then goes to the DLQ")
                     subscribe_stack(stack, sb)
                     say("subscribed the stack to the sandbox with `argyle-webhooks subscribe-stack` "
                         "(new random secret stored in the stack's secret)")
@@ -150,19 +154,27 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     unsigned = post(stack.webhook_url, body, {})
                     say(f"forged webhook answered {forged}, unsigned webhook answered {unsigned}")
                     wait(sb, stack, say, "final drain")
+                    say(f"comparing DynamoDB with the sandbox's truth, account by account ({len(accounts)} of them)...")
                     stored, expected, problems = compare(stack, sb, accounts)
+                    say(f"comparison: {stored} activities stored, {expected} in Argyle, "
+                        + ("every account exact" if not problems else f"{len(problems)} account(s) differ"))
                     counters = stack.counters
+                    stats = stack.poller.stats if stack.poller else None
+                    processed = stats.records - stats.failed_records if stats else 0
+                    explanation = duplicates_explained(counters.accepted, len(counters.accepted_keys), processed,
+                                                       stats.failed_records if stats else 0)
                     elapsed = time.monotonic() - started
                     rows = [
                         ("events accepted (202)", counters.accepted),
+                        ("distinct webhooks among them", len(counters.accepted_keys)),
                         ("events rejected", ", ".join(f"{n}x {s}" for s, n in sorted(counters.rejected.items())) or 0),
                         ("accounts", len(accounts)),
                         ("activities in Argyle (truth)", expected),
                         ("activities stored in DynamoDB", stored),
                         ("Argyle API calls (incl. faulted)", sb.faults.requests_seen),
                         ("AWS calls (moto server)", stack.aws_calls),
-                        ("sync batches / records", f"{stack.poller.stats.batches} / {stack.poller.stats.records}"
-                         if stack.poller else "-"),
+                        ("sync batches / records processed", f"{stats.batches} / {processed}" if stats else "-"),
+                        ("failed attempts (retried)", stats.failed_records if stats else "-"),
                         ("time", f"{elapsed:.1f} s"),
                         ("copy exact", "yes" if not problems and forged == 401 and unsigned == 401 else "NO"),
                     ]
@@ -174,10 +186,25 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     for name, value in rows:
         print(f"| {name:<{width}} | {value!s:<24} |")
     print("+-" + "-" * width + "-+-" + "-" * 24 + "-+")
+    print(explanation)
     for problem in problems:
         print("MISMATCH", problem)
     print(f"function logs: {log_path.relative_to(ROOT)}")
     return 0 if not problems and forged == 401 and unsigned == 401 else 1
+
+
+def duplicates_explained(accepted: int, distinct: int, processed: int, failed: int) -> str:
+    """Why the receiver accepted more webhooks than the sync processed records."""
+    dropped = accepted - distinct
+    text = (f"Why {accepted} accepted webhooks became {processed} processed records: the sandbox delivers every "
+            f"webhook twice, the receiver accepts both copies (202), and the FIFO queue keeps one per deduplication "
+            f"id within 5 minutes, so it dropped {dropped} duplicate deliveries of {distinct} distinct webhooks.")
+    if processed > distinct:
+        text += (f" The {processed - distinct} records beyond those are copies that came later than 5 minutes, "
+                 "which the sync's idempotency table recognised, or continuations of long listings.")
+    if failed:
+        text += f" {failed} attempts failed (Argyle's faults) and were retried; they are not counted as processed."
+    return text
 
 
 def wait(sandbox: Any, stack: Any, say: Any, what: str) -> None:
