@@ -208,6 +208,7 @@ def duplicates_explained(accepted: int, distinct: int, processed: int, failed: i
 
 
 def wait(sandbox: Any, stack: Any, say: Any, what: str) -> None:
+    say(f"{what}: waiting for the sandbox's deliveries and the sync...")
     sandbox.wait_for_deliveries(timeout=120)
     if not stack.wait_until_drained(timeout=300):
         raise SystemExit(f"the queue did not drain during {what}")
