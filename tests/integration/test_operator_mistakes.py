@@ -183,3 +183,10 @@ def test_make_dev_with_a_setting_that_is_not_a_number() -> None:
     answer = run(DEV, env={"SYNC_WORKERS": "two"}, timeout=30)
     assert answer.code == 2
     assert answer.line == "make dev: error: SYNC_WORKERS='two' is not a whole number: fix or unset it"
+
+
+def test_make_sandbox_with_its_port_taken(taken_port: int) -> None:
+    answer = run([sys.executable, "-m", "argyle_sandbox", "--port", str(taken_port)], timeout=30)
+    assert answer.code == 3
+    assert answer.line == (f"argyle-sandbox: error: cannot listen on 127.0.0.1:{taken_port} (Address already in "
+                           "use): stop what holds it, or choose another --port")
