@@ -2,9 +2,10 @@
 do, with a documented exit code, never a traceback: `run_command` wraps each CLI's command, so a
 new subcommand is covered without code of its own.
 
-Exit codes shared by the operator tools (docs/runbook.md): 0 done, 1 not found (or not all done),
-2 usage (a missing or wrong option, no region), 6 AWS (no credentials, unreachable endpoint, a
-stack, table or queue that does not exist, access denied). argyle-webhooks adds 3-5 for Argyle.
+Exit codes shared by the operator tools (docs/runbook.md): 0 done, 1 not found (or not all done;
+argyle-webhooks: an Argyle API error), 2 usage (a missing or wrong option, no region), 3 Argyle
+says not found, 4 Argyle rejected the API keys, 5 Argyle unavailable, 6 AWS (no credentials,
+unreachable endpoint, a stack, table or queue that does not exist, access denied).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_AWS = 0, 1, 2, 6
+EXIT_ARGYLE_ERROR, EXIT_ARGYLE_NOT_FOUND, EXIT_ARGYLE_AUTH, EXIT_ARGYLE_UNAVAILABLE = 1, 3, 4, 5
 
 _BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
                     "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature"}
@@ -90,10 +92,26 @@ def explain_aws_error(exc: BaseException, *, region: str | None = None, endpoint
     return OperatorError(f"AWS call failed{where}: {exc}", EXIT_AWS)
 
 
+def explain_argyle_error(exc: BaseException) -> OperatorError | None:
+    """Argyle's API error as one line and its code; None for anything else."""
+    from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleError, ArgyleNotFound, ArgyleUnavailable
+
+    if isinstance(exc, ArgyleNotFound):
+        return OperatorError(str(exc), EXIT_ARGYLE_NOT_FOUND)
+    if isinstance(exc, ArgyleAuthError):
+        return OperatorError(str(exc), EXIT_ARGYLE_AUTH)
+    if isinstance(exc, ArgyleUnavailable):
+        return OperatorError(f"{exc} (try again later)", EXIT_ARGYLE_UNAVAILABLE)
+    if isinstance(exc, ArgyleError):
+        return OperatorError(str(exc), EXIT_ARGYLE_ERROR)
+    return None
+
+
 def run_command(prog: str, command: Callable[[], int], *, err: TextIO | None = None,
                 region: Callable[[], str | None] = lambda: None, endpoint_url: str | None = None,
                 names: Mapping[str, str] | None = None) -> int:
-    """Run one CLI command; an OperatorError or any AWS error becomes `prog: error: ...` and its code."""
+    """Run one CLI command; an OperatorError, an Argyle API error or any AWS error becomes
+    `prog: error: ...` and its code."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -103,10 +121,14 @@ def run_command(prog: str, command: Callable[[], int], *, err: TextIO | None = N
     except (BotoCoreError, ClientError) as exc:
         failure = explain_aws_error(exc, region=_safe(region), endpoint_url=endpoint_url, names=names)
     except Exception as exc:
+        argyle = explain_argyle_error(exc)
+        if argyle is not None:
+            failure = argyle
         # The project's own wrappers (QueueUnavailable...) keep AWS's error as their cause.
-        if not isinstance(exc.__cause__, BotoCoreError | ClientError):
+        elif isinstance(exc.__cause__, BotoCoreError | ClientError):
+            failure = explain_aws_error(exc.__cause__, region=_safe(region), endpoint_url=endpoint_url, names=names)
+        else:
             raise
-        failure = explain_aws_error(exc.__cause__, region=_safe(region), endpoint_url=endpoint_url, names=names)
     print(f"{prog}: error: {failure}", file=err or sys.stderr)
     return failure.code
 

@@ -28,16 +28,21 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from argyle_ops.operator_errors import OperatorError, configured_region, explain_aws_error, run_command
+from argyle_ops.operator_errors import (
+    EXIT_ARGYLE_AUTH,
+    EXIT_ARGYLE_ERROR,
+    EXIT_ARGYLE_NOT_FOUND,
+    EXIT_ARGYLE_UNAVAILABLE,
+    OperatorError,
+    configured_region,
+    explain_aws_error,
+    run_command,
+)
 from argyle_ops.stack_outputs import boto3_client
 from argyle_ops.stack_outputs import stack_outputs as read_stack_outputs
 from argyle_pipeline.argyle.client import (
     DEFAULT_BASE_URL,
-    ArgyleAuthError,
     ArgyleClient,
-    ArgyleError,
-    ArgyleNotFound,
-    ArgyleUnavailable,
     WebhookSubscription,
 )
 from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
@@ -48,12 +53,13 @@ from argyle_pipeline.aws.secret_values import (
     rotated_webhook_secret_value,
 )
 
+# The operator tools' shared codes (argyle_ops/operator_errors.py), under this CLI's names.
 EXIT_OK = 0
-EXIT_API_ERROR = 1
+EXIT_API_ERROR = EXIT_ARGYLE_ERROR
 EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_AUTH = 4
-EXIT_UNAVAILABLE = 5
+EXIT_NOT_FOUND = EXIT_ARGYLE_NOT_FOUND
+EXIT_AUTH = EXIT_ARGYLE_AUTH
+EXIT_UNAVAILABLE = EXIT_ARGYLE_UNAVAILABLE
 EXIT_AWS = 6
 
 PROG = "argyle-webhooks"
@@ -387,19 +393,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
 
     def command() -> int:
-        """The command, its Argyle and usage errors as OperatorErrors; run_command adds AWS's."""
+        """The command, its usage errors as OperatorErrors; run_command adds Argyle's and AWS's."""
         try:
             return run(args, out)
         except UsageError as exc:
             raise OperatorError(str(exc), EXIT_USAGE) from None
-        except ArgyleNotFound as exc:
-            raise OperatorError(str(exc), EXIT_NOT_FOUND) from None
-        except ArgyleAuthError as exc:
-            raise OperatorError(str(exc), EXIT_AUTH) from None
-        except ArgyleUnavailable as exc:
-            raise OperatorError(f"{exc} (try again later)", EXIT_UNAVAILABLE) from None
-        except ArgyleError as exc:
-            raise OperatorError(str(exc), EXIT_API_ERROR) from None
         except AwsError as exc:
             raise OperatorError(str(exc), EXIT_AWS) from None
 
