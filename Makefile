@@ -22,12 +22,15 @@ EVENT ?= events/activities_fully_synced.json
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
+# An existing .venv keeps its Python (`make clean venv PYTHON=...` makes it again with another).
 $(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make: $(PYTHON) is \
-	not Python 3.11 or newer ($$($(PYTHON) --version 2>&1)): name one, e.g. make venv PYTHON=python3.12" >&2; exit 1; }
-	@echo "creating $(VENV) with $$($(PYTHON) -c 'import sys; print(sys.executable)') \
-	(Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'))"
-	$(PYTHON) -m venv $(VENV)
+	@if [ ! -x $(PY) ]; then \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "make: $(PYTHON) is \
+	not Python 3.11 or newer ($$($(PYTHON) --version 2>&1)): name one, e.g. make venv PYTHON=python3.12" >&2; exit 1; }; \
+	  echo "creating $(VENV) with $$($(PYTHON) -c 'import sys; print(sys.executable)') \
+	(Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'))"; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .

@@ -10,6 +10,8 @@
       event DEDUPE_KEY [--body] an archived webhook (with --body, its exact bytes, for replay)
       replay DEDUPE_KEY        queue an archived webhook again (processed even if seen before)
       resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
+      reconcile ACCOUNT | --all [--scope recent|full|counts]
+                               queue a reconcile (compare with Argyle, repair the drift) now
 
 Table names: the flags, else ACTIVITIES_TABLE / SYNC_STATE_TABLE, else the stack's outputs; the
 queue (replay, resync): --queue-url, else EVENTS_QUEUE_URL, else the stack's EventsQueueUrl.
@@ -36,7 +38,8 @@ from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.receiving.webhook_intake import message_group
-from argyle_pipeline.sync.messages import RESYNC_EVENT, ResyncRequest
+from argyle_pipeline.sync.messages import RESYNC_EVENT, ReconcileJob, ResyncRequest
+from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 
 PROG = "argyle-synced"
 NOT_FOUND, USAGE = EXIT_NOT_FOUND, EXIT_USAGE
@@ -85,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     resync.add_argument("--user", help="the account's user id (default: the one in its sync state)")
     resync.add_argument("--force", action="store_true",
                         help="queue it even though the sync has no state for the account (all its webhooks missed)")
+    reconcile = commands.add_parser("reconcile", help="compare accounts with Argyle now and repair what differs")
+    reconcile.add_argument("account", nargs="?")
+    reconcile.add_argument("--all", action="store_true", help="every account with a sync state")
+    reconcile.add_argument("--scope", choices=["recent", "full", "counts"], default="recent",
+                           help="recent (default): re-list the recent days, then compare counts; full: re-list "
+                                "everything; counts: compare counts only")
     return parser
 
 
@@ -128,6 +137,27 @@ def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncS
     message_id = queue.send(queued)
     return 0, {"queued": "resync", "account": account, "request_id": request.request_id,
                "message_id": message_id}
+
+
+def queue_reconcile(state: SyncStateStore, queue: EventQueue, account: str | None, every: bool,
+                    scope: str) -> tuple[int, Any]:
+    """Queue a reconcile of one account (it must have a sync state) or of every account."""
+    if every == bool(account):
+        return USAGE, {"error": "give an ACCOUNT or --all (not both)"}
+    if account:
+        found = state.account_state(account)
+        if found is None:
+            return NOT_FOUND, {"error": f"the sync has never seen account {account}: check the id "
+                                        "(`argyle-synced accounts` lists the known ones)"}
+        accounts = [(account, found.get("user_id"))]
+    else:
+        accounts = [(a, None) for a in state.account_ids()]
+    request_id = uuid.uuid4().hex
+    now_ms = int(time.time() * 1000)
+    jobs = [ReconcileJob(account=a, user=u, request_id=request_id, scope=scope)
+            for a, u in accounts]
+    queue.send_many([reconcile_message(job, f"reconcile-{request_id}", now_ms) for job in jobs])
+    return 0, {"queued": "reconcile", "scope": scope, "accounts": len(jobs), "request_id": request_id}
 
 
 def _take(rows: Iterable[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
@@ -198,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
     """Every subcommand runs here, inside run_command: any AWS error is one line and exit code 6."""
-    needs_queue = args.command in ("replay", "resync")
+    needs_queue = args.command in ("replay", "resync", "reconcile")
     if args.stack_name and not (args.activities_table and args.sync_state_table
                                 and (args.queue_url or not needs_queue)):
         names["stack"] = repr(args.stack_name)
@@ -219,8 +249,12 @@ def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
     state = SyncStateStore(args.sync_state_table, dynamodb)
     if needs_queue:
         queue = EventQueue(args.queue_url, boto3_client("sqs", region=args.region, endpoint_url=args.endpoint_url))
-        code, value = (queue_replay(state, queue, args.dedupe_key) if args.command == "replay"
-                       else queue_resync(queue, args.account, args.user, state, args.force))
+        if args.command == "replay":
+            code, value = queue_replay(state, queue, args.dedupe_key)
+        elif args.command == "reconcile":
+            code, value = queue_reconcile(state, queue, args.account, args.all, args.scope)
+        else:
+            code, value = queue_resync(queue, args.account, args.user, state, args.force)
     else:
         code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
     if code != 0:

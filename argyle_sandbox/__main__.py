@@ -1,7 +1,7 @@
 """`python -m argyle_sandbox` (or `make sandbox ARGS="..."`): run the Argyle sandbox on loopback.
 
     python -m argyle_sandbox --port 8010 --seed 7 --accounts 2 --activities 500 \
-        --subscribe http://127.0.0.1:3000/webhooks/argyle --secret s3cret
+        --subscribe http://127.0.0.1:3000/webhooks/argyle --secret s3cret --pagination keyset
 
 Prints the base URL to use as ARGYLE_API_URL, then serves until Ctrl-C. Scenarios and faults are
 driven over HTTP at /_sandbox/... (see docs/argyle-api.md).
@@ -14,6 +14,7 @@ import contextlib
 import json
 import sys
 
+from argyle_sandbox.pagination import PAGINATION_MODES
 from argyle_sandbox.server import SandboxServer
 
 
@@ -27,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accounts", type=int, default=0, help="accounts to connect at start (default 0)")
     parser.add_argument("--activities", type=int, default=200, help="activities per account at start")
     parser.add_argument("--years", type=float, default=3.0, help="years the start dates spread over")
+    parser.add_argument(
+        "--pagination",
+        choices=PAGINATION_MODES,
+        default="offset",
+        help="how GET /v1/activities pages: offset (DRF limit/offset, the default) or keyset (a stable cursor)",
+    )
     parser.add_argument("--subscribe", metavar="URL", help="subscribe URL to every event before connecting")
     parser.add_argument("--secret", help="signing secret of --subscribe's subscription")
     parser.add_argument(
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key_secret=args.api_key_secret,
         host=args.host,
         port=args.port,
+        pagination=args.pagination,
         verbose=args.verbose,
     )
     try:

@@ -1,7 +1,8 @@
 """Webhook delivery: an outbox drained by one background thread, so scenario steps return at once.
 
 Like Argyle, a delivery that gets no 2xx (or no answer) is retried, here a bounded number of
-times with exponential backoff; what happened to each delivery is kept in `log` for tests.
+times with exponential backoff; what happened to each delivery is kept in `log` for tests,
+including the ones a fault made the sandbox forget (never sent, status "dropped").
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ class Delivery:
     outcomes: list[int | str] = field(default_factory=list)  # HTTP status or error name, per attempt
     delivered: bool = False
     gave_up: bool = False
+    dropped: bool = False  # forgotten by a fault: never sent, as webhooks Argyle never sends
+
+    @property
+    def status(self) -> str:
+        """dropped (never sent), delivered (a 2xx), gave_up (attempts exhausted) or pending."""
+        if self.dropped:
+            return "dropped"
+        if self.delivered:
+            return "delivered"
+        return "gave_up" if self.gave_up else "pending"
 
 
 class Outbox:
@@ -58,11 +69,13 @@ class Outbox:
         self._pool.clear()
 
     def put(self, deliveries: list[Delivery]) -> None:
+        """Log every delivery in order; send all but the dropped ones (logged so tests see them)."""
         with self._cond:
             now = time.monotonic()
             for delivery in deliveries:
                 self.log.append(delivery)
-                heapq.heappush(self._queue, (now, next(self._order), delivery))
+                if not delivery.dropped:
+                    heapq.heappush(self._queue, (now, next(self._order), delivery))
             self._cond.notify_all()
 
     @property

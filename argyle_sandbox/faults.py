@@ -8,7 +8,16 @@ API faults apply to /v1 routes only, counted per request in arrival order:
 - delay_seconds: every answer waits this long first (slow answers, client read timeouts).
 - foreign_next_host: `next` links name this origin (e.g. "http://127.0.0.1:9999") instead of ours.
 - bare_webhook_list: GET /v1/webhooks answers a bare JSON array, like the docs' example.
+A scan during a listing (what Argyle's periodic scans do to a long listing):
+- page_shift_remove / page_shift_add: before answering an activities page that continues a
+  listing (offset > 0, or a cursor), remove / add this many of the account's activities that
+  sort before the requested page, and send the webhooks Argyle would.
+- page_shift_times: how many such page requests still shift (each one counts down; 0 = off).
+- page_shift_account: only listings of this account shift (None = any account's).
 Delivery faults apply to webhooks the scenario sends:
+- drop_next_deliveries: the next N deliveries are never sent (recorded as dropped).
+- drop_every_delivery: every Nth delivery is never sent (0 = never), counted from when set.
+- drop_events: the two above count and drop only these events (None = every event).
 - duplicate_deliveries: each webhook is delivered 1 + N times.
 - reorder_deliveries: the webhooks of one scenario step are delivered in reverse order.
 """
@@ -17,7 +26,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
+
+_DROP_FIELDS = frozenset({"drop_next_deliveries", "drop_every_delivery", "drop_events"})
 
 
 @dataclass
@@ -31,9 +45,17 @@ class Faults:
     delay_seconds: float = 0.0
     foreign_next_host: str | None = None
     bare_webhook_list: bool = False
+    page_shift_remove: int = 0
+    page_shift_add: int = 0
+    page_shift_times: int = 0
+    page_shift_account: str | None = None
+    drop_next_deliveries: int = 0
+    drop_every_delivery: int = 0
+    drop_events: list[str] | None = None
     duplicate_deliveries: int = 0
     reorder_deliveries: bool = False
     requests_seen: int = 0  # /v1 requests counted so far (read-only in spirit)
+    _drop_counted: int = field(default=0, repr=False, compare=False)  # deliveries drop_events matched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def decide(self) -> int | None:
@@ -53,15 +75,48 @@ class Faults:
                 return self.fail_status
             return None
 
+    def take_page_shift(self, account_id: str) -> tuple[int, int] | None:
+        """For a page request continuing a listing of `account_id`: (remove, add) when the scan
+        fault fires on it (counting one of page_shift_times down), else None."""
+        with self._lock:
+            if self.page_shift_times <= 0 or not (self.page_shift_remove or self.page_shift_add):
+                return None
+            if self.page_shift_account is not None and self.page_shift_account != account_id:
+                return None
+            self.page_shift_times -= 1
+            return self.page_shift_remove, self.page_shift_add
+
+    def drops(self, event: str) -> bool:
+        """Count one delivery of `event`; True when it is to be forgotten, never sent."""
+        with self._lock:
+            if self.drop_events is not None and event not in self.drop_events:
+                return False
+            self._drop_counted += 1
+            if self.drop_next_deliveries > 0:
+                self.drop_next_deliveries -= 1
+                return True
+            return bool(self.drop_every_delivery) and self._drop_counted % self.drop_every_delivery == 0
+
     def update(self, changes: dict[str, Any]) -> None:
-        """Set fields by name (unknown names are an error, so a typo is not silently ignored)."""
-        known = {f.name: f for f in fields(self) if not f.name.startswith("_")}
-        unknown = sorted(set(changes) - set(known))
+        """Set fields by name. Unknown names, wrong types and negative counts are errors, raised
+        before anything changes, so a typo is not silently ignored."""
+        hints = _field_types()
+        unknown = sorted(set(changes) - set(hints))
         if unknown:
-            raise ValueError(f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(sorted(hints))}")
+        for name, value in changes.items():
+            try:
+                TypeAdapter(hints[name]).validate_python(value, strict=True)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                raise ValueError(f"fault {name}: {reason} (got {value!r})") from None
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"fault {name}: must be 0 or more (got {value!r})")
         with self._lock:
             for name, value in changes.items():
                 setattr(self, name, value)
+            if _DROP_FIELDS & set(changes):
+                self._drop_counted = 0
 
     def reset(self) -> None:
         fresh = Faults()
@@ -69,6 +124,14 @@ class Faults:
             for f in fields(self):
                 if not f.name.startswith("_") and f.name != "requests_seen":
                     setattr(self, f.name, getattr(fresh, f.name))
+            self._drop_counted = 0
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+@cache
+def _field_types() -> dict[str, Any]:
+    """The public fields' types, as pydantic validates them."""
+    hints = get_type_hints(Faults)
+    return {f.name: hints[f.name] for f in fields(Faults) if not f.name.startswith("_")}

@@ -1,8 +1,8 @@
 """The sandbox's HTTP routes: Argyle's v1 API (activities, webhooks) and a /_sandbox control plane.
 
-Errors follow Django REST framework, which Argyle's v1 API answers with: `{"detail": "..."}` for
-auth and 404, `{"field": ["message"]}` for validation. Every /v1 route needs HTTP Basic auth;
-the /_sandbox control plane (scenarios, faults, truth) needs none: it listens on loopback.
+Errors follow Django REST framework, which Argyle's v1 API answers with (see api_errors.py);
+lists page as pagination.py says. Every /v1 route needs HTTP Basic auth; the /_sandbox control
+plane (scenarios, faults, settings, truth) needs none: it listens on loopback.
 """
 
 from __future__ import annotations
@@ -17,60 +17,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from pydantic import ValidationError
+
 from argyle_pipeline.timestamps import parse_timestamp
-from argyle_sandbox.state import SortKey, StartRange
+from argyle_sandbox.api_errors import ApiError, field_error
+from argyle_sandbox.pagination import decode_cursor, encode_cursor, offset_links, parse_limit, parse_offset
+from argyle_sandbox.state import StartRange
 from argyle_sandbox.synthetic import render
 
 if TYPE_CHECKING:
     from argyle_sandbox.server import SandboxServer
 
-DEFAULT_LIMIT = 10
-MAX_LIMIT = 200
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
-def field_error(name: str, message: str) -> ApiError:
-    return ApiError(400, {name: [message]})
-
-
-# --- cursors and filters --------------------------------------------------------------------------
-
-
-def encode_cursor(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> SortKey:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value = json.loads(raw)
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and isinstance(value[1], str):
-            return value[0], value[1]
-    except (binascii.Error, ValueError):
-        pass
-    raise field_error("cursor", "Invalid cursor.")
-
-
-def _limit(query: dict[str, str]) -> int:
-    text = query.get("limit")
-    if text is None or text == "":
-        return DEFAULT_LIMIT
-    try:
-        limit = int(text)
-    except ValueError:
-        raise field_error("limit", "A valid integer is required.") from None
-    if limit < 1:
-        raise field_error("limit", "Ensure this value is greater than or equal to 1.")
-    if limit > MAX_LIMIT:
-        raise field_error("limit", f"Ensure this value is less than or equal to {MAX_LIMIT}.")
-    return limit
+# --- filters --------------------------------------------------------------------------------------
 
 
 def _instant(query: dict[str, str], name: str, end_of_day: bool) -> float | None:
@@ -226,6 +185,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
             ("POST", ("_sandbox", "wait")): SandboxHandler.control_wait,
             ("GET", ("_sandbox", "deliveries")): SandboxHandler.control_deliveries,
             ("GET", ("_sandbox", "accounts")): SandboxHandler.control_accounts,
+            ("GET", ("_sandbox", "settings")): SandboxHandler.control_settings,
+            ("POST", ("_sandbox", "settings")): SandboxHandler.control_settings,
+            ("PATCH", ("_sandbox", "settings")): SandboxHandler.control_settings,
+            ("GET", ("_sandbox", "page_shifts")): SandboxHandler.control_page_shifts,
+            ("POST", ("_sandbox", "lying_removal")): SandboxHandler.control_lying_removal,
         }
         route = routes.get((method, shape))
         if route is None:
@@ -241,19 +205,33 @@ class SandboxHandler(BaseHTTPRequestHandler):
     # --- /v1/activities -------------------------------------------------------------------------
 
     def list_activities(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
-        limit = _limit(query)
+        # Every parameter is checked before anything (a fault's scan included) happens.
+        limit = parse_limit(query)
         window = start_range(query)
-        after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         account = query.get("account") or None
-        page = self.sandbox.state.page(account, window, after, limit)
+        sandbox = self.sandbox
+        if sandbox.settings.pagination == "keyset":
+            after = decode_cursor(query["cursor"]) if query.get("cursor") else None
+            if account is not None and after is not None:
+                sandbox.scenario.scan_before_page(account, window, after=after)
+            page = sandbox.state.page(account, window, after, limit)
+            next_link = None
+            if page.next_after is not None:
+                params = {k: v for k, v in query.items() if k != "cursor"}
+                params["limit"] = str(limit)
+                params["cursor"] = encode_cursor(page.next_after)
+                next_link = self._url("/v1/activities", params)
+            previous_link = None
+        else:
+            offset = parse_offset(query)
+            if account is not None and offset > 0:
+                sandbox.scenario.scan_before_page(account, window, offset=offset)
+            page = sandbox.state.offset_page(account, window, offset, limit)
+            next_query, previous_query = offset_links(query, offset, limit, page.count)
+            next_link = None if next_query is None else self._url("/v1/activities", next_query)
+            previous_link = None if previous_query is None else self._url("/v1/activities", previous_query)
         results = [render(acc, rec) for acc, rec in page.items]
-        next_link = None
-        if page.next_after is not None:
-            params = {k: v for k, v in query.items() if k != "cursor"}
-            params["limit"] = str(limit)
-            params["cursor"] = encode_cursor(page.next_after)
-            next_link = self._url("/v1/activities", params)
-        return 200, {"count": page.count, "next": next_link, "previous": None, "results": results}
+        return 200, {"count": page.count, "next": next_link, "previous": previous_link, "results": results}
 
     def get_activity(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
         found = self.sandbox.state.find(segments[2])
@@ -303,16 +281,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return 201, sub.to_json()
 
     def list_webhooks(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
-        limit = _limit(query)
+        limit = parse_limit(query)
         ordering = query.get("ordering") or "created_at"
         if ordering.lstrip("-") not in ("id", "created_at"):
             raise field_error("ordering", f"Select a valid choice. {ordering} is not one of the available choices.")
         first = _instant(query, "from_created_at_date", end_of_day=False)
         last = _instant(query, "to_created_at_date", end_of_day=True)
-        try:
-            offset = int(query.get("offset") or 0)
-        except ValueError:
-            raise field_error("offset", "A valid integer is required.") from None
+        offset = parse_offset(query)
         with self.sandbox.state.lock:
             subs = list(self.sandbox.state.subscriptions.values())
         subs = [
@@ -329,11 +304,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
         results = [s.to_json() for s in window]
         if self.sandbox.faults.bare_webhook_list:
             return 200, results
-        next_link = None
-        if offset + limit < len(subs):
-            params = dict(query, limit=str(limit), offset=str(offset + limit))
-            next_link = self._url("/v1/webhooks", params)
-        return 200, {"count": len(subs), "next": next_link, "previous": None, "results": results}
+        next_query, previous_query = offset_links(query, offset, limit, len(subs))
+        return 200, {
+            "count": len(subs),
+            "next": None if next_query is None else self._url("/v1/webhooks", next_query),
+            "previous": None if previous_query is None else self._url("/v1/webhooks", previous_query),
+            "results": results,
+        }
 
     def get_webhook(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
         sub = self.sandbox.state.subscriptions.get(segments[2])
@@ -359,6 +336,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def control_faults(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
         if self.command != "GET":
             doc = self._doc()
+            if not isinstance(doc, dict):
+                raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
             if doc.pop("reset", False):
                 self.sandbox.faults.reset()
             try:
@@ -410,17 +389,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return 200, {"pending": 0}
 
     def control_deliveries(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        wanted = query.get("status") or None
+        if wanted not in (None, "pending", "delivered", "gave_up", "dropped"):
+            raise field_error("status", f"Select a valid choice. {wanted} is not one of the available choices.")
         return 200, [
             {
                 "event": d.event,
                 "url": d.url,
                 "subscription": d.subscription_id,
+                "status": d.status,
                 "attempts": d.attempts,
                 "outcomes": d.outcomes,
                 "delivered": d.delivered,
                 "gave_up": d.gave_up,
+                "dropped": d.dropped,
+                "body": d.body.decode("utf-8"),
             }
-            for d in list(self.sandbox.outbox.log)
+            for d in self.sandbox.deliveries
+            if wanted is None or d.status == wanted
         ]
 
     def control_accounts(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
@@ -430,3 +416,44 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 {"account": a.id, "user": a.user, "employer": a.employer, "activities": len(a.records)}
                 for a in state.accounts.values()
             ]
+
+    def control_settings(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        sandbox = self.sandbox
+        if self.command != "GET":
+            doc = self._doc()
+            if not isinstance(doc, dict):
+                raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+            try:
+                sandbox.settings = sandbox.settings.updated(doc)
+            except ValidationError as exc:
+                raise ApiError(400, _setting_errors(exc)) from None
+        return 200, sandbox.settings.model_dump()
+
+    def control_page_shifts(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        return 200, [shift.to_json() for shift in self.sandbox.page_shifts]
+
+    def control_lying_removal(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        doc = self._doc()
+        if not isinstance(doc, dict) or not isinstance(doc.get("account"), str):
+            raise field_error("account", "This field is required.")
+        n, ids = doc.get("n", 10), doc.get("ids")
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise field_error("n", "A valid integer is required.")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise field_error("ids", "Expected a list of activity ids.")
+        try:
+            named = self.sandbox.lying_removal(doc["account"], n, ids=ids)
+        except KeyError as exc:
+            raise ApiError(404, {"detail": str(exc)}) from None
+        except ValueError as exc:
+            raise ApiError(400, {"detail": str(exc)}) from None
+        return 200, {"account": doc["account"], "removed_activities": named}
+
+
+def _setting_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """pydantic's errors as DRF's field errors: {"pagination": ["Input should be 'offset' or 'keyset'"]}."""
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "non_field_errors"
+        errors.setdefault(name, []).append(error["msg"])
+    return errors

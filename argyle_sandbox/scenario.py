@@ -9,8 +9,14 @@
   some, and sends `activities.added` / `.updated` / `.removed` with the documented fields.
   `*_from`/`*_to` are the start-date range of the activities concerned, so they can be passed
   straight to the activities filters, as the docs say to.
+- scan_before_page: a periodic scan that lands between two page requests of a listing (the
+  page_shift_* faults): it removes and adds activities that sort before the requested page, so an
+  offset listing skips or repeats live ones, and sends `activities.removed` / `.added`.
+- lying_removal: a validly signed `activities.removed` naming activities that stay live, as a
+  leaked secret or a mistaken event would send.
 
 The data is complete before any webhook leaves (deliveries are asynchronous, through the outbox).
+Every delivery passes the delivery faults (dropped, duplicated, reordered).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from typing import Any
 from argyle_pipeline.receiving.signature import sign
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
-from argyle_sandbox.state import SandboxState, StartRange
-from argyle_sandbox.synthetic import Account, ActivityRecord, iso_micros, iso_seconds
+from argyle_sandbox.pagination import encode_cursor
+from argyle_sandbox.state import SandboxState, SortKey, StartRange
+from argyle_sandbox.synthetic import NULL_START_KEY, Account, ActivityRecord, iso_micros, iso_seconds
 
 DAY = 86_400
 
@@ -34,6 +41,19 @@ class ScanResult:
     added: list[str]
     updated: list[str]
     removed: list[str]
+
+
+@dataclass(frozen=True)
+class PageShift:
+    """What one scan between two page requests did (the page_shift_* faults), for tests."""
+
+    account: str
+    page: dict[str, str]  # the requested page's position: {"offset": "200"} or {"cursor": "..."}
+    removed: list[str]
+    added: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"account": self.account, "page": dict(self.page), "removed": self.removed, "added": self.added}
 
 
 def webhook_body(event: str, name: str, data: dict[str, Any]) -> bytes:
@@ -47,6 +67,7 @@ class Scenario:
         self.state = state
         self.outbox = outbox
         self.faults = faults
+        self.page_shifts: list[PageShift] = []  # every scan the page_shift_* faults caused
 
     # --- scans ----------------------------------------------------------------------------------
 
@@ -110,17 +131,7 @@ class Scenario:
             updated = state.update_activities(account, updating)
             removed = state.remove_activities(account, removing)
             added = state.add_activities(account, add, since + 1, state.now) if add else []
-            deliveries = []
-            for event, records, prefix in (
-                ("activities.added", added, "added"),
-                ("activities.updated", updated, "updated"),
-                ("activities.removed", removed, "removed"),
-            ):
-                if not records:
-                    continue
-                data = self._changed(account, records, prefix)
-                for sub in state.subscribers(event):
-                    deliveries.append(self._delivery(sub.id, event, data))
+            deliveries = self._change_deliveries(account, added=added, updated=updated, removed=removed)
         self._queue(deliveries)
         return ScanResult(
             account=account_id,
@@ -128,6 +139,67 @@ class Scenario:
             updated=[r.id for r in updated],
             removed=[r.id for r in removed],
         )
+
+    def scan_before_page(
+        self, account_id: str, window: StartRange, *, offset: int | None = None, after: SortKey | None = None
+    ) -> PageShift | None:
+        """Called before a page that continues a listing of `account_id` (at `offset`, or after
+        the keyset cursor `after`) is computed: when the page_shift_* faults fire, remove and add
+        activities that sort before that page, as a periodic scan would, and queue the webhooks.
+        Removals are drawn from what the listing has already passed; additions start after the
+        last activity before the page, inside the listing's date range (none when that is empty)."""
+        state = self.state
+        with state.lock:
+            account = state.accounts.get(account_id)
+            if account is None:
+                return None
+            last_before = after if after is not None else state.last_key_before(account, window, offset or 0)
+            if last_before is None:
+                return None  # nothing lies before the page: there is nothing to shift
+            shift = self.faults.take_page_shift(account_id)
+            if shift is None:
+                return None
+            remove, add = shift
+            passed = [key[1] for key in state.keys_through(account, window, last_before)]
+            removed = state.remove_activities(account, state.sample(passed, remove))
+            first, last = self._starts_before(last_before, window)
+            added = state.add_activities(account, add, first, last) if add and first <= last else []
+            deliveries = self._change_deliveries(account, added=added, updated=[], removed=removed)
+            page = {"offset": str(offset)} if after is None else {"cursor": encode_cursor(after)}
+            record = PageShift(account_id, page, [r.id for r in removed], [r.id for r in added])
+            self.page_shifts.append(record)
+        self._queue(deliveries)
+        return record
+
+    def _starts_before(self, key: SortKey, window: StartRange) -> tuple[int, int]:
+        """[first, last] start dates that list before `key` (keys are -start) and inside `window`,
+        no later than now; first > last when there is no room."""
+        now = self.state.now
+        last = now if window.last is None else min(window.last, now)
+        if key[0] != NULL_START_KEY:
+            return -key[0] + 1, last
+        # Every dated activity lists before an undated one.
+        return (window.first if window.first is not None else last - DAY), last
+
+    def lying_removal(self, account_id: str, n: int = 10, *, ids: list[str] | None = None) -> list[str]:
+        """Send a validly signed `activities.removed` naming n activities (or `ids`) of the account
+        that stay live: GET /v1/activities/{id} still answers them. Returns the ids named."""
+        state = self.state
+        with state.lock:
+            account = state.account(account_id)
+            if ids is None:
+                if not 1 <= n <= len(account.records):
+                    live = len(account.records)
+                    raise ValueError(f"n must be between 1 and the account's {live} activities, got {n}")
+                ids = state.pick(account, n)
+            unknown = [i for i in ids if i not in account.records]
+            if unknown or not ids:
+                raise ValueError(f"not activities of account {account_id}: {unknown or 'none given'}")
+            data = self._changed(account, [account.records[i] for i in ids], "removed")
+            subscribers = state.subscribers("activities.removed")
+            deliveries = [self._delivery(sub.id, "activities.removed", data) for sub in subscribers]
+        self._queue(deliveries)
+        return list(ids)
 
     def send_event(self, event: str, data: dict[str, Any]) -> int:
         """Deliver any event (accounts.*, something new) to its subscribers; returns how many."""
@@ -160,6 +232,28 @@ class Scenario:
             "available_to": iso_seconds(-account.keys[lo][0]) if hi > lo else None,
             "available_count": hi - lo,
         }
+
+    def _change_deliveries(
+        self,
+        account: Account,
+        *,
+        added: list[ActivityRecord],
+        updated: list[ActivityRecord],
+        removed: list[ActivityRecord],
+    ) -> list[Delivery]:
+        """`activities.added` / `.updated` / `.removed` to their subscribers, each only when something changed."""
+        deliveries = []
+        for event, records, prefix in (
+            ("activities.added", added, "added"),
+            ("activities.updated", updated, "updated"),
+            ("activities.removed", removed, "removed"),
+        ):
+            if not records:
+                continue
+            data = self._changed(account, records, prefix)
+            for sub in self.state.subscribers(event):
+                deliveries.append(self._delivery(sub.id, event, data))
+        return deliveries
 
     def _changed(self, account: Account, records: list[ActivityRecord], prefix: str) -> dict[str, Any]:
         starts = [r.start for r in records if r.start is not None]
@@ -204,12 +298,15 @@ class Scenario:
         )
 
     def _queue(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            # Argyle never sent a dropped webhook, so it has no duplicates either.
+            delivery.dropped = self.faults.drops(delivery.event)
         copies = max(0, int(self.faults.duplicate_deliveries))
         if copies:
             deliveries = [
-                Delivery(d.subscription_id, d.url, d.event, d.body, d.signature)
+                d if d.dropped else Delivery(d.subscription_id, d.url, d.event, d.body, d.signature)
                 for d in deliveries
-                for _ in range(1 + copies)
+                for _ in range(1 if d.dropped else 1 + copies)
             ]
         if self.faults.reorder_deliveries:
             deliveries = deliveries[::-1]

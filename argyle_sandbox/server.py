@@ -1,6 +1,6 @@
 """SandboxServer: the sandbox as one object, for tests, the local stack and `python -m argyle_sandbox`.
 
-with SandboxServer(seed=1, api_key_id="k", api_key_secret="s") as sb:
+with SandboxServer(seed=1, api_key_id="k", api_key_secret="s", pagination="offset") as sb:
     sb.subscribe("http://127.0.0.1:8080/webhooks/argyle", events=["*"], secret="x")
     user_id, account_id = sb.connect_account(n_activities=1000)
     sb.wait_for_deliveries(10)
@@ -17,7 +17,9 @@ from typing import Any
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.http_api import SandboxHTTPServer
-from argyle_sandbox.scenario import ScanResult, Scenario
+from argyle_sandbox.pagination import PaginationMode
+from argyle_sandbox.scenario import PageShift, ScanResult, Scenario
+from argyle_sandbox.settings import SandboxSettings
 from argyle_sandbox.state import DEFAULT_NOW, SandboxState, Subscription
 from argyle_sandbox.synthetic import iso_seconds
 
@@ -32,6 +34,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         now: datetime = DEFAULT_NOW,
+        pagination: PaginationMode = "offset",
         delivery_attempts: int = 5,
         delivery_backoff: float = 0.2,
         delivery_timeout: float = 5.0,
@@ -43,6 +46,8 @@ class SandboxServer:
         self._requested_port = port
         self.verbose = verbose
         self.state = SandboxState(seed=seed, now=now)
+        # "offset" (DRF's LimitOffsetPagination, as v1's list shape implies) or "keyset"
+        self.settings = SandboxSettings(pagination=pagination)
         self.faults = Faults()
         self.outbox = Outbox(max_attempts=delivery_attempts, backoff=delivery_backoff, timeout=delivery_timeout)
         self.scenario = Scenario(self.state, self.outbox, self.faults)
@@ -138,6 +143,16 @@ class SandboxServer:
     def send_event(self, event: str, data: dict[str, Any]) -> int:
         return self.scenario.send_event(event, data)
 
+    def lying_removal(self, account_id: str, n: int = 10, *, ids: list[str] | None = None) -> list[str]:
+        """Deliver a validly signed `activities.removed` naming n live activities (or `ids`) that
+        stay live at Argyle; returns their ids."""
+        return self.scenario.lying_removal(account_id, n, ids=ids)
+
+    @property
+    def page_shifts(self) -> list[PageShift]:
+        """What every scan between two page requests (the page_shift_* faults) removed and added."""
+        return list(self.scenario.page_shifts)
+
     def truth(self, account_id: str) -> list[dict[str, Any]]:
         """Every activity of the account as GET /v1/activities/{id} returns it, parsed the way the
         project parses Argyle's JSON (numbers as Decimal), in listing order."""
@@ -172,6 +187,7 @@ class SandboxServer:
 
     @property
     def deliveries(self) -> list[Delivery]:
+        """Every delivery in the order it was queued, dropped ones included (see Delivery.status)."""
         return list(self.outbox.log)
 
     def wait_for_deliveries(self, timeout: float = 30.0) -> None:

@@ -1,9 +1,9 @@
 """Everything the sandbox knows: users, accounts and their activities, webhook subscriptions.
 
 Each account keeps its activities' sort keys in one sorted list (newest start first, then id),
-so a page is two bisects and a slice, whatever the account's size, and a keyset cursor (the
-last key served) stays valid when activities are added or removed. One lock guards it all;
-documents are rendered outside it.
+so a page is two bisects and a slice, whatever the account's size: at an offset (a position,
+which shifts when activities before it are added or removed) or after a keyset cursor (the last
+key served, which stays valid). One lock guards it all; documents are rendered outside it.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class Subscription:
 @dataclass
 class PageSlice:
     items: list[tuple[Account, ActivityRecord]]
-    count: int
-    next_after: SortKey | None  # the key to continue after, when there is more
+    count: int  # every activity the listing's filters match, now
+    next_after: SortKey | None = None  # keyset pages: the key to continue after, when there is more
 
 
 @dataclass
@@ -235,14 +235,17 @@ class SandboxState:
             account = self.accounts[account_id]
             return account, account.records[activity_id]
 
+    def _listed(self, account_id: str | None) -> list[Account]:
+        if account_id is None:
+            return list(self.accounts.values())
+        found = self.accounts.get(account_id)
+        return [found] if found is not None else []
+
     def page(self, account_id: str | None, window: StartRange, after: SortKey | None, limit: int) -> PageSlice:
-        """One page in listing order. Without an account, every account's activities are merged."""
+        """One keyset page in listing order: the `limit` keys after `after`. Without an account,
+        every account's activities are merged."""
         with self.lock:
-            if account_id is not None:
-                found = self.accounts.get(account_id)
-                accounts = [found] if found is not None else []
-            else:
-                accounts = list(self.accounts.values())
+            accounts = self._listed(account_id)
             count = 0
             runs = []
             for account in accounts:
@@ -257,6 +260,46 @@ class SandboxState:
             merged = merged[:limit]
             items = [(account, account.records[key[1]]) for key, account in merged]
             return PageSlice(items=items, count=count, next_after=merged[-1][0] if more and merged else None)
+
+    def offset_page(self, account_id: str | None, window: StartRange, offset: int, limit: int) -> PageSlice:
+        """One page at a position, counted in the listing as it is now (as DRF's offset pagination
+        counts it): a change before `offset` since the previous page shifts what this one holds."""
+        with self.lock:
+            accounts = self._listed(account_id)
+            bounds = [window.bounds(account.keys) for account in accounts]
+            count = sum(hi - lo for lo, hi in bounds)
+            if len(accounts) == 1:
+                (account,), ((lo, hi),) = accounts, bounds
+                picked = [(key, account) for key in account.keys[lo + offset : min(hi, lo + offset + limit)]]
+            else:
+                # Merged: only an account's first offset + limit keys in the window can be on the page.
+                runs = [
+                    [(key, account) for key in account.keys[lo : min(hi, lo + offset + limit)]]
+                    for account, (lo, hi) in zip(accounts, bounds, strict=True)
+                ]
+                merged = heapq.merge(*runs, key=lambda pair: pair[0])
+                picked = list(itertools.islice(merged, offset, offset + limit))
+            items = [(account, account.records[key[1]]) for key, account in picked]
+            return PageSlice(items=items, count=count)
+
+    def last_key_before(self, account: Account, window: StartRange, offset: int) -> SortKey | None:
+        """The key listed just before position `offset` (the last one when offset is past the end);
+        None when nothing is listed before it."""
+        with self.lock:
+            lo, hi = window.bounds(account.keys)
+            position = lo + min(offset, hi - lo) - 1
+            return account.keys[position] if position >= lo else None
+
+    def keys_through(self, account: Account, window: StartRange, last: SortKey) -> list[SortKey]:
+        """The account's keys in the window, in order, up to and including `last`."""
+        with self.lock:
+            lo, hi = window.bounds(account.keys)
+            return account.keys[lo : min(hi, bisect_right(account.keys, last))]
+
+    def sample(self, ids: list[str], n: int) -> list[str]:
+        """n distinct ids from `ids` (all when there are fewer), drawn from the seeded generator."""
+        with self.lock:
+            return self._rng.sample(ids, min(n, len(ids)))
 
     def documents(self, account_id: str) -> list[dict[str, Any]]:
         """Every activity of the account as the API renders it, in listing order."""

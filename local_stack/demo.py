@@ -3,8 +3,10 @@
 Starts the local stack and the Argyle sandbox, subscribes the stack with the subscription CLI,
 connects users with several accounts and thousands of activities, runs periodic scans that add,
 update and remove activities, with the sandbox misbehaving (429s, 500s, duplicate and
-out-of-order deliveries), sends a forged webhook, then compares DynamoDB with the sandbox's truth.
-Each step is announced as it starts. Exits 0 only if the copy is exact.
+out-of-order deliveries, accounts changing between the pages of a listing, a webhook Argyle never
+sends, a signed removal of activities Argyle still has), sends a forged webhook, runs a reconcile,
+then compares DynamoDB with the sandbox's truth. Each step is announced as it starts. Exits 0 only
+if the copy is exact.
 
 `python -m local_stack.demo --samples` instead runs the receiver on every sample in events/.
 """
@@ -135,6 +137,9 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                                       "duplicate_deliveries": 1, "reorder_deliveries": True})
                     say("sandbox faults on: 429 every 9th call, 500 every 13th, every webhook delivered twice, "
                         "each step's webhooks in reverse order")
+                    sb.faults.update({"page_shift_remove": 2, "page_shift_add": 1, "page_shift_times": 6})
+                    say("sandbox fault on: during the first listings, a scan removes 2 and adds 1 activity "
+                        "before the next page (offset pages then skip live activities)")
                     accounts: list[str] = []
                     for plan in accounts_plan:
                         user: str | None = None
@@ -143,17 +148,32 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                             accounts.append(account)
                         say(f"connected user {str(user)[:8]}... with {len(plan)} account(s): {sum(plan)} activities")
                     wait(sb, stack, say, "initial sync")
+                    shifts = len(sb.page_shifts)
+                    say(f"Argyle changed accounts between listing pages {shifts} time(s); "
+                        "the sync listed those accounts again before recording them as synced")
                     for scan in range(1, scans + 1):
+                        if scan == 1:  # Argyle forgets one webhook: nothing but a reconcile can find it
+                            sb.faults.update({"drop_next_deliveries": 1, "drop_events": ["activities.added"]})
                         for account in accounts:
                             sb.periodic_scan(account, add=25, update=10, remove=5)
-                        say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account")
+                        say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account"
+                            + (" (Argyle never sends one account's activities.added)" if scan == 1 else ""))
                         wait(sb, stack, say, f"scan {scan}")
+                    lied = sb.lying_removal(accounts[-1], 5)
+                    wait(sb, stack, say, "a signed activities.removed of 5 activities Argyle still has")
+                    kept = sum(1 for i in lied if store_has(stack, accounts[-1], i))
+                    say(f"  Argyle contradicted it: {kept} of 5 kept (RemovalsContradicted counts them)")
                     body = json.dumps({"event": "activities.removed", "name": "forged",
                                        "data": {"account": accounts[0], "removed_activities": ["everything"]}}).encode()
                     forged = post(stack.webhook_url, body, {"x-argyle-signature": sign(body, "attacker-secret")})
                     unsigned = post(stack.webhook_url, body, {})
                     say(f"forged webhook answered {forged}, unsigned webhook answered {unsigned}")
                     wait(sb, stack, say, "final drain")
+                    stack.reconcile_now(scope="recent")
+                    wait(sb, stack, say, "reconcile of every account (what the daily schedule does)")
+                    drift = reconcile_drift(stack, accounts)
+                    say(f"  drift found and repaired: {drift['missing']} missing, {drift['extra']} extra, "
+                        f"{drift['stale']} stale")
                     say(f"comparing DynamoDB with the sandbox's truth, account by account ({len(accounts)} of them)...")
                     stored, expected, problems = compare(stack, sb, accounts)
                     say(f"comparison: {stored} activities stored, {expected} in Argyle, "
@@ -171,26 +191,55 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         ("accounts", len(accounts)),
                         ("activities in Argyle (truth)", expected),
                         ("activities stored in DynamoDB", stored),
+                        ("webhooks Argyle never sent", sum(1 for d in sb.deliveries if d.status == "dropped")),
+                        ("listing pages Argyle shifted", shifts),
+                        ("lying removals kept", f"{kept} of {len(lied)}"),
+                        ("drift repaired by reconcile", f"{drift['missing']} missing, {drift['extra']} extra, "
+                                                        f"{drift['stale']} stale"),
                         ("Argyle API calls (incl. faulted)", sb.faults.requests_seen),
                         ("AWS calls (moto server)", stack.aws_calls),
                         ("sync batches / records processed", f"{stats.batches} / {processed}" if stats else "-"),
                         ("failed attempts (retried)", stats.failed_records if stats else "-"),
                         ("time", f"{elapsed:.1f} s"),
-                        ("copy exact", "yes" if not problems and forged == 401 and unsigned == 401 else "NO"),
+                        ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied) else "NO"),
                     ]
         finally:
             sys.stdout = terminal
     width = max(len(r[0]) for r in rows)
+    values = max(len(str(r[1])) for r in rows)
     print()
-    print("+-" + "-" * width + "-+-" + "-" * 24 + "-+")
+    print("+-" + "-" * width + "-+-" + "-" * values + "-+")
     for name, value in rows:
-        print(f"| {name:<{width}} | {value!s:<24} |")
-    print("+-" + "-" * width + "-+-" + "-" * 24 + "-+")
+        print(f"| {name:<{width}} | {value!s:<{values}} |")
+    print("+-" + "-" * width + "-+-" + "-" * values + "-+")
     print(explanation)
     for problem in problems:
         print("MISMATCH", problem)
     print(f"function logs: {log_path.relative_to(ROOT)}")
-    return 0 if not problems and forged == 401 and unsigned == 401 else 1
+    return 0 if exact(problems, forged, unsigned, kept, lied) else 1
+
+
+def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str]) -> bool:
+    return not problems and forged == 401 and unsigned == 401 and kept == len(lied)
+
+
+def store_has(stack: Any, account: str, activity_id: str) -> bool:
+    from argyle_pipeline.aws.activity_store import ActivityStore
+
+    return ActivityStore(stack.outputs()["ActivitiesTableName"]).get(account, activity_id) is not None
+
+
+def reconcile_drift(stack: Any, accounts: list[str]) -> dict[str, int]:
+    """What the last reconcile of each account found (and repaired), summed, from the accounts' states."""
+    from argyle_pipeline.aws.sync_state_store import SyncStateStore
+
+    state = SyncStateStore(stack.outputs()["SyncStateTableName"])
+    total = {"missing": 0, "extra": 0, "stale": 0}
+    for account in accounts:
+        found = (state.account_state(account) or {}).get("last_reconcile") or {}
+        for kind, n in (found.get("drift") or {}).items():
+            total[kind] = total.get(kind, 0) + int(n)
+    return total
 
 
 def duplicates_explained(accepted: int, distinct: int, processed: int, failed: int) -> str:
@@ -200,8 +249,9 @@ def duplicates_explained(accepted: int, distinct: int, processed: int, failed: i
             f"webhook twice, the receiver accepts both copies (202), and the FIFO queue keeps one per deduplication "
             f"id within 5 minutes, so it dropped {dropped} duplicate deliveries of {distinct} distinct webhooks.")
     if processed > distinct:
-        text += (f" The {processed - distinct} records beyond those are copies that came later than 5 minutes, "
-                 "which the sync's idempotency table recognised, or continuations of long listings.")
+        text += (f" The {processed - distinct} other records are the sync's own messages (reconcile jobs, "
+                 "continuations of long listings) or copies that came after the 5-minute window, which the "
+                 "sync's idempotency table recognised.")
     if failed:
         text += f" {failed} attempts failed (Argyle's faults) and were retried; they are not counted as processed."
     return text

@@ -18,6 +18,7 @@ Environment (all optional):
   SANDBOX_SEED             sandbox data seed          (default 1)
   SYNC_WORKERS             concurrent sync pollers    (default 2)
   RETRY_DELAYS_SECONDS     a failed record's retry delays (default as deployed: 30,120,480,1800)
+  RECONCILE_EVERY_SECONDS  how often every account is reconciled with Argyle (default 120)
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 2 a setting above is not valid, 3 a port is taken or
 a server cannot start.
@@ -90,6 +91,8 @@ def main() -> int:
                  "RECEIVER_PORT": _int_env("RECEIVER_PORT", DEFAULT_RECEIVER_PORT),
                  "SANDBOX_PORT": _int_env("SANDBOX_PORT", DEFAULT_SANDBOX_PORT)}
         seed, workers = _int_env("SANDBOX_SEED", 1), _int_env("SYNC_WORKERS", 2)
+        # The reconcile schedule, on a short period so that drift is found while you watch.
+        reconcile_every = _int_env("RECONCILE_EVERY_SECONDS", 120)
         retry_delays = _delays_env("RETRY_DELAYS_SECONDS")
     except BadSetting as exc:
         return fail(EXIT_SETTING, f"{exc}: fix or unset it")
@@ -101,7 +104,7 @@ def main() -> int:
         check_port_free("the webhook receiver", host, ports["RECEIVER_PORT"])
         if not api_url:
             check_port_free("the Argyle sandbox", host, ports["SANDBOX_PORT"])
-        return run(host, ports, seed, workers, retry_delays, api_url)
+        return run(host, ports, seed, workers, retry_delays, reconcile_every, api_url)
     except PortInUse as exc:
         variable = PORT_VARIABLES.get(exc.what, "the port")
         return fail(EXIT_CANNOT_START, f"{exc}: stop what holds it (another `make dev`?), or choose another "
@@ -113,7 +116,7 @@ def main() -> int:
 
 
 def run(host: str, ports: dict[str, int], seed: int, workers: int, retry_delays: tuple[int, ...] | None,
-        api_url: str) -> int:
+        reconcile_every: int, api_url: str) -> int:
     terminal = sys.stdout
     log_dir = ROOT / ".local-stack"
     log_dir.mkdir(exist_ok=True)
@@ -142,7 +145,7 @@ def run(host: str, ports: dict[str, int], seed: int, workers: int, retry_delays:
                 argyle_api_url=api_url, argyle_api_key_id=key_id, argyle_api_key_secret=key_secret,
                 webhook_secret=os.environ.get("LOCAL_WEBHOOK_SECRET", LOCAL_DEV_SECRET), host=host,
                 moto_port=ports["MOTO_PORT"], receiver_port=ports["RECEIVER_PORT"], sync_workers=workers,
-                retry_delays=retry_delays)
+                retry_delays=retry_delays, reconcile_every=reconcile_every)
             stack = LocalStack(config, report=say)
             stack.start()
             banner(stack, sandbox, api_url, config, log_dir, say)
@@ -175,6 +178,10 @@ def banner(stack: LocalStack, sandbox: Any, api_url: str, config: StackConfig, l
         f"DLQ              {outputs['EventsDlqUrl']}",
         f"retry delays     {delays}",
         f"function logs    {log_dir / 'functions.log'}",
+        f"reconcile        every {config.reconcile_every:.0f} s (RECONCILE_EVERY_SECONDS); now: "
+        f"argyle-synced --endpoint-url {stack.aws_endpoint} --queue-url {outputs['EventsQueueUrl']} "
+        f"--activities-table {outputs['ActivitiesTableName']} --sync-state-table "
+        f"{outputs['SyncStateTableName']} reconcile --all",
     ):
         say("  " + line)
     if config.host != "127.0.0.1":

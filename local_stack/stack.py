@@ -51,6 +51,8 @@ class StackConfig:
     sync_in_subprocess: bool = False
     sync_timeout: int | None = None   # the function's timeout as its context reports it
     worker_visibility: int = 6
+    # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
+    reconcile_every: float = 0.0
 
 
 @dataclass
@@ -104,6 +106,8 @@ class LocalStack:
         self.poller: SqsPoller | None = None
         self._console: SyncConsole | None = None
         self._template = load_template()
+        self._reconciles = 0
+        self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -138,7 +142,7 @@ class LocalStack:
             })
         params = {"ArgyleApiUrl": cfg.argyle_api_url}
         env = {}
-        for fn in ("ReceiverFunction", "SyncFunction"):
+        for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))
         if cfg.retry_delays is not None:
             env["RETRY_DELAYS_SECONDS"] = ",".join(str(d) for d in cfg.retry_delays)
@@ -154,6 +158,8 @@ class LocalStack:
             raise PortInUse("the webhook receiver", cfg.host, cfg.receiver_port) from None
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
+        # Loaded once, before any sync runs: loading a handler resets module caches.
+        self._reconcile_handler = load_handler("ReconcileFunction", self._template)
 
         timeout = cfg.sync_timeout or function_timeout("SyncFunction", self._template)
         sync_props = self._template["Resources"]["SyncFunction"]["Properties"]
@@ -180,7 +186,44 @@ class LocalStack:
             report=self._report_batch)
         self.poller.start()
         self._exit.callback(self.poller.stop)
+        if cfg.reconcile_every > 0:
+            self._start_reconcile_schedule(cfg.reconcile_every)
         return self
+
+    # -- the reconcile schedule ----------------------------------------------------------------
+    def reconcile_now(self, scope: str | None = None) -> dict[str, int]:
+        """What EventBridge Scheduler does in AWS: invoke ReconcileFunction, which queues a reconcile
+        of every known account (the sync function then does them). A fresh request id each call."""
+        self._reconciles += 1
+        handler = self._reconcile_handler
+        assert handler is not None, "stack not started"
+        event: dict[str, Any] = {"request_id": f"local-{int(time.time())}-{self._reconciles}"}
+        if scope:
+            event["scope"] = scope
+        queued: dict[str, int] = handler(event, LambdaContext("ReconcileFunction", timeout_seconds=900))
+        if self._report:
+            self._report(f"reconcile queued  recent {queued['recent']}  full {queued['full']}")
+        return queued
+
+    def _start_reconcile_schedule(self, every: float) -> None:
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                try:
+                    self.reconcile_now()
+                except Exception as exc:  # the schedule retries next period, as EventBridge would
+                    if self._report:
+                        self._report(f"reconcile FAILED  {type(exc).__name__}: {str(exc)[:200]}")
+
+        thread = threading.Thread(target=run, name="reconcile-schedule", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        self._exit.callback(halt)
 
     def stop(self) -> None:
         self._exit.close()

@@ -100,7 +100,10 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         queue,
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
                     event_archive_seconds=settings.event_archive_seconds,
-                    full_sync_whole_account=settings.full_sync_whole_account),
+                    full_sync_whole_account=settings.full_sync_whole_account,
+                    page_limit=settings.argyle_page_limit,
+                    changes_per_part=settings.changes_per_part,
+                    reconcile_recent_days=settings.reconcile_recent_days),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(
@@ -232,7 +235,8 @@ def _delay_failed_records() -> None:
 
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
-             "continuation_part", "archived", "duplicate")
+             "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
+             "unstable", "changes_parts")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
@@ -247,6 +251,7 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
                            value=outcome.get("stale", 0) + outcome.get("skipped_removed", 0))
     if outcome.get("continuation_part"):
         metrics.add_metric(name="ContinuationsQueued", unit=MetricUnit.Count, value=1)
+    _record_drift_metrics(outcome)
     if message.received_at_ms:
         lag = max(0, int(time.time() * 1000) - message.received_at_ms)
         metrics.add_metric(name="SyncLagMs", unit=MetricUnit.Milliseconds, value=lag)
@@ -254,6 +259,34 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
     with single_metric(name="EventsProcessed", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
                        default_dimensions={"service": SERVICE}) as metric:
         metric.add_dimension(name="event", value=str(outcome.get("event", "unknown"))[:200])
+
+
+def _record_drift_metrics(outcome: dict[str, Any]) -> None:
+    """What Argyle and the stored copy disagreed on: security signals and drift, each its own line."""
+    if outcome.get("contradicted"):
+        # A signed activities.removed naming activities Argyle still has: a leaked webhook secret or a
+        # mistaken event. Nothing was removed; the alarm on this metric asks a human to look.
+        logger.warning("activities.removed named activities that Argyle still has: kept, not removed",
+                       contradicted=outcome["contradicted"])
+        metrics.add_metric(name="RemovalsContradicted", unit=MetricUnit.Count, value=outcome["contradicted"])
+    if outcome.get("relisted"):
+        metrics.add_metric(name="ListingsRelisted", unit=MetricUnit.Count, value=1)
+    if outcome.get("unstable"):
+        logger.warning("Argyle kept changing during every pass of this listing: recorded; the reconciler "
+                       "checks the account")
+        metrics.add_metric(name="ListingsUnstable", unit=MetricUnit.Count, value=1)
+    drift = outcome.get("drift")
+    if drift is None:
+        return
+    metrics.add_metric(name="Reconciles", unit=MetricUnit.Count, value=1)
+    for kind, count in sorted(drift.items()):
+        if not count:
+            continue
+        logger.warning("drift found and repaired", kind=kind, count=count)
+        for name in ("DriftDetected", "DriftRepaired"):  # every drift found is repaired in the same pass
+            with single_metric(name=name, unit=MetricUnit.Count, value=count, namespace=NAMESPACE,
+                               default_dimensions={"service": SERVICE}) as metric:
+                metric.add_dimension(name="kind", value=kind)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -102,11 +102,16 @@ def test_date_filters_are_inclusive_at_both_ends(sandbox: SandboxServer) -> None
     assert newest_in_range["id"] in ids(listed) and oldest_in_range["id"] in ids(listed)
 
 
-def test_a_next_cursor_resumes_the_listing_in_another_client(sandbox: SandboxServer) -> None:
+@pytest.mark.parametrize(("pagination", "cursor_params"), [("offset", {"offset"}), ("keyset", {"cursor"})])
+def test_a_next_cursor_resumes_the_listing_in_another_client(sandbox: SandboxServer, pagination: str,
+                                                             cursor_params: set[str]) -> None:
+    sandbox.settings.pagination = pagination
     _, account = sandbox.connect_account(n_activities=500)
     first_client = ArgyleClient(sandbox.base_url, SANDBOX_CREDENTIALS)
     first_page = next(first_client.list_activity_pages(account))
-    assert first_page.next_cursor is not None and set(first_page.next_cursor) == {"cursor"}
+    # Only the cursor parameters of `next` are kept (the filters and limit are the client's own)
+    assert first_page.next_cursor is not None and set(first_page.next_cursor) == cursor_params
+    assert first_page.count == 500
 
     # When a new client resumes from the checkpointed cursor
     rest = list(

@@ -61,8 +61,9 @@ def test_make_invoke_runs_the_receiver_without_docker(sample: str, status: int, 
 
 def test_make_invoke_names_the_functions_when_given_a_wrong_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert invoke_main(["NoSuchFunction", str(EVENTS / "activities_added.json")]) == 2
-    assert capsys.readouterr().err == ("make invoke: error: no function 'NoSuchFunction' in template.yaml; "
-                                       "functions: ReceiverFunction, SyncFunction\n")
+    err = capsys.readouterr().err
+    assert err.startswith("make invoke: error: no function 'NoSuchFunction' in template.yaml; functions: ")
+    assert "ReceiverFunction" in err and "SyncFunction" in err and err.count("\n") == 1
 
 
 def test_make_invoke_says_which_samples_a_function_takes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import urllib3
 
 from argyle_pipeline.argyle.client import ArgyleClient
 from argyle_pipeline.argyle.webhook_events import (
@@ -226,3 +227,114 @@ def test_wait_for_deliveries_times_out_when_the_receiver_hangs(sandbox: SandboxS
 
     with pytest.raises(TimeoutError, match="pending"):
         sandbox.wait_for_deliveries(0.3)
+
+
+# --- deliveries that never arrive, and removals that lie -----------------------------------------
+
+
+def control(sb: SandboxServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    response = urllib3.request(method, sb.root_url + path, body=None if body is None else json.dumps(body).encode())
+    return response.status, json.loads(response.data)
+
+
+def test_a_dropped_delivery_is_recorded_and_never_reaches_the_receiver(
+    sandbox: SandboxServer, recorder: RecordingServer
+) -> None:
+    # Given a synced account, a subscription, and the next activities.removed forgotten by Argyle
+    _, account = sandbox.connect_account(n_activities=100)
+    sandbox.subscribe(recorder.url, ["activities.added", "activities.removed"], SECRET)
+    drop_one_removal = {"drop_next_deliveries": 1, "drop_events": ["activities.removed"]}
+    assert control(sandbox, "POST", "/_sandbox/faults", drop_one_removal)[0] == 200
+
+    # When two scans each add and remove
+    first = sandbox.periodic_scan(account, add=2, remove=3)
+    second = sandbox.periodic_scan(account, add=1, remove=1)
+    sandbox.wait_for_deliveries(10)
+
+    # Then the receiver never saw the first removal, only the rest
+    got = [parse_webhook(r.body)[1] for r in recorder.requests]
+    assert events(recorder.requests) == ["activities.added", "activities.added", "activities.removed"]
+    assert isinstance(got[2], ActivitiesRemoved) and got[2].removed_activities == second.removed
+    # and the sandbox says which one it dropped, with a clear status, over HTTP too
+    status, dropped = control(sandbox, "GET", "/_sandbox/deliveries?status=dropped")
+    assert status == 200 and len(dropped) == 1
+    assert dropped[0]["event"] == "activities.removed" and dropped[0]["attempts"] == 0
+    assert json.loads(dropped[0]["body"])["data"]["removed_activities"] == first.removed
+    assert [d.status for d in sandbox.deliveries] == ["delivered", "dropped", "delivered", "delivered"]
+    assert control(sandbox, "GET", "/_sandbox/deliveries?status=lost")[0] == 400
+
+
+def test_every_nth_delivery_of_the_chosen_events_is_dropped(sandbox: SandboxServer, recorder: RecordingServer) -> None:
+    # Given every 2nd activities.added forgotten (counted among activities.added only)
+    _, account = sandbox.connect_account(n_activities=50)
+    sandbox.subscribe(recorder.url, ["activities.added", "activities.updated"], SECRET)
+    sandbox.faults.update({"drop_every_delivery": 2, "drop_events": ["activities.added"]})
+
+    # When four scans each add one and update one
+    added = [sandbox.periodic_scan(account, add=1, update=1).added for _ in range(4)]
+    sandbox.wait_for_deliveries(10)
+
+    # Then the 2nd and 4th additions never arrived; every update did
+    arrived = [parse_webhook(r.body)[1] for r in recorder.requests]
+    assert events(recorder.requests).count("activities.updated") == 4
+    added_ranges = [(w.added_from, w.added_to) for w in arrived if isinstance(w, ActivitiesAdded)]
+    assert len(added_ranges) == 2
+    dropped = [d for d in sandbox.deliveries if d.status == "dropped"]
+    assert [d.event for d in dropped] == ["activities.added"] * 2
+    starts = {a["id"]: a["start_date"] for a in sandbox.truth(account)}
+    dropped_starts = [json.loads(d.body)["data"]["added_from"] for d in dropped]
+    assert dropped_starts == [starts[added[1][0]], starts[added[3][0]]]
+
+
+def test_a_dropped_webhook_is_not_sent_even_when_deliveries_are_duplicated(
+    sandbox: SandboxServer, recorder: RecordingServer
+) -> None:
+    sandbox.subscribe(recorder.url, ["activities.fully_synced"], SECRET)
+    sandbox.faults.update({"drop_next_deliveries": 1, "duplicate_deliveries": 2})
+
+    sandbox.connect_account(n_activities=5)
+    sandbox.connect_account(n_activities=5)
+    sandbox.wait_for_deliveries(10)
+
+    assert len(recorder.requests) == 3 and len({r.body for r in recorder.requests}) == 1
+    assert [d.status for d in sandbox.deliveries] == ["dropped"] + ["delivered"] * 3
+
+
+def test_a_lying_removal_arrives_signed_while_the_activities_stay_live(
+    sandbox: SandboxServer, recorder: RecordingServer
+) -> None:
+    # Given a synced account and a subscription to removals
+    _, account = sandbox.connect_account(n_activities=200)
+    sandbox.subscribe(recorder.url, ["activities.removed"], SECRET)
+
+    # When a lying removal of 10 is sent over the control route
+    status, answer = control(sandbox, "POST", "/_sandbox/lying_removal", {"account": account, "n": 10})
+    sandbox.wait_for_deliveries(10)
+
+    # Then a validly signed activities.removed names exactly those 10
+    assert status == 200 and answer["account"] == account and len(set(answer["removed_activities"])) == 10
+    [request] = recorder.requests
+    verify(request.body, request.headers["x-argyle-signature"], [SECRET])
+    removed = parse_webhook(request.body)[1]
+    assert isinstance(removed, ActivitiesRemoved) and removed.removed_count == 10
+    assert removed.removed_activities == answer["removed_activities"]
+    # and every one of them still answers 200 at Argyle, with the account's size unchanged
+    client = ArgyleClient(sandbox.base_url, SANDBOX_CREDENTIALS)
+    assert [client.get_activity(i).id for i in answer["removed_activities"]] == answer["removed_activities"]
+    assert len(sandbox.truth(account)) == 200 and removed.available_count == 200
+
+
+def test_a_lying_removal_from_python_names_given_ids_and_refuses_bad_input(sandbox: SandboxServer) -> None:
+    _, account = sandbox.connect_account(n_activities=5)
+    some = [a["id"] for a in sandbox.truth(account)][:2]
+
+    assert sandbox.lying_removal(account, ids=some) == some
+    assert len(sandbox.truth(account)) == 5
+    with pytest.raises(ValueError, match="between 1 and the account's 5 activities, got 6"):
+        sandbox.lying_removal(account, 6)
+    assert control(sandbox, "POST", "/_sandbox/lying_removal", {"account": account, "ids": ["nope"]})[0] == 400
+    assert control(sandbox, "POST", "/_sandbox/lying_removal", {"account": "unknown", "n": 1})[0] == 404
+    assert control(sandbox, "POST", "/_sandbox/lying_removal", {"n": 1}) == (
+        400,
+        {"account": ["This field is required."]},
+    )

@@ -5,6 +5,12 @@ queue drains the stored activities equal Argyle's truth exactly.
 Argyle is the sandbox over HTTP; the queue and tables are template.yaml's, in moto; webhooks go
 through the receiver's intake code and the queue is drained through the sync handler.
 
+Argyle also misbehaves as v1 really can (issue: a copy that cannot silently drift): it pages by
+offset and changes the account between two page requests of a listing, it "forgets" some
+webhooks, and it sends signed removals of activities it still has. Webhooks cannot repair what
+was never sent: the property is that the copy is exact once the queue has drained and one full
+reconcile pass has run (what the scheduled reconciler does weekly for every account).
+
 What "the queue design allows": deliveries in any order (the receiver enqueues in arrival order,
 FIFO per account keeps it); a copy delivered within SQS's 5-minute window is dropped by SQS; a
 copy delivered later is a new message (only the idempotency table knows it). Scans are a day
@@ -25,6 +31,8 @@ from hypothesis import strategies as st
 
 import sync_handler
 from argyle_ops.redrive import redrive
+from argyle_pipeline.sync.messages import ReconcileJob
+from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
 from tests.support.flaky_dynamodb import FlakyDynamoDB
@@ -63,6 +71,9 @@ class Round:
     deliver: float  # fraction of the waiting webhooks that arrive now, in a random order
     argyle_failures: int  # the next N Argyle requests answer 500 (4 in a row fail a message)
     invocations: int  # Lambda invocations run now (the queue need not be empty after)
+    shift: int = 0  # listing pages during this round's processing before which Argyle removes and adds one
+    drop: bool = False  # Argyle never sends one of this scan's webhooks
+    lie: int = 0  # a signed activities.removed naming this many activities Argyle still has
 
 
 @dataclass
@@ -78,7 +89,8 @@ class History:
 
 rounds = st.builds(Round, add=st.integers(0, 3), update=st.integers(0, 3), remove=st.integers(0, 2),
                    deliver=st.sampled_from([0.0, 0.5, 1.0]), argyle_failures=st.sampled_from([0, 0, 2, 5]),
-                   invocations=st.integers(0, 3))
+                   invocations=st.integers(0, 3), shift=st.sampled_from([0, 0, 1, 3]), drop=st.booleans(),
+                   lie=st.sampled_from([0, 0, 2]))
 histories = st.builds(
     History,
     # Small accounts often: the same activities then change again, and Argyle's second
@@ -172,20 +184,32 @@ def test_the_stored_activities_converge_on_argyles_truth(history: History, rng: 
     # When Argyle changes the account, its webhooks arrive in any order and are processed in between
     process(harness, 1, history.continue_every_page)
     for step in history.rounds:
+        if step.drop:
+            sandbox.faults.update({"drop_next_deliveries": 1})
         if sandbox.truth(account) or step.add:
             sandbox.periodic_scan(account, add=step.add, update=step.update, remove=step.remove)
             deliveries.collect()
+        if step.lie and sandbox.truth(account):
+            sandbox.lying_removal(account, min(step.lie, len(sandbox.truth(account))))
+            deliveries.collect()
         deliveries.deliver(step.deliver)
-        sandbox.faults.update({"fail_next": step.argyle_failures})
+        sandbox.faults.update({"fail_next": step.argyle_failures, "page_shift_remove": 1, "page_shift_add": 1,
+                               "page_shift_times": step.shift, "page_shift_account": account})
         process(harness, step.invocations, history.continue_every_page)
+        deliveries.collect()  # what the scans between listing pages sent
 
     # And everything still on its way arrives, the faults stop, the queue drains, and the DLQ is redriven
+    sandbox.faults.reset()
+    deliveries.collect()
     while deliveries.waiting:
         deliveries.deliver(1.0)
-    sandbox.faults.reset()
     flaky.enabled = False
     harness.drain(context=lambda: context_for(history.continue_every_page))
     redrive(harness.sqs, harness.dlq_url, harness.queue_url)
+    harness.drain(context=lambda: context_for(history.continue_every_page))
+    # And one full reconcile pass runs, through the queue, in the account's group
+    harness.queue.send(reconcile_message(ReconcileJob(account=account, request_id=f"reconcile-{rng.random()}",
+                                                      scope="full"), "corr", 1))
     harness.drain(context=lambda: context_for(history.continue_every_page))
 
     # Then the stored activities are exactly Argyle's

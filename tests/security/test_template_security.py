@@ -89,12 +89,12 @@ MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": ManagedPolicy(
         statements=({"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream",
                                                     "logs:PutLogEvents"], "Resource": "*"},),
-        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole"}),
+        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole"}),
         star_reasons={"logs:CreateLogGroup": _LOGS_STAR, "logs:CreateLogStream": _LOGS_STAR,
                       "logs:PutLogEvents": _LOGS_STAR}),
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": ManagedPolicy(
         statements=({"Effect": "Allow", "Action": list(RESOURCE_STAR_ACTIONS), "Resource": ["*"]},),
-        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole"}),
+        roles=frozenset({"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole"}),
         star_reasons={}),
     "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": ManagedPolicy(
         statements=({"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
@@ -301,8 +301,10 @@ def transformed() -> dict[str, Any]:
 def test_the_translator_expands_the_policy_templates_into_inline_statements(transformed: dict[str, Any]) -> None:
     # Given the transformed template
     roles = {name: r["Properties"] for name, r in transformed["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    # Then both functions have roles whose inline statements come from the policy templates
-    assert set(roles) == {"ReceiverFunctionRole", "SyncFunctionRole"}
+    # Then each function has a role whose inline statements come from the policy templates, and the
+    # reconcile schedule a role of its own (it may invoke that function, nothing else)
+    assert set(roles) == {"ReceiverFunctionRole", "SyncFunctionRole", "ReconcileFunctionRole",
+                          "ReconcileFunctionScheduleRole"}
     actions = {a for props in roles.values() for policy in props["Policies"]
                for statement in policy["PolicyDocument"]["Statement"] for a in _as_list(statement["Action"])}
     assert {"sqs:SendMessage*", "secretsmanager:GetSecretValue", "dynamodb:BatchWriteItem"} <= actions

@@ -15,6 +15,7 @@ from typing import Any
 from argyle_pipeline.argyle.activity import Activity, parse_json
 from argyle_pipeline.argyle.client import ActivityNotFound, ActivityPage, ArgyleUnavailable
 from argyle_pipeline.exact_json import dumps_exact
+from argyle_pipeline.timestamps import parse_timestamp
 
 BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -56,6 +57,10 @@ class FakeArgyle:
         self.get_requests: list[str] = []
         # Exceptions raised by the next calls, in order (e.g. ArgyleUnavailable for an exhausted 429).
         self.fail_next: list[Exception] = []
+        # Called before every listing page after the first (offset > 0): Argyle changing the account
+        # mid-listing, as its periodic scan does.
+        self.between_pages: Any = None
+        self.count_requests: list[tuple[str, str | None, str | None]] = []
         self._clock = BASE_TIME + timedelta(days=400)
 
     # --- the source's changes -------------------------------------------------------------------
@@ -82,6 +87,11 @@ class FakeArgyle:
     def remove(self, account: str, activity_id: str) -> None:
         del self.accounts[account][activity_id]
 
+    def add_dated(self, account: str, n: int, start: datetime) -> dict[str, Any]:
+        doc = make_activity(account, n, updated=self.tick(), start=start)
+        self.accounts.setdefault(account, {})[doc["id"]] = doc
+        return doc
+
     def truth(self, account: str) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.accounts.get(account, {}))
 
@@ -98,18 +108,43 @@ class FakeArgyle:
         self.list_requests.append((account, from_start_date, to_start_date, cursor))
         offset = int((cursor or {}).get("offset", "0"))
         while True:
+            if offset and self.between_pages is not None:
+                self.between_pages(account)
             self._call()
-            docs = sorted((d for d in self.accounts.get(account or "", {}).values()
-                           if (from_start_date is None or d["start_date"] >= from_start_date)
-                           and (to_start_date is None or d["start_date"] <= to_start_date)),
-                          key=lambda d: (d["start_date"], d["id"]))
+            docs = self._matching(account, from_start_date, to_start_date)
+            # Offset pagination, as Django REST framework's: positions are counted afresh per request.
             page = docs[offset:offset + self.page_limit]
-            offset += len(page)
+            offset += self.page_limit
             next_cursor = {"offset": str(offset)} if offset < len(docs) else None
             # Through JSON, as over HTTP: the sync must not share objects with the source.
-            yield ActivityPage([Activity.from_api(parse_json(_dumps(d))) for d in page], next_cursor)
+            yield ActivityPage([Activity.from_api(parse_json(_dumps(d))) for d in page], next_cursor, len(docs))
             if next_cursor is None:
                 return
+
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None:
+        self.count_requests.append((account, from_start_date, to_start_date))
+        self._call()
+        return len(self._matching(account, from_start_date, to_start_date))
+
+    def _matching(self, account: str | None, from_start_date: str | None,
+                  to_start_date: str | None) -> list[dict[str, Any]]:
+        def start(doc: dict[str, Any]) -> datetime | None:
+            return parse_timestamp(doc["start_date"]) if doc.get("start_date") else None
+
+        low = parse_timestamp(from_start_date) if from_start_date else None
+        high = parse_timestamp(to_start_date) if to_start_date else None
+        filtered = low is not None or high is not None
+        found = []
+        for doc in self.accounts.get(account or "", {}).values():
+            when = start(doc)
+            if when is None:
+                if not filtered:  # a date filter never matches an undated activity
+                    found.append(doc)
+                continue
+            if (low is None or when >= low) and (high is None or when <= high):
+                found.append(doc)
+        return sorted(found, key=lambda d: (d.get("start_date") or "~", d["id"]))
 
     def get_activity(self, activity_id: str) -> Activity:
         self.get_requests.append(activity_id)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from argyle_pipeline.aws.activity_store import activity_version
+from argyle_pipeline.aws.activity_store import activity_version, start_key
 from argyle_pipeline.aws.event_queue import QueuedEvent
-from argyle_pipeline.sync.ports import UpsertResult
+from argyle_pipeline.sync.ports import StoredKey, UpsertResult
 
 
 class MemoryActivities:
@@ -28,8 +28,10 @@ class MemoryActivities:
         if current is not None and "version" in current and current["version"] > version:
             return UpsertResult(stale=1)
         self.items[key] = {"version": version, "activity": activity.raw, "synced_at": synced_at,
-                           "resync_marker": resync_marker}
-        return UpsertResult(written=1)
+                           "resync_marker": resync_marker, "start_key": start_key(activity.start_date)}
+        if current is None or "version" not in current:
+            return UpsertResult(written=1, created=1)
+        return UpsertResult(written=1, changed=int(current["version"] < version))
 
     def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
                     resync_marker: str | None = None) -> UpsertResult:
@@ -53,6 +55,11 @@ class MemoryActivities:
         for activity_id in ids:
             self.items[(account_id, activity_id)] = {"removed_at": removed_at}
         return len(ids)
+
+    def stored_keys(self, account_id: str) -> list[StoredKey]:
+        return sorted((StoredKey(item["start_key"], key[1]) for key, item in self.items.items()
+                       if key[0] == account_id and "activity" in item),
+                      key=lambda k: (k.start_key, k.activity_id))
 
     def live(self, account_id: str) -> dict[str, dict[str, Any]]:
         return {key[1]: item["activity"] for key, item in self.items.items()
@@ -96,6 +103,12 @@ class MemoryState:
 
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None:
         self._account(account_id, user_id).update(resynced_at=synced_at, resync_removed=removed)
+
+    def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
+                         drift: Mapping[str, int], argyle_calls: int) -> None:
+        self._account(account_id, user_id).update(
+            reconciled_at=reconciled_at,
+            last_reconcile={"scope": scope, "drift": dict(drift), "argyle_calls": argyle_calls})
 
     def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
                  received_at_ms: int) -> bool:

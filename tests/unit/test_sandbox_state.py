@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 import tracemalloc
 
+import pytest
+
+from argyle_sandbox.delivery import Outbox
 from argyle_sandbox.faults import Faults
+from argyle_sandbox.scenario import Scenario
 from argyle_sandbox.state import SandboxState, StartRange
 from argyle_sandbox.synthetic import money, render
 
@@ -95,3 +99,102 @@ def test_fault_counters_take_next_before_every() -> None:
     assert [faults.decide() for _ in range(6)] == [429, None, 500, None, None, 500]
     faults.reset()
     assert faults.decide() is None and faults.requests_seen == 7
+
+
+def test_an_offset_page_is_a_position_in_the_listing_as_it_is_now() -> None:
+    state = SandboxState(seed=3)
+    account = account_with(state, 50)
+    order = [key[1] for key in account.keys]
+
+    first = state.offset_page(account.id, StartRange(), 0, 10)
+    state.remove_activities(account, [order[2], order[3]])
+    second = state.offset_page(account.id, StartRange(), 10, 10)
+
+    assert [rec.id for _, rec in first.items] == order[:10]
+    assert [rec.id for _, rec in second.items] == order[12:22]  # order[10:12] are never served
+    assert (first.count, second.count) == (50, 48)
+    assert len(state.offset_page(account.id, StartRange(), 45, 10).items) == 3
+    assert state.offset_page(account.id, StartRange(), 48, 10).items == []
+
+
+def test_an_offset_page_across_accounts_follows_the_merged_order() -> None:
+    state = SandboxState(seed=5)
+    account_with(state, 30)
+    account_with(state, 20)
+
+    merged_keyset = state.page(None, StartRange(), None, 50)
+    pages = [state.offset_page(None, StartRange(), offset, 7) for offset in range(0, 50, 7)]
+
+    assert [rec.id for p in pages for _, rec in p.items] == [rec.id for _, rec in merged_keyset.items]
+    assert {p.count for p in pages} == {50}
+
+
+def test_the_key_before_an_offset_and_the_keys_through_it() -> None:
+    state = SandboxState(seed=3)
+    account = account_with(state, 20)
+
+    assert state.last_key_before(account, StartRange(), 0) is None
+    assert state.last_key_before(account, StartRange(), 5) == account.keys[4]
+    assert state.last_key_before(account, StartRange(), 99) == account.keys[19]
+    assert state.keys_through(account, StartRange(), account.keys[4]) == account.keys[:5]
+
+
+def test_a_scan_before_a_page_stays_inside_a_date_filtered_listing() -> None:
+    # Given a listing filtered to an older part of the account, at its third page of 10
+    state = SandboxState(seed=6)
+    account = account_with(state, 200)
+    window = StartRange(-account.keys[150][0], -account.keys[40][0])
+    faults = Faults(page_shift_remove=2, page_shift_add=3, page_shift_times=1)
+    scenario = Scenario(state, Outbox(), faults)
+    passed = [k[1] for k in account.keys[40:60]]
+    last_passed = account.keys[59]
+
+    # When the scan runs before that page
+    shift = scenario.scan_before_page(account.id, window, offset=20)
+
+    # Then it removed what the listing had passed and added activities listed before the page, in the window
+    assert shift is not None and len(shift.removed) == 2 and set(shift.removed) <= set(passed)
+    assert len(shift.added) == 3
+    for activity_id in shift.added:
+        start = account.records[activity_id].start
+        assert start is not None and window.first <= start <= window.last  # type: ignore[operator]
+        assert account.records[activity_id].key < last_passed  # so the page at offset 20 repeats 3
+    assert scenario.scan_before_page(account.id, window, offset=30) is None  # page_shift_times used up
+
+
+def test_drop_faults_count_only_their_events_from_when_they_are_set() -> None:
+    faults = Faults(drop_next_deliveries=1)
+    assert [faults.drops("a") for _ in range(3)] == [True, False, False]
+
+    faults.update({"drop_every_delivery": 2, "drop_events": ["b"]})
+
+    assert [faults.drops(e) for e in ["a", "b", "a", "b", "b", "b"]] == [False, False, False, True, False, True]
+    faults.reset()
+    assert not any(faults.drops("b") for _ in range(4))
+
+
+def test_the_page_shift_fault_counts_down_and_can_name_an_account() -> None:
+    faults = Faults(page_shift_remove=2, page_shift_times=2, page_shift_account="mine")
+
+    assert faults.take_page_shift("other") is None
+    assert [faults.take_page_shift("mine") for _ in range(3)] == [(2, 0), (2, 0), None]
+    assert Faults(page_shift_times=5).take_page_shift("any") is None  # nothing to remove or add
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"drop_every_delivery": -1}, "fault drop_every_delivery: must be 0 or more"),
+        ({"drop_events": "activities.removed"}, "fault drop_events: Input should be a valid list"),
+        ({"page_shift_times": True}, "fault page_shift_times: Input should be a valid integer"),
+        ({"retry_after": 2}, "fault retry_after: Input should be a valid string"),
+        ({"page_shift": 1}, "unknown fault"),
+    ],
+)
+def test_bad_fault_values_are_refused_before_anything_changes(changes: dict[str, object], message: str) -> None:
+    faults = Faults()
+
+    with pytest.raises(ValueError, match=message):
+        faults.update({"fail_next": 3, **changes})
+
+    assert faults == Faults()

@@ -223,8 +223,8 @@ def test_updated_fetches_ids_with_bounded_concurrency_and_removes_the_ones_gone(
 
 
 @pytest.mark.parametrize("field", ["removed_activities", "removed_gigs"])
-def test_removed_tombstones_each_id_whichever_name_the_list_has(field: str):
-    # Given a synced account
+def test_removed_tombstones_each_id_argyle_confirms_gone_whichever_name_the_list_has(field: str):
+    # Given a synced account, two of whose activities Argyle then removes
     world = World()
     docs = world.argyle.add(ACCOUNT, 6)
     world.deliver(fully_synced(docs))
@@ -235,9 +235,10 @@ def test_removed_tombstones_each_id_whichever_name_the_list_has(field: str):
                         available_from=None, available_to=None, available_count=4, **{field: gone})
     # When activities.removed is processed
     outcome = world.deliver(body)
-    # Then both are removed, in one batch, without asking Argyle
+    # Then Argyle was asked about each id, both answered 404 and were removed in one batch
+    assert sorted(world.argyle.get_requests) == sorted(gone)
     assert outcome["removed"] == 2 and world.activities.remove_calls == [gone]
-    assert world.argyle.get_requests == []
+    assert outcome["contradicted"] == 0
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
 
 

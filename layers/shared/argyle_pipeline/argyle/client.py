@@ -139,6 +139,8 @@ class ActivityPage:
     activities: list[Activity]
     # Query parameters to pass back as `cursor=` to fetch the following page; None on the last.
     next_cursor: dict[str, str] | None
+    # Argyle's `count` (how many activities match the filters, now), when the response has one.
+    count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,20 @@ def _error_message(body: Any) -> str:
     if isinstance(body, str) and body:
         return body[:200]
     return ""
+
+
+def _count(doc: Any) -> int | None:
+    """A list response's `count` as an int (Argyle may send it as a string); None when absent."""
+    value = doc.get("count") if isinstance(doc, dict) else None
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise UnexpectedResponse("list response's 'count' is not a number") from None
+    if count < 0:
+        raise UnexpectedResponse("list response's 'count' is negative")
+    return count
 
 
 def _credentials_from_environment() -> ArgyleCredentials:
@@ -298,7 +314,7 @@ class ArgyleClient:
             next_cursor = self._cursor_from_next(next_link, _ACTIVITY_FILTERS) if next_link else None
             if next_cursor is not None and next_cursor == current:
                 raise UnexpectedResponse("Argyle's next link repeats the current page (pagination loop)")
-            yield ActivityPage([Activity.from_api(item) for item in results], next_cursor)
+            yield ActivityPage([Activity.from_api(item) for item in results], next_cursor, _count(doc))
             if next_cursor is None:
                 return
             current = next_cursor
@@ -312,6 +328,17 @@ class ArgyleClient:
     ) -> Iterator[Activity]:
         for page in self.list_activity_pages(account, from_start_date, to_start_date, cursor):
             yield from page.activities
+
+    def count_activities(
+        self, account: str, from_start_date: str | None = None, to_start_date: str | None = None
+    ) -> int | None:
+        """How many activities Argyle holds for these filters now: the `count` of a one-activity
+        page (one call, whatever the account's size). None when Argyle's response has no count."""
+        params = {"account": account, "from_start_date": from_start_date, "to_start_date": to_start_date,
+                  "limit": "1"}
+        doc = self._get_json("/activities", {k: v for k, v in params.items() if v})
+        self._page_parts(doc)  # the same shape checks as a listing
+        return _count(doc)
 
     def get_activity(self, activity_id: str) -> Activity:
         try:

@@ -3,6 +3,9 @@
 Item (key account_id + activity_id; GSI ByStartDate = account_id + start_date):
     account_id, activity_id   the activity's `account` and `id`
     start_date                the string Argyle sent; absent when null (the item then stays out of the GSI)
+    start_key                 start_date as a UTC instant in one fixed form ('2024-05-01T12:00:00.000000Z'),
+                              '~' when null: the sort key of the keys-only GSI ByStartKey that the
+                              reconciler reads (one small item per activity, whatever the activity's size)
     updated_at                the string Argyle sent, for people reading the table
     version                   updated_at as integer microseconds since the epoch (0 when null): the
                               number the monotonic checks compare, whatever the string's format
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from argyle_pipeline.sync.ports import UpsertResult
+from argyle_pipeline.sync.ports import UNDATED_KEY, StoredKey, UpsertResult
 
 BATCH_WRITE_SIZE = 25  # BatchWriteItem's limit
 BATCH_GET_SIZE = 100  # BatchGetItem's limit
@@ -57,6 +60,9 @@ class ActivityLike(Protocol):
     def updated_at(self) -> datetime | None: ...
 
     @property
+    def start_date(self) -> datetime | None: ...
+
+    @property
     def raw(self) -> dict[str, Any]: ...
 
 
@@ -70,12 +76,22 @@ def activity_version(updated_at: datetime | None) -> int:
 
 
 
+def start_key(start_date: datetime | None) -> str:
+    """The start instant in one fixed, string-sortable form; UNDATED_KEY when there is none."""
+    if start_date is None:
+        return UNDATED_KEY
+    if start_date.tzinfo is None:
+        start_date = start_date.replace(tzinfo=UTC)
+    return start_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | None = None) -> dict[str, Any]:
     """The DynamoDB item (attribute-value form) for one activity."""
     raw = activity.raw
     item: dict[str, Any] = {
         "account_id": {"S": activity.account},
         "activity_id": {"S": activity.id},
+        "start_key": {"S": start_key(activity.start_date)},
         "version": {"N": str(activity_version(activity.updated_at))},
         "activity": _serializer.serialize(raw),
         "synced_at": {"S": synced_at},
@@ -158,11 +174,16 @@ class ActivityStore:
         writes: list[dict[str, Any]] = []
         for key, activity in latest.items():
             current = stored.get(key)
+            version = activity_version(activity.updated_at)
             if current is not None and current[1] and not resync_marker:
                 result.removed += 1
-            elif current is not None and not current[1] and current[0] > activity_version(activity.updated_at):
+            elif current is not None and not current[1] and current[0] > version:
                 result.stale += 1
             else:
+                if current is None or current[1]:
+                    result.created += 1
+                elif current[0] < version:
+                    result.changed += 1
                 writes.append({"PutRequest": {"Item": activity_item(activity, synced_at, resync_marker)}})
         self._batch_write(writes)
         result.written = len(writes)
@@ -173,13 +194,15 @@ class ActivityStore:
         from botocore.exceptions import ClientError
 
         self.write_calls += 1
+        version = activity_version(activity.updated_at)
         try:
-            self._client.put_item(
+            response = self._client.put_item(
                 TableName=self.table_name,
                 Item=activity_item(activity, synced_at),
                 ConditionExpression=_NEW_OR_NOT_OLDER,
                 ExpressionAttributeNames={"#id": "activity_id", "#removed": "removed_at", "#v": "version"},
-                ExpressionAttributeValues={":v": {"N": str(activity_version(activity.updated_at))}},
+                ExpressionAttributeValues={":v": {"N": str(version)}},
+                ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -187,7 +210,10 @@ class ActivityStore:
                 raise
             old = exc.response.get("Item") or {}
             return UpsertResult(removed=1) if "removed_at" in old else UpsertResult(stale=1)
-        return UpsertResult(written=1)
+        old_version = (response.get("Attributes") or {}).get("version")
+        if old_version is None:
+            return UpsertResult(written=1, created=1)
+        return UpsertResult(written=1, changed=int(int(old_version["N"]) < version))
 
     def remove(self, account_id: str, activity_ids: Iterable[str], removed_at: str) -> int:
         """Replace each activity by a tombstone, in batches of 25. A removal always wins: no
@@ -314,6 +340,29 @@ class ActivityStore:
             if "LastEvaluatedKey" not in response:
                 return ids
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def stored_keys(self, account_id: str) -> list[StoredKey]:
+        """Every live activity of the account as (start_key, id), sorted: from the keys-only GSI
+        ByStartKey, so reading 10,000 costs about 1 MB of reads, not the activities themselves.
+        Eventually consistent (GSIs are): the reconciler runs in the account's message group,
+        after the writes of its earlier messages, and a key missed now is caught next time."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "IndexName": "ByStartKey",
+            "KeyConditionExpression": "#a = :a",
+            "ExpressionAttributeNames": {"#a": "account_id"},
+            "ExpressionAttributeValues": {":a": {"S": account_id}},
+        }
+        keys: list[StoredKey] = []
+        while True:
+            self.read_calls += 1
+            response = self._client.query(**kwargs)
+            keys.extend(StoredKey(item["start_key"]["S"], item["activity_id"]["S"])
+                        for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        keys.sort(key=lambda k: (k.start_key, k.activity_id))
+        return keys
 
     def count(self, account_id: str) -> dict[str, int]:
         """{"live": n, "removed": m} for the account (Query with Select=COUNT, no items read out)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -163,3 +165,29 @@ class EventQueue:
             except _BOTO_ERRORS as exc:
                 refused[handle] = type(exc).__name__
         return refused
+    def send_many(self, events: list[QueuedEvent], *, max_rounds: int = 5,
+                  sleep: Callable[[float], None] = time.sleep) -> int:
+        """Enqueue up to thousands of events, 10 per SendMessageBatch. SQS may fail some entries of
+        a batch while accepting the rest: those are sent again (same dedupe ids, so a resend of
+        one that did land is dropped), a few rounds with backoff; then QueueUnavailable, so the
+        caller's run fails and is retried. Returns how many were sent."""
+        for start in range(0, len(events), 10):
+            pending = {str(i): event for i, event in enumerate(events[start:start + 10])}
+            for round_no in range(max_rounds):
+                if round_no:
+                    sleep(min(2.0, 0.1 * 2 ** round_no))
+                for event in pending.values():
+                    self.check_size(event)
+                try:
+                    response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=[
+                        {"Id": entry_id, "MessageBody": event.encoded()[0], "MessageGroupId": event.group_id,
+                         "MessageDeduplicationId": event.dedupe_key, "MessageAttributes": event.attributes()}
+                        for entry_id, event in pending.items()])
+                except _BOTO_ERRORS as exc:
+                    raise QueueUnavailable(type(exc).__name__) from exc
+                pending = {f["Id"]: pending[f["Id"]] for f in response.get("Failed") or []}
+                if not pending:
+                    break
+            else:
+                raise QueueUnavailable(f"SendMessageBatch left {len(pending)} entries unsent after {max_rounds} rounds")
+        return len(events)

@@ -4,7 +4,11 @@ and user, the archive of processed webhooks, and the per-event counters.
 Items (pk, sk):
     ACCOUNT#<account>  STATE          status (partially_synced | fully_synced), user_id, days_synced,
                                       available_from/to/count, fully_synced_at, partially_synced_at,
-                                      last_event, last_event_received_at_ms, updated_at
+                                      last_event, last_event_received_at_ms, updated_at,
+                                      reconciled_at, reconciled_full_at, last_reconcile (scope, drift
+                                      by kind, argyle_calls), drift_total (by kind, summed),
+                                      account_shard ("00".."15": the sparse keys-only GSI
+                                      AccountsByShard, which the reconcile scheduler reads)
     USER#<user>        PROFILE        user_id, resource (the webhook's `resource` map), synced_at,
                                       received_at_ms
     EVENT#<sha256>     ARCHIVE        event, body (the exact bytes), received_at_ms, processed_at,
@@ -14,6 +18,7 @@ Items (pk, sk):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,6 +29,7 @@ from argyle_pipeline.aws.activity_store import from_dynamodb
 FULLY_SYNCED = "fully_synced"
 PARTIALLY_SYNCED = "partially_synced"
 COUNTS_PK = "COUNTS"
+ACCOUNT_SHARDS = 16
 _serializer = TypeSerializer()
 
 
@@ -37,6 +43,12 @@ def user_key(user_id: str) -> dict[str, Any]:
 
 def event_key(dedupe_key: str) -> dict[str, Any]:
     return {"pk": {"S": f"EVENT#{dedupe_key}"}, "sk": {"S": "ARCHIVE"}}
+
+
+def account_shard(account_id: str) -> str:
+    """Which of ACCOUNT_SHARDS partitions of the AccountsByShard index holds the account: spread so
+    that no index partition takes every account's writes."""
+    return f"{int(hashlib.sha256(account_id.encode()).hexdigest()[:8], 16) % ACCOUNT_SHARDS:02d}"
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -67,6 +79,26 @@ class SyncStateStore:
         self._update_account(account_id, user_id, synced_at, sets=["#at = :at", "#removed = :removed"],
                              names={"#at": "resynced_at", "#removed": "resync_removed"},
                              values={":at": synced_at, ":removed": removed})
+
+    def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
+                         drift: Mapping[str, int], argyle_calls: int) -> None:
+        """A reconcile finished: when, what it found (and repaired) by kind, and, summed over time,
+        every drift found in this account."""
+        sets = ["#at = :at", "#last = :last"]
+        names = {"#at": "reconciled_at", "#last": "last_reconcile"}
+        values: dict[str, Any] = {":at": reconciled_at, ":last": {"scope": scope, "at": reconciled_at,
+                                                                  "drift": dict(drift), "argyle_calls": argyle_calls}}
+        if scope == "full":
+            sets.append("#full = :at")
+            names["#full"] = "reconciled_full_at"
+        adds = []
+        for kind, n in drift.items():
+            if n:
+                names[f"#d_{kind}"] = f"drift_{kind}_total"
+                values[f":d_{kind}"] = n
+                adds.append(f"#d_{kind} :d_{kind}")
+        self._update_account(account_id, user_id, reconciled_at, sets=sets, names=names, values=values,
+                             adds=adds)
 
     def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
                               synced_at: str) -> None:
@@ -127,15 +159,17 @@ class SyncStateStore:
 
     def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
                         names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
-                        condition: str | None = None) -> None:
-        names = {**names, "#account": "account_id", "#updated": "updated_at"}
-        values = {**values, ":account": account_id, ":updated": updated_at}
-        sets = ["#account = :account", "#updated = :updated", *sets]
+                        adds: list[str] | None = None, condition: str | None = None) -> None:
+        names = {**names, "#account": "account_id", "#updated": "updated_at", "#shard": "account_shard"}
+        values = {**values, ":account": account_id, ":updated": updated_at, ":shard": account_shard(account_id)}
+        # The shard never changes, so this SET never rewrites the (keys-only) index entry.
+        sets = ["#account = :account", "#updated = :updated", "#shard = :shard", *sets]
         if user_id:
             names["#user"] = "user_id"
             values[":user"] = user_id
             sets.append("#user = :user")
-        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        update = ("SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+                  + (" ADD " + ", ".join(adds) if adds else ""))
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "Key": account_key(account_id),
@@ -150,6 +184,24 @@ class SyncStateStore:
 
     def account_state(self, account_id: str) -> dict[str, Any] | None:
         return self._get(account_key(account_id))
+
+    def account_ids(self) -> Iterator[str]:
+        """Every account with a state, from the keys-only AccountsByShard index: one Query per
+        shard, reading ids only (not the archive of webhook bodies that a Scan would read)."""
+        for shard in range(ACCOUNT_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name, "IndexName": "AccountsByShard",
+                "KeyConditionExpression": "#shard = :shard",
+                "ExpressionAttributeNames": {"#shard": "account_shard"},
+                "ExpressionAttributeValues": {":shard": {"S": f"{shard:02d}"}},
+            }
+            while True:
+                response = self._client.query(**kwargs)
+                for item in response.get("Items", []):
+                    yield item["pk"]["S"].removeprefix("ACCOUNT#")
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def accounts(self) -> Iterator[dict[str, Any]]:
         """Every account's state (a Scan: for the CLI and operators, not for the sync path)."""

@@ -23,6 +23,13 @@ class SyncOptions:
     # fully_synced lists the whole account rather than [available_from, available_to]: the same
     # activities, plus those without a start_date, which no date filter can match.
     full_sync_whole_account: bool = True
+    # Argyle's page size: a reconcile lists a window once Argyle counts at most this many in it.
+    page_limit: int = 200
+    # activities.updated / .removed: ids checked with Argyle per invocation; the rest continue in
+    # messages of their own.
+    changes_per_part: int = 500
+    # What a reconcile of scope "recent" re-lists every time (tips and adjustments land there).
+    reconcile_recent_days: int = 30
 
 
 def iso_or_none(value: datetime | None) -> str | None:
@@ -46,7 +53,14 @@ class SyncContext:
 
     @property
     def argyle_retries(self) -> int:
-        return sum(client.retries for client in {id(c): c for c in [self.argyle, *self.fetchers]}.values())
+        return sum(client.retries for client in self._clients())
+
+    @property
+    def argyle_calls(self) -> int:
+        return sum(client.calls for client in self._clients())
+
+    def _clients(self) -> list[ActivitySource]:
+        return list({id(c): c for c in [self.argyle, *self.fetchers]}.values())
 
     def fetch_current(self, ids: list[str]) -> list[tuple[str, Activity | None]]:
         """Argyle's copy of each id now (None: Argyle answers 404), `len(fetchers)` at a time."""

@@ -6,7 +6,8 @@ event late, twice, or out of order still writes what Argyle holds now; the store
 and tombstones make sure that a copy read earlier can never replace one read later.
 
 Where each event's rule lives: listings (*_synced, added, continuations, re-syncs) in
-`listing.py`; updated and removed in `changes.py`; users.fully_synced and the rest here.
+`listing.py`; updated and removed (and their later batches of ids) in `changes.py`; reconciles in
+`reconcile.py`; users.fully_synced and the rest here.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ from argyle_pipeline.argyle.webhook_events import (
 from argyle_pipeline.sync.changes import Changes
 from argyle_pipeline.sync.context import SyncContext, SyncOptions
 from argyle_pipeline.sync.listing import Listing
-from argyle_pipeline.sync.messages import REPEATABLE_EVENTS, Continuation, ParsedMessage, ResyncRequest, SyncMessage
+from argyle_pipeline.sync.messages import (
+    REPEATABLE_EVENTS,
+    ChangeBatch,
+    Continuation,
+    ParsedMessage,
+    ReconcileJob,
+    ResyncRequest,
+    SyncMessage,
+)
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
+from argyle_pipeline.sync.reconcile import Reconciler
 
 
 def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapping[str, Any]) -> bool:
@@ -61,6 +71,7 @@ class ActivitySync:
                                list(fetchers), clock)
         self.listing = Listing(self.ctx)
         self.changes = Changes(self.ctx)
+        self.reconciler = Reconciler(self.ctx)
 
     @property
     def argyle_retries(self) -> int:
@@ -80,15 +91,19 @@ class ActivitySync:
         ctx, data = self.ctx, parsed.data
         if isinstance(data, Continuation):
             return self.listing.run(data, message, remaining_ms)
+        if isinstance(data, ChangeBatch):
+            return self.changes.batch(data)
+        if isinstance(data, ReconcileJob):
+            return self.reconciler.run(data, message, remaining_ms)
         if isinstance(data, ResyncRequest):
             outcome = self.listing.run(Listing.resync_part(data, parsed.idempotency_key), message, remaining_ms)
         elif isinstance(data, ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded):
             outcome = self.listing.run(self.listing.first_part(parsed.event, data, parsed.idempotency_key),
                                        message, remaining_ms)
         elif isinstance(data, ActivitiesUpdated):
-            outcome = self.changes.updated(data, message)
+            outcome = self.changes.updated(data, message, parsed.idempotency_key)
         elif isinstance(data, ActivitiesRemoved):
-            outcome = self.changes.removed(data, message)
+            outcome = self.changes.removed(data, message, parsed.idempotency_key)
         elif isinstance(data, UsersFullySynced):
             resource = data.original("resource")
             ctx.state.put_user(data.user, resource if isinstance(resource, dict) else {},

@@ -3,6 +3,15 @@ every page through the store's monotonic batch path.
 
 A listing that would not finish in this invocation stops after a page and enqueues a continuation
 (its own message, carrying the cursor) in the account's message group; see docs/sync.md.
+
+Exact under change: v1 pages by offset, so an activity Argyle removes before the page being read
+makes the next page skip a live one (and one it adds there makes a row repeat). Every page carries
+Argyle's `count`; when it moves during the listing, or the rows listed do not add up to it, the
+range is listed again, from its first page, before the account is recorded as synced. That pass
+marks every activity it writes; if Argyle held still during it, the pass saw everything, and a
+stored activity of the range it did not mark is checked with Argyle (404: removed). At most
+MAX_LISTING_PASSES passes: an account that keeps changing is recorded anyway, counted
+(`ListingsUnstable`), and left to its webhooks and the reconciler. See docs/sync.md.
 """
 
 from __future__ import annotations
@@ -24,8 +33,11 @@ from argyle_pipeline.sync.messages import (
     SyncMessage,
 )
 from argyle_pipeline.sync.outcome import SyncOutcome
+from argyle_pipeline.sync.ports import UNDATED_KEY
+from argyle_pipeline.timestamps import parse_timestamp
 
 ListingEvent = ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded
+MAX_LISTING_PASSES = 3
 
 
 class Listing:
@@ -61,13 +73,14 @@ class Listing:
 
     def run(self, job: Continuation, message: SyncMessage, remaining_ms: Callable[[], int]) -> SyncOutcome:
         ctx = self.ctx
-        outcome = SyncOutcome(job.origin_event, part=job.part)
-        marker = str(job.origin["resync_marker"]) if job.origin_event == RESYNC_EVENT else None
+        outcome = SyncOutcome(job.origin_event, part=job.part, listing_pass=int(job.origin.get("pass") or 1))
+        marker = _marker(job)
         pages = ctx.argyle.list_activity_pages(job.account, job.from_start_date, job.to_start_date,
                                                cursor=dict(job.cursor) or None)
         try:
             for page in pages:
                 outcome.pages += 1
+                _note_counts(job.origin, page.count, len(page.activities))
                 outcome.add(ctx.activities.upsert_many(page.activities, ctx.now(), resync_marker=marker))
                 # Always at least one page per part, so a short budget still makes progress.
                 if page.next_cursor and remaining_ms() < ctx.options.continuation_margin_ms:
@@ -81,11 +94,46 @@ class Listing:
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
-        if marker is not None:
+        if job.origin_event == RESYNC_EVENT and marker is not None:
             self._finish_resync(job, marker, outcome)
-        else:
-            self._finish_listing(job, message)
+            return outcome
+        if _shifted(job.origin):
+            if outcome.listing_pass < MAX_LISTING_PASSES:
+                return self._list_again(job, message, outcome)
+            outcome.unstable = True  # recorded as synced anyway; webhooks and the reconciler follow
+        elif marker is not None:  # a later pass that Argyle held still during: it saw everything
+            self._sweep_range(job, marker, outcome)
+        self.finish(job, message)
         return outcome
+
+    def _list_again(self, job: Continuation, message: SyncMessage, outcome: SyncOutcome) -> SyncOutcome:
+        """Argyle changed under this pass: queue the next pass of the same range, from page one."""
+        following = job.listing_pass_after()
+        outcome.relisted = True
+        return self._continue(following, {}, message, outcome)
+
+    def _sweep_range(self, job: Continuation, marker: str, outcome: SyncOutcome) -> None:
+        """Stored activities of the listed range that the (stable) pass did not mark: gone at Argyle,
+        or written by another event between the pass's parts. One GET each tells which."""
+        ctx = self.ctx
+        unmarked = set(ctx.activities.live_ids_not_marked(job.account, marker))
+        if job.from_start_date or job.to_start_date:
+            low = parse_timestamp(job.from_start_date) if job.from_start_date else None
+            high = parse_timestamp(job.to_start_date) if job.to_start_date else None
+            in_range = {k.activity_id for k in ctx.activities.stored_keys(job.account)
+                        if k.start_key != UNDATED_KEY
+                        and (low is None or parse_timestamp(k.start_key) >= low)
+                        and (high is None or parse_timestamp(k.start_key) <= high)}
+            unmarked &= in_range
+        gone: list[str] = []
+        for activity_id, activity in ctx.fetch_current(sorted(unmarked)):
+            if activity is None:
+                gone.append(activity_id)
+            else:
+                outcome.fetched += 1
+                outcome.add(ctx.activities.upsert_many([activity], ctx.now(), resync_marker=marker))
+        if gone:
+            outcome.removed += ctx.activities.remove(job.account, gone, ctx.now())
 
     def _continue(self, job: Continuation, cursor: dict[str, str], message: SyncMessage,
                   outcome: SyncOutcome) -> SyncOutcome:
@@ -118,7 +166,8 @@ class Listing:
             outcome.removed += ctx.activities.remove(job.account, gone, ctx.now())
         ctx.state.mark_resynced(job.account, job.user, ctx.now(), removed=len(gone))
 
-    def _finish_listing(self, job: Continuation, message: SyncMessage) -> None:
+    def finish(self, job: Continuation, message: SyncMessage) -> None:
+        """The listing is complete: record it."""
         ctx = self.ctx
         now, origin = ctx.now(), job.origin
         ctx.state.record_availability(
@@ -130,3 +179,30 @@ class Listing:
             ctx.state.mark_fully_synced(job.account, job.user, now)
         elif job.origin_event == PARTIALLY_SYNCED:
             ctx.state.mark_partially_synced(job.account, job.user, origin.get("days_synced"), now)
+
+
+def _marker(job: Continuation) -> str | None:
+    """What each write of this listing is marked with: a re-sync's request id, or a later pass's."""
+    if job.origin_event == RESYNC_EVENT:
+        return str(job.origin["resync_marker"])
+    return str(job.origin["pass_marker"]) if job.origin.get("pass_marker") else None
+
+
+def _note_counts(origin: dict[str, Any], count: int | None, rows: int) -> None:
+    """Keep, across the listing's parts, Argyle's first and last `count` and the rows listed."""
+    origin["rows_listed"] = int(origin.get("rows_listed") or 0) + rows
+    if count is None:
+        return
+    origin.setdefault("first_count", count)
+    origin["last_count"] = count
+    if count != origin["first_count"]:
+        origin["count_moved"] = True
+
+
+def _shifted(origin: dict[str, Any]) -> bool:
+    """Whether Argyle's data moved under the listing: its count changed between pages, or the rows
+    listed do not add up to it (offset pages skip or repeat rows when earlier ones change)."""
+    if origin.get("count_moved"):
+        return True
+    last = origin.get("last_count")
+    return last is not None and int(origin.get("rows_listed") or 0) != int(last)

@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,10 @@ from argyle_pipeline.aws.event_queue import decode_body, dedupe_key
 CONTINUATION_EVENT = "argyle_sync.continuation"
 # Queued by `argyle-synced resync`: list the whole account and drop what Argyle no longer has.
 RESYNC_EVENT = "argyle_sync.resync"
+# Queued by the scheduled reconciler and `argyle-synced reconcile`; continued like a listing.
+RECONCILE_EVENT = "argyle_sync.reconcile"
+# The ids of an activities.updated / .removed beyond what one invocation checks (CHANGES_PER_PART).
+CHANGES_EVENT = "argyle_sync.changes"
 FULLY_SYNCED = "activities.fully_synced"
 PARTIALLY_SYNCED = "activities.partially_synced"
 ADDED = "activities.added"
@@ -94,6 +98,15 @@ class Continuation(BaseModel):
         doc = {"event": CONTINUATION_EVENT, "data": self.model_dump()}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
+    def listing_pass_after(self) -> Continuation:
+        """The same range listed again from its first page, as the next pass: its writes carry a
+        marker of their own, and its counts start afresh."""
+        number = int(self.origin.get("pass") or 1) + 1
+        kept = {k: v for k, v in self.origin.items()
+                if k not in {"first_count", "last_count", "rows_listed", "count_moved"}}
+        marker = hashlib.sha256(f"{self.origin_dedupe_key}#pass{number}".encode()).hexdigest()[:32]
+        return self.model_copy(update={"origin": {**kept, "pass": number, "pass_marker": marker}})
+
 
 class ResyncRequest(BaseModel):
     """`argyle-synced resync ACCOUNT`: Argyle's whole listing of the account becomes the copy."""
@@ -108,28 +121,94 @@ class ResyncRequest(BaseModel):
         return json.dumps({"event": RESYNC_EVENT, "data": self.model_dump()}, sort_keys=True).encode("utf-8")
 
 
+class ChangeBatch(BaseModel):
+    """Part n of an activities.updated / .removed whose ids did not fit one invocation: these ids
+    are checked against Argyle exactly as the first part's were."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    origin_dedupe_key: str
+    origin_event: str
+    part: int = Field(ge=1)
+    account: str
+    user: str | None = None
+    ids: list[str] = Field(min_length=1)
+
+    @property
+    def idempotency_key(self) -> str:
+        return hashlib.sha256(f"{self.origin_dedupe_key}#part{self.part}".encode()).hexdigest()
+
+    def body(self) -> bytes:
+        doc = {"event": CHANGES_EVENT, "data": self.model_dump()}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+class Window(BaseModel):
+    """Start instants [first, last] (epoch seconds, inclusive) and how many activities Argyle
+    counted in it when the window was made."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    first: int
+    last: int
+    argyle_count: int = Field(ge=0)
+
+
+class ReconcileJob(BaseModel):
+    """A reconcile of one account: the request (part 0, from the scheduler, the CLI, or a listing
+    that saw Argyle change under it) and, for parts >= 1, where the previous part stopped.
+
+    scope: recent (re-list the last `recent_days`, then compare counts), full (re-list the whole
+    account, as a re-sync), counts (compare counts only)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account: str = Field(min_length=1)
+    user: str | None = None
+    request_id: str = Field(min_length=8)
+    scope: Literal["recent", "full", "counts"] = "recent"
+    recent_days: int | None = Field(default=None, ge=0)  # None: the sync's RECONCILE_RECENT_DAYS
+    part: int = Field(default=0, ge=0)
+    stage: Literal["start", "recent", "count", "bisect", "full", "sweep", "done"] = "start"
+    cursor: dict[str, str] = Field(default_factory=dict)
+    pending: list[Window] = Field(default_factory=list)
+    # A verify of a ranged listing: its range as epoch seconds (None: the whole account).
+    drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
+    argyle_calls: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        return hashlib.sha256(f"reconcile:{self.account}:{self.request_id}#part{self.part}".encode()).hexdigest()
+
+    def body(self) -> bytes:
+        doc = {"event": RECONCILE_EVENT, "data": self.model_dump()}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ParsedMessage:
     event: str
-    data: EventData | Continuation | ResyncRequest | None
+    data: EventData | Continuation | ResyncRequest | ChangeBatch | ReconcileJob | None
     idempotency_key: str  # what makes two deliveries "the same event"
 
     @property
     def is_continuation(self) -> bool:
-        return isinstance(self.data, Continuation)
+        """One of the sync's own follow-up messages, keyed by (origin, part) rather than by body."""
+        return isinstance(self.data, Continuation | ChangeBatch | ReconcileJob)
 
 
 def parse_message(message: SyncMessage) -> ParsedMessage:
     """Raises MalformedWebhook (permanent: the message goes to the DLQ after its retries)."""
     event, data = parse_webhook(message.body)
-    if event == CONTINUATION_EVENT:
-        doc = parse_json(message.body)
+    own = _OWN_MESSAGES.get(event)
+    if own is not None:
+        model, what = own
         try:
-            continuation = Continuation.model_validate(doc.get("data"))
-        except ValueError:
+            job = model.model_validate(parse_json(message.body).get("data"))
+        except (ValueError, AttributeError):
             # `from None`: pydantic's message quotes the input, and a traceback would print it.
-            raise MalformedWebhook("continuation message is invalid") from None
-        return ParsedMessage(event, continuation, continuation.idempotency_key)
+            raise MalformedWebhook(f"{what} message is invalid") from None
+        return ParsedMessage(event, job, job.idempotency_key)
     key = dedupe_key(message.body)
     if message.replay_id:
         key = hashlib.sha256(f"{key}#replay:{message.replay_id}".encode()).hexdigest()
@@ -140,3 +219,10 @@ def parse_message(message: SyncMessage) -> ParsedMessage:
             raise MalformedWebhook("resync request is invalid") from None
         return ParsedMessage(event, request, key)
     return ParsedMessage(event, data, key)
+
+
+_OWN_MESSAGES: dict[str, tuple[type[Continuation] | type[ChangeBatch] | type[ReconcileJob], str]] = {
+    CONTINUATION_EVENT: (Continuation, "continuation"),
+    CHANGES_EVENT: (ChangeBatch, "changes"),
+    RECONCILE_EVENT: (ReconcileJob, "reconcile"),
+}

@@ -17,12 +17,31 @@ class UpsertResult:
     written: int = 0
     stale: int = 0  # skipped: the stored copy is newer
     removed: int = 0  # skipped: the activity was removed (tombstone)
+    # Of `written`: how many had no live stored copy (created) or an older one (changed). A
+    # listing that creates or changes anything found the copy behind Argyle: drift, to a reconcile.
+    created: int = 0
+    changed: int = 0
 
     def __iadd__(self, other: UpsertResult) -> UpsertResult:
         self.written += other.written
         self.stale += other.stale
         self.removed += other.removed
+        self.created += other.created
+        self.changed += other.changed
         return self
+
+
+# The `start_key` of an activity without a start_date: sorts after every dated key.
+UNDATED_KEY = "~"
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """One live stored activity, as the reconciler compares it with Argyle: its normalised start
+    instant (`start_key`, UNDATED_KEY when it has none) and id."""
+
+    start_key: str
+    activity_id: str
 
 
 class ActivitySource(Protocol):
@@ -37,6 +56,9 @@ class ActivitySource(Protocol):
 
     def get_activity(self, activity_id: str) -> Activity: ...
 
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None: ...
+
 
 class ActivityWriter(Protocol):
     """argyle_pipeline.aws.activity_store.ActivityStore."""
@@ -45,6 +67,8 @@ class ActivityWriter(Protocol):
                     resync_marker: str | None = None) -> UpsertResult: ...
 
     def live_ids_not_marked(self, account_id: str, resync_marker: str) -> list[str]: ...
+
+    def stored_keys(self, account_id: str) -> list[StoredKey]: ...
 
     def upsert_one(self, activity: Activity, synced_at: str) -> UpsertResult: ...
 
@@ -65,6 +89,9 @@ class StateWriter(Protocol):
                             unless_fully_synced: bool = False) -> bool: ...
 
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None: ...
+
+    def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
+                         drift: Mapping[str, int], argyle_calls: int) -> None: ...
 
     def put_user(self, user_id: str, resource: Mapping[str, Any], synced_at: str,
                  received_at_ms: int) -> bool: ...

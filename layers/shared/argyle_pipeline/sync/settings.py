@@ -73,6 +73,10 @@ class SyncSettings:
     @property
     def retry_schedule(self) -> RetrySchedule:
         return RetrySchedule(self.retry_delays_seconds, self.max_receive_count)
+    # activities.updated / .removed: ids checked with Argyle per invocation (the rest continue).
+    changes_per_part: int = 500
+    # A reconcile of scope "recent" re-lists this many days back.
+    reconcile_recent_days: int = 30
 
     @property
     def event_archive_seconds(self) -> int:
@@ -110,4 +114,6 @@ def sync_settings() -> SyncSettings:
         full_sync_whole_account=_flag("FULL_SYNC_WHOLE_ACCOUNT", True),
         retry_delays_seconds=_delays("RETRY_DELAYS_SECONDS", DEFAULT_DELAYS_SECONDS),
         max_receive_count=_int("MAX_RECEIVE_COUNT", DEFAULT_MAX_ATTEMPTS),
+        changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
+        reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
     )

@@ -1,0 +1,244 @@
+"""Drift the webhooks cannot fix, found and repaired: listings that Argyle changes under them,
+removals that Argyle contradicts, and webhooks that never arrive (an in-memory Argyle that pages
+by offset, as v1 does, and the stores' in-memory twins)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from argyle_pipeline.sync.context import SyncOptions
+from argyle_pipeline.sync.dispatch import ActivitySync
+from argyle_pipeline.sync.messages import (
+    CHANGES_EVENT,
+    ReconcileJob,
+    SyncMessage,
+    message_from_sqs_record,
+    parse_message,
+)
+from tests.support.fake_argyle import BASE_TIME, FakeArgyle, webhook_body
+from tests.support.lambda_events import record_for
+from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
+
+ACCOUNT, USER = "acc-1", "user-1"
+PLENTY = 10**9
+
+
+class World:
+    def __init__(self, changes_per_part: int = 500, margin_ms: int = 120_000) -> None:
+        self.argyle = FakeArgyle(page_limit=200)
+        self.activities, self.state, self.queue = MemoryActivities(), MemoryState(), MemoryQueue()
+        self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue,
+                                 SyncOptions(changes_per_part=changes_per_part, continuation_margin_ms=margin_ms),
+                                 clock=lambda: (BASE_TIME + timedelta(days=400)).timestamp())
+
+    def deliver(self, body: bytes, remaining_ms: int = PLENTY) -> dict[str, Any]:
+        message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="corr", received_at_ms=1)
+        return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
+
+    def drain(self, remaining_ms: int = PLENTY) -> list[dict[str, Any]]:
+        outcomes = []
+        while self.queue.sent:
+            event = self.queue.sent.pop(0)
+            message = message_from_sqs_record(record_for(event))
+            outcomes.append(self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict())
+        return outcomes
+
+    def synced(self, n: int) -> list[dict[str, Any]]:
+        docs = self.argyle.add(ACCOUNT, n)
+        self.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=None,
+                                  available_to=None, available_count=n))
+        assert self.activities.live(ACCOUNT) == self.argyle.truth(ACCOUNT)
+        return docs
+
+    def reconcile(self, scope: str = "counts", request_id: str = "reconcile-0001", remaining_ms: int = PLENTY,
+                  **kw: Any) -> dict[str, Any]:
+        job = ReconcileJob(account=ACCOUNT, user=USER, request_id=request_id, scope=scope, **kw)
+        return self.deliver(job.body(), remaining_ms=remaining_ms)
+
+    def exact(self) -> bool:
+        return self.activities.live(ACCOUNT) == self.argyle.truth(ACCOUNT)
+
+
+def _removed_body(ids: list[str]) -> bytes:
+    return webhook_body("activities.removed", account=ACCOUNT, user=USER, removed_count=len(ids),
+                        available_from=None, available_to=None, available_count=0, removed_activities=ids)
+
+
+# --- confirmed removals --------------------------------------------------------------------------
+
+def test_a_removal_that_argyle_contradicts_removes_nothing_and_is_counted():
+    # Given a synced account, and a validly signed activities.removed naming 10 activities that
+    # Argyle still has (a leaked secret, or a mistaken event)
+    world = World()
+    docs = world.synced(30)
+    named = [d["id"] for d in docs[:10]]
+    # When it is processed
+    outcome = world.deliver(_removed_body(named))
+    # Then Argyle was asked about each, nothing was removed, and the 10 are counted as contradicted
+    assert sorted(world.argyle.get_requests) == sorted(named)
+    assert outcome["removed"] == 0 and outcome["contradicted"] == 10
+    assert world.activities.remove_calls == []
+    assert world.exact()
+
+
+def test_a_removal_naming_more_ids_than_one_part_checks_continues_in_messages_of_its_own():
+    # Given 1,200 activities, all removed at Argyle, and an invocation that checks 500 ids
+    world = World(changes_per_part=500)
+    docs = world.synced(1200)
+    ids = [d["id"] for d in docs]
+    for activity_id in ids:
+        world.argyle.remove(ACCOUNT, activity_id)
+    # When activities.removed names all of them
+    first = world.deliver(_removed_body(ids))
+    # Then the first part checked 500 and queued the rest as two parts in the account's group
+    assert first["removed"] == 500 and first["changes_parts"] == 2
+    assert [e.event_name for e in world.queue.sent] == [CHANGES_EVENT, CHANGES_EVENT]
+    assert {e.group_id for e in world.queue.sent} == {f"account:{ACCOUNT}"}
+    # And once they are processed every one is gone, each id asked about exactly once
+    rest = world.drain()
+    assert [o["removed"] for o in rest] == [500, 200]
+    assert sorted(world.argyle.get_requests) == sorted(ids)
+    assert world.activities.live(ACCOUNT) == {} and world.exact()
+
+
+# --- listings under change -----------------------------------------------------------------------
+
+def test_a_listing_that_argyle_changes_between_pages_is_verified_and_ends_exact():
+    # Given 1,000 activities at Argyle (offset pages of 200), and a scan that removes the two first
+    # listed activities and adds an early one before each later page, with no webhook reaching us
+    world = World()
+    world.argyle.add(ACCOUNT, 1000)
+    added: list[dict[str, Any]] = []
+    removed: list[str] = []
+
+    def scan(account: str | None) -> None:
+        ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+        for doc in ordered[:2]:
+            world.argyle.remove(ACCOUNT, doc["id"])
+            removed.append(doc["id"])
+        added.append(world.argyle.add_dated(ACCOUNT, 10_000 + len(added), BASE_TIME - timedelta(days=1 + len(added))))
+
+    world.argyle.between_pages = scan
+    # When fully_synced is processed
+    outcome = world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER,
+                                         available_from=None, available_to=None, available_count=1000))
+    world.argyle.between_pages = None
+    # Then the listing noticed, queued a second pass instead of recording the account as synced
+    assert outcome["relisted"] is True and outcome["action"] == "continued"
+    assert "status" not in world.state.accounts.get(ACCOUNT, {})
+    stored_but_gone = set(removed) & set(world.activities.live(ACCOUNT))
+    assert stored_but_gone and not world.exact()
+    # And the second pass (Argyle now still) ends with the exact copy, confirming the removed
+    # ones it had stored gone before removing them, and the account recorded as synced
+    second = world.drain()
+    assert [o["listing_pass"] for o in second] == [2] and second[0]["removed"] == len(stored_but_gone)
+    assert world.exact()
+    assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_an_unchanged_listing_costs_no_verification():
+    world = World()
+    world.argyle.add(ACCOUNT, 450)
+    outcome = world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER,
+                                         available_from=None, available_to=None, available_count=450))
+    assert outcome["relisted"] is False and outcome["listing_pass"] == 1
+    assert world.argyle.calls == 3 and world.queue.sent == []
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+def test_an_account_without_drift_costs_two_counts():
+    world = World()
+    world.synced(2000)
+    calls = world.argyle.calls
+    outcome = world.reconcile()
+    assert world.argyle.calls - calls == 2
+    assert outcome["drift"] == {"missing": 0, "extra": 0, "stale": 0}
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == 2
+
+
+def test_one_missed_activity_in_ten_thousand_is_found_by_bisection_in_a_few_calls():
+    # Given 10,000 stored activities, and one more added at Argyle whose webhook never came
+    world = World()
+    docs = world.synced(10_000)
+    missed = world.argyle.add_dated(ACCOUNT, 20_000, BASE_TIME + timedelta(hours=5_000, minutes=7))
+    calls = world.argyle.calls
+    # When the account is reconciled
+    outcome = world.reconcile()
+    # Then it is stored, found as missing, in at most 2*log2(N/200) + 2 calls (not 50 pages)
+    used = world.argyle.calls - calls
+    assert used <= 2 * math.log2(len(docs) / 200) + 2, used
+    assert outcome["drift"] == {"missing": 1, "extra": 0, "stale": 0}
+    assert missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+
+
+def test_a_missed_removal_is_found_and_the_activity_confirmed_gone_before_it_is_removed():
+    world = World()
+    docs = world.synced(3000)
+    gone = [docs[17]["id"], docs[2500]["id"]]
+    for activity_id in gone:
+        world.argyle.remove(ACCOUNT, activity_id)
+    outcome = world.reconcile()
+    assert outcome["drift"] == {"missing": 0, "extra": 2, "stale": 0}
+    assert sorted(world.argyle.get_requests) == sorted(gone)
+    assert world.exact()
+
+
+def test_fifty_scattered_missing_activities_are_all_repaired():
+    world = World()
+    world.synced(10_000)
+    for i in range(50):
+        world.argyle.add_dated(ACCOUNT, 30_000 + i, BASE_TIME + timedelta(hours=200 * i, minutes=3))
+    outcome = world.reconcile()
+    assert outcome["drift"]["missing"] == 50 and world.exact()
+
+
+def test_a_missed_update_in_the_recent_window_is_repaired_by_the_recent_pass():
+    # Given a synced account whose latest activity changed at Argyle without a webhook
+    world = World()
+    docs = world.synced(300)
+    latest = max(docs, key=lambda d: d["start_date"])
+    world.argyle.update(ACCOUNT, latest["id"], tips="4.44")
+    # When the daily (recent) reconcile runs with a window that covers it
+    outcome = world.reconcile(scope="recent", recent_days=400)
+    # Then the stored copy is Argyle's, counted as stale drift
+    assert outcome["drift"]["stale"] == 1 and world.exact()
+
+
+def test_a_missing_undated_activity_falls_back_to_a_full_pass():
+    world = World()
+    world.synced(500)
+    undated = world.argyle.add_dated(ACCOUNT, 40_000, BASE_TIME)
+    undated["start_date"] = None
+    outcome = world.reconcile()
+    assert outcome["drift"]["missing"] == 1 and world.exact()
+    assert world.argyle.list_requests[-1][:3] == (ACCOUNT, None, None)
+
+
+def test_a_full_pass_repairs_content_drift_anywhere_and_drift_that_counts_cannot_see():
+    # Given one activity removed and one added at Argyle (the counts still agree) and an old one
+    # changed, with no webhook for any of them
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[10]["id"])
+    world.argyle.add_dated(ACCOUNT, 50_000, BASE_TIME + timedelta(hours=20, minutes=1))
+    world.argyle.update(ACCOUNT, docs[3]["id"], tips="7.77")
+    assert world.reconcile()["drift"] == {"missing": 0, "extra": 0, "stale": 0}  # counts are blind to it
+    # When the weekly full pass runs
+    outcome = world.reconcile(scope="full", request_id="reconcile-full-1")
+    # Then all three are repaired
+    assert outcome["drift"] == {"missing": 1, "extra": 1, "stale": 1} and world.exact()
+
+
+def test_a_reconcile_short_of_time_continues_in_the_accounts_group_and_ends_exact():
+    world = World()
+    docs = world.synced(4000)
+    for i in range(20):
+        world.argyle.remove(ACCOUNT, docs[i * 150]["id"])
+    first = world.reconcile(remaining_ms=1)
+    assert first["action"] == "continued"
+    assert {e.group_id for e in world.queue.sent} == {f"account:{ACCOUNT}"}
+    outcomes = world.drain(remaining_ms=1)
+    assert outcomes[-1]["drift"]["extra"] == 20 and world.exact()
