@@ -176,7 +176,8 @@ class LocalStack:
             # The function's own log lines tell the console why a record failed (sync_console.py).
             # Added after the handlers are loaded: Powertools takes the logger's first handler as its own.
             self._console = SyncConsole(self._report)
-            sync_logger = logging.getLogger(env.get("POWERTOOLS_SERVICE_NAME") or "argyle-sync")
+            sync_env = function_environment("SyncFunction", self.resources, parameters=params, template=self._template)
+            sync_logger = logging.getLogger(sync_env.get("POWERTOOLS_SERVICE_NAME") or "argyle-sync")
             sync_logger.addHandler(self._console)
             self._exit.callback(sync_logger.removeHandler, self._console)
         self.poller = SqsPoller(
@@ -360,7 +361,9 @@ class LocalStack:
                 self._report(f"sync      {'synced':8}  {event}  {group}  {key}  batch {elapsed * 1000:.0f} ms")
                 continue
             note = self._console.note(record["messageId"]) if self._console else None
-            if crashed or note is None:
+            if crashed:
                 note = f"the invocation raised (see the function log); retry in {self.config.retry_delay} s"
+            elif note is None:
+                note = "reported failed (see the function log)"
             outcome = "TO DLQ" if "to the DLQ" in note else "skipped" if note.startswith("skipped") else "FAILED"
             self._report(f"sync      {outcome:8}  {event}  {group}  {key}  {note}")
