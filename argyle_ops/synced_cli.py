@@ -12,12 +12,15 @@
       resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
       reconcile ACCOUNT | --all [--scope recent|full|counts]
                                queue a reconcile (compare with Argyle, repair the drift) now
+      purge ACCOUNT | --user USER [--dry-run] [--no-wait]
+                               erase an account's (or a user's) data; prints a receipt to keep
 
 Table names: the flags, else ACTIVITIES_TABLE / SYNC_STATE_TABLE, else the stack's outputs; the
 queue (replay, resync): --queue-url, else EVENTS_QUEUE_URL, else the stack's EventsQueueUrl.
-Exit codes: 0 found, 1 not found (an account, activity, user or event the sync does not have),
-2 usage (including no region), 6 AWS (credentials, endpoint, stack, table or queue): one line on
-stderr says what is wrong and what to do.
+Exit codes: 0 found (or done), 1 not found (an account, activity, user or event the sync does not
+have), 2 usage (including no region), 3 a purge queued but not finished in the wait, 6 AWS
+(credentials, endpoint, stack, table or queue): one line on stderr says what is wrong and what to
+do (with any data that goes with it, such as a queued purge's request id, as JSON on stdout).
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.receiving.webhook_intake import message_group
-from argyle_pipeline.sync.messages import RESYNC_EVENT, ReconcileJob, ResyncRequest
+from argyle_pipeline.sync.messages import PURGE_EVENT, RESYNC_EVENT, PurgeJob, ReconcileJob, ResyncRequest
 from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 
 PROG = "argyle-synced"
-NOT_FOUND, USAGE = EXIT_NOT_FOUND, EXIT_USAGE
+NOT_FOUND, USAGE, NOT_FINISHED = EXIT_NOT_FOUND, EXIT_USAGE, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--scope", choices=["recent", "full", "counts"], default="recent",
                            help="recent (default): re-list the recent days, then compare counts; full: re-list "
                                 "everything; counts: compare counts only")
+    purge = commands.add_parser("purge", help="erase an account's or a user's data (a data-subject request)")
+    purge.add_argument("account", nargs="?")
+    purge.add_argument("--user", help="every account of this user, and the user's profile")
+    purge.add_argument("--dry-run", action="store_true", help="print what would go; change nothing")
+    purge.add_argument("--no-wait", action="store_true", help="queue the purge and return at once")
+    purge.add_argument("--wait-seconds", type=float, default=300.0, help="how long to wait for the receipt")
     return parser
 
 
@@ -158,6 +167,69 @@ def queue_reconcile(state: SyncStateStore, queue: EventQueue, account: str | Non
             for a, u in accounts]
     queue.send_many([reconcile_message(job, f"reconcile-{request_id}", now_ms) for job in jobs])
     return 0, {"queued": "reconcile", "scope": scope, "accounts": len(jobs), "request_id": request_id}
+
+
+def _accounts_to_purge(state: SyncStateStore, account: str | None, user: str | None) -> list[dict[str, Any]]:
+    """The (not yet purged) account states the request names: one account, or every account of
+    the user (its links, and a Scan for accounts linked before links existed)."""
+    if account:
+        found = state.account_state(account)
+        return [found] if found and found.get("status") not in ("purged", "purging") else []
+    ids = set(state.user_accounts(str(user))) | {a["account_id"] for a in state.accounts()
+                                                 if a.get("user_id") == user and a.get("account_id")}
+    states = [state.account_state(a) for a in sorted(ids)]
+    return [s for s in states if s and s.get("status") not in ("purged", "purging")]
+
+
+def queue_purge(state: SyncStateStore, activities: ActivityStore, queue: EventQueue | None, *,
+                account: str | None, user: str | None, dry_run: bool, wait_seconds: float | None,
+                sleep: Any = time.sleep) -> tuple[int, Any]:
+    """An erasure request: what would go (`dry_run`), or the purge queued in each account's group
+    and, unless `wait_seconds` is None, the receipt once every account is purged."""
+    if bool(account) == bool(user):
+        return USAGE, {"error": "give an ACCOUNT or --user USER (not both)"}
+    targets = _accounts_to_purge(state, account, user)
+    if not targets:
+        return NOT_FOUND, {"error": "nothing to purge: no sync state for this account (or user), or already purged"}
+    if dry_run:
+        plan = []
+        for target in targets:
+            acc = target["account_id"]
+            plan.append({"account": acc, "activities": activities.count(acc),
+                         "archived_events": len(state.archived_keys(f"account:{acc}", limit=10**9)),
+                         "sync_state": 1})
+        user_id = user or targets[0].get("user_id")
+        others = set(state.user_accounts(str(user_id))) - {t["account_id"] for t in targets} if user_id else set()
+        profile = 1 if user_id and state.user(str(user_id)) and not others else 0
+        return 0, {"dry_run": True, "would_delete": plan, "user_profiles": profile}
+    assert queue is not None
+    request_id = uuid.uuid4().hex
+    now_ms = int(time.time() * 1000)
+    for target in targets:
+        job = PurgeJob(account=target["account_id"], user=target.get("user_id"), request_id=request_id,
+                       reason="erasure", removed_received_at_ms=now_ms)
+        queue.send(QueuedEvent(body=job.body(), event_name=PURGE_EVENT, group_id=f"account:{job.account}",
+                               dedupe_key=job.idempotency_key, correlation_id=f"purge-{request_id}",
+                               received_at_ms=now_ms))
+    queued = {"queued": "purge", "request_id": request_id, "accounts": [t["account_id"] for t in targets]}
+    if wait_seconds is None:
+        return 0, queued
+    deadline = time.monotonic() + wait_seconds
+    receipts: dict[str, Any] = {}
+    while True:
+        for target in targets:
+            acc = target["account_id"]
+            found = state.account_state(acc) or {}
+            if found.get("status") == "purged" and int(found.get("removed_received_at_ms") or 0) == now_ms:
+                receipts[acc] = {"account": acc, "purged_at": found.get("purged_at"),
+                                 "deleted": found.get("deleted", {})}
+        if len(receipts) == len(targets):
+            return 0, {"receipt": "purge", "request_id": request_id, "reason": "erasure",
+                       "requested_at_ms": now_ms, "accounts": [receipts[t["account_id"]] for t in targets]}
+        if time.monotonic() >= deadline:
+            return NOT_FINISHED, {**queued, "error": "queued, not finished within the wait: run "
+                                                    "`argyle-synced state ACCOUNT` later for its receipt"}
+        sleep(1.0)
 
 
 def _take(rows: Iterable[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
@@ -228,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
     """Every subcommand runs here, inside run_command: any AWS error is one line and exit code 6."""
-    needs_queue = args.command in ("replay", "resync", "reconcile")
+    needs_queue = args.command in ("replay", "resync", "reconcile") or (
+        args.command == "purge" and not args.dry_run)
     if args.stack_name and not (args.activities_table and args.sync_state_table
                                 and (args.queue_url or not needs_queue)):
         names["stack"] = repr(args.stack_name)
@@ -249,15 +322,26 @@ def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
     state = SyncStateStore(args.sync_state_table, dynamodb)
     if needs_queue:
         queue = EventQueue(args.queue_url, boto3_client("sqs", region=args.region, endpoint_url=args.endpoint_url))
-        if args.command == "replay":
+        if args.command == "purge":
+            code, value = queue_purge(state, ActivityStore(args.activities_table, dynamodb), queue,
+                                      account=args.account, user=args.user, dry_run=False,
+                                      wait_seconds=None if args.no_wait else args.wait_seconds)
+        elif args.command == "replay":
             code, value = queue_replay(state, queue, args.dedupe_key)
         elif args.command == "reconcile":
             code, value = queue_reconcile(state, queue, args.account, args.all, args.scope)
         else:
             code, value = queue_resync(queue, args.account, args.user, state, args.force)
+    elif args.command == "purge":  # --dry-run: reads only
+        code, value = queue_purge(state, ActivityStore(args.activities_table, dynamodb), None, account=args.account,
+                                  user=args.user, dry_run=True, wait_seconds=None)
     else:
         code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
     if code != 0:
+        # The error is one line on stderr; what goes with it (a queued purge's request id) is on stdout.
+        details = {k: v for k, v in value.items() if k != "error"} if isinstance(value, dict) else {}
+        if details:
+            print(dumps_exact(details, indent=None if args.compact else 2))
         raise OperatorError(str(value.get("error", value)) if isinstance(value, dict) else str(value), code)
     if isinstance(value, bytes):  # an archived body: exactly as Argyle sent it
         sys.stdout.buffer.write(value)

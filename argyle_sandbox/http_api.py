@@ -1,4 +1,5 @@
-"""The sandbox's HTTP routes: Argyle's v1 API (activities, webhooks) and a /_sandbox control plane.
+"""The sandbox's HTTP routes: Argyle's v1 API (activities, accounts, webhooks) and a /_sandbox
+control plane.
 
 Errors follow Django REST framework, which Argyle's v1 API answers with (see api_errors.py);
 lists page as pagination.py says. Every /v1 route needs HTTP Basic auth; the /_sandbox control
@@ -22,7 +23,8 @@ from pydantic import ValidationError
 from argyle_pipeline.timestamps import parse_timestamp
 from argyle_sandbox.api_errors import ApiError, field_error
 from argyle_sandbox.pagination import decode_cursor, encode_cursor, offset_links, parse_limit, parse_offset
-from argyle_sandbox.state import StartRange
+from argyle_sandbox.scenario import check_error_code
+from argyle_sandbox.state import StartRange, subscription_config
 from argyle_sandbox.synthetic import render
 
 if TYPE_CHECKING:
@@ -172,6 +174,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         routes: dict[tuple[str, tuple[str, ...]], Route] = {
             ("GET", ("v1", "activities")): SandboxHandler.list_activities,
             ("GET", ("v1", "activities", "{id}")): SandboxHandler.get_activity,
+            ("GET", ("v1", "accounts", "{id}")): SandboxHandler.get_account,
             ("GET", ("v1", "webhooks")): SandboxHandler.list_webhooks,
             ("POST", ("v1", "webhooks")): SandboxHandler.create_webhook,
             ("GET", ("v1", "webhooks", "{id}")): SandboxHandler.get_webhook,
@@ -190,6 +193,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             ("PATCH", ("_sandbox", "settings")): SandboxHandler.control_settings,
             ("GET", ("_sandbox", "page_shifts")): SandboxHandler.control_page_shifts,
             ("POST", ("_sandbox", "lying_removal")): SandboxHandler.control_lying_removal,
+            ("POST", ("_sandbox", "revoke")): SandboxHandler.control_revoke,
+            ("POST", ("_sandbox", "account_error")): SandboxHandler.control_account_error,
         }
         route = routes.get((method, shape))
         if route is None:
@@ -239,6 +244,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
             raise ApiError(404, {"detail": "Not found."})
         return 200, render(*found)
 
+    # --- /v1/accounts ---------------------------------------------------------------------------
+
+    def get_account(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        try:
+            return 200, self.sandbox.account(segments[2])
+        except KeyError:  # unknown, or deleted by a revoke
+            raise ApiError(404, {"detail": "Not found."}) from None
+
     # --- /v1/webhooks ---------------------------------------------------------------------------
 
     def create_webhook(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
@@ -273,6 +286,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
             and not (isinstance(config["days_synced"], int) and config["days_synced"] > 0)
         ):
             errors["config"] = ["days_synced must be a positive integer."]
+        if "events" not in errors and "config" not in errors:
+            try:
+                config = subscription_config(list(events or []), config, self.sandbox.settings.include_resource_rule)
+            except ValueError as exc:
+                errors["config"] = [str(exc)]
         if errors:
             raise ApiError(400, errors)
         sub = self.sandbox.state.add_subscription(
@@ -355,6 +373,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 years=float(doc.get("years", 3)),
                 employer=doc.get("employer"),
                 undated=int(doc.get("undated", 0)),
+                fail_with=doc.get("fail_with"),
             )
         except (ValueError, TypeError) as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
@@ -448,6 +467,35 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except ValueError as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
         return 200, {"account": doc["account"], "removed_activities": named}
+
+    def _account_field(self) -> tuple[dict[str, Any], str]:
+        doc = self._doc()
+        if not isinstance(doc, dict) or not isinstance(doc.get("account"), str) or not doc["account"]:
+            raise field_error("account", "This field is required.")
+        return doc, doc["account"]
+
+    def control_revoke(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        _, account = self._account_field()
+        try:
+            revoked = self.sandbox.revoke(account)
+        except KeyError as exc:
+            raise ApiError(404, {"detail": exc.args[0]}) from None
+        return 200, {
+            "account": revoked.account,
+            "user": revoked.user,
+            "activities_removed": revoked.activities_removed,
+        }
+
+    def control_account_error(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        doc, account = self._account_field()
+        try:
+            error_code = check_error_code(doc.get("error_code"))
+        except ValueError as exc:
+            raise field_error("error_code", str(exc)) from None
+        try:
+            return 200, self.sandbox.account_error(account, error_code)
+        except KeyError as exc:
+            raise ApiError(404, {"detail": exc.args[0]}) from None
 
 
 def _setting_errors(exc: ValidationError) -> dict[str, list[str]]:

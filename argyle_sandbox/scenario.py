@@ -2,18 +2,27 @@
 
 - connect_account: the initial scan. `accounts.connected`, then per subscription
   `activities.partially_synced` (its config.days_synced, default 30; skipped when that window
-  already holds every activity, as the docs allow), `activities.fully_synced`, and
-  `users.fully_synced` once all of the user's accounts are synced (sent again for each new
-  account, as v2 documents; v1 does not say).
+  already holds every activity, as the docs allow), `activities.fully_synced`,
+  `accounts.updated` (the scan set scanned_at), and `users.fully_synced` once all of the user's
+  accounts are synced (sent again for each new account, as v2 documents; v1 does not say).
+  Asked to fail (`fail_with`), only `accounts.failed`: the account is in error, without data.
 - periodic_scan: adds activities started since the last scan, updates (late tips) and removes
-  some, and sends `activities.added` / `.updated` / `.removed` with the documented fields.
-  `*_from`/`*_to` are the start-date range of the activities concerned, so they can be passed
-  straight to the activities filters, as the docs say to.
+  some, and sends `activities.added` / `.updated` / `.removed` with the documented fields, then
+  `accounts.updated`. `*_from`/`*_to` are the start-date range of the activities concerned, so
+  they can be passed straight to the activities filters, as the docs say to.
 - scan_before_page: a periodic scan that lands between two page requests of a listing (the
   page_shift_* faults): it removes and adds activities that sort before the requested page, so an
-  offset listing skips or repeats live ones, and sends `activities.removed` / `.added`.
+  offset listing skips or repeats live ones, and sends `activities.removed` / `.added`, then
+  `accounts.updated`.
 - lying_removal: a validly signed `activities.removed` naming activities that stay live, as a
   leaked secret or a mistaken event would send.
+- account_error: the account's connection goes into error (`accounts.updated`); its data stays.
+- revoke: the user revokes access. The account and all its data are deleted, and the only
+  webhook is `accounts.removed` (Argyle sends no `activities.removed` then).
+
+`accounts.connected` / `.failed` / `.updated` carry the account object as `data.resource` for a
+subscription whose config has `include_resource: true`; `accounts.removed` never does (the
+account is gone).
 
 The data is complete before any webhook leaves (deliveries are asynchronous, through the outbox).
 Every delivery passes the delivery faults (dropped, duplicated, reordered).
@@ -22,6 +31,7 @@ Every delivery passes the delivery faults (dropped, duplicated, reordered).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +43,15 @@ from argyle_sandbox.state import SandboxState, SortKey, StartRange
 from argyle_sandbox.synthetic import NULL_START_KEY, Account, ActivityRecord, iso_micros, iso_seconds
 
 DAY = 86_400
+ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def check_error_code(code: object) -> str:
+    """A connection error code as Argyle writes them (snake_case, e.g. "invalid_credentials");
+    ValueError otherwise. Codes the sandbox has no message for are allowed: Argyle adds codes."""
+    if not isinstance(code, str) or not ERROR_CODE.fullmatch(code):
+        raise ValueError(f"error_code must be a snake_case code such as 'invalid_credentials', got {code!r}")
+    return code
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,13 @@ class ScanResult:
     added: list[str]
     updated: list[str]
     removed: list[str]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    account: str
+    user: str
+    activities_removed: int
 
 
 @dataclass(frozen=True)
@@ -79,31 +105,51 @@ class Scenario:
         years: float = 3.0,
         employer: str | None = None,
         undated: int = 0,
+        fail_with: str | None = None,
     ) -> tuple[str, str]:
         """A new account with n_activities spread over `years` (plus `undated` without a start date);
-        returns (user_id, account_id) once the webhooks are queued."""
+        returns (user_id, account_id) once the webhooks are queued. With `fail_with` (an error
+        code) the connection fails instead: no data, connection.status "error", `accounts.failed`."""
+        if fail_with is not None:
+            check_error_code(fail_with)
         state = self.state
         with state.lock:
             user = state.create_user(user_id)
             account = state.create_account(user, employer)
-            now = state.now
-            state.add_activities(account, n_activities, now - int(years * 365 * DAY), now - 60, undated=undated)
-            account.fully_synced = True
-            messages: list[tuple[str, dict[str, Any] | None]] = [
-                ("accounts.connected", {"account": account.id, "user": user.id})
-            ]
-            messages.append(("activities.partially_synced", None))  # per subscription, below
-            messages.append(("activities.fully_synced", self._available(account)))
-            if all(state.accounts[a].fully_synced for a in user.accounts):
-                messages.append(("users.fully_synced", self._user_payload(user.id)))
-            deliveries = []
-            for event, data in messages:
-                for sub in state.subscribers(event):
-                    payload = data if data is not None else self._partially_synced(account, sub.days_synced)
-                    if payload is not None:
-                        deliveries.append(self._delivery(sub.id, event, payload))
+            if fail_with is not None:
+                state.set_connection(account, fail_with)
+                deliveries = self._account_deliveries(account, "accounts.failed")
+            else:
+                deliveries = self._initial_scan(account, n_activities, years=years, undated=undated)
         self._queue(deliveries)
         return user.id, account.id
+
+    def _initial_scan(self, account: Account, n_activities: int, *, years: float, undated: int) -> list[Delivery]:
+        state = self.state
+        connected = self._account_deliveries(account, "accounts.connected")  # the object before the scan
+        now = state.now
+        state.add_activities(account, n_activities, now - int(years * 365 * DAY), now - 60, undated=undated)
+        account.fully_synced = True
+        state.mark_scanned(account)
+        messages: list[tuple[str, dict[str, Any] | None]] = [
+            ("activities.partially_synced", None),  # per subscription, below
+            ("activities.fully_synced", self._available(account)),
+        ]
+        deliveries = connected
+        for event, data in messages:
+            for sub in state.subscribers(event):
+                payload = data if data is not None else self._partially_synced(account, sub.days_synced)
+                if payload is not None:
+                    deliveries.append(self._delivery(sub.id, event, payload))
+        deliveries += self._account_deliveries(account, "accounts.updated")
+        user = state.users[account.user]
+        others = [state.accounts[a] for a in user.accounts]
+        # An account that failed to connect has no data to sync: it does not hold the user back.
+        if all(a.fully_synced or a.connection_status == "error" for a in others):
+            data = self._user_payload(user.id)
+            subscribers = state.subscribers("users.fully_synced")
+            deliveries += [self._delivery(sub.id, "users.fully_synced", data) for sub in subscribers]
+        return deliveries
 
     def periodic_scan(
         self,
@@ -122,6 +168,8 @@ class Scenario:
             account = state.account(account_id)
             if not account.fully_synced:
                 raise ValueError(f"account {account_id} has not finished its initial scan")
+            if account.connection_status == "error":
+                raise ValueError(f"account {account_id} is in error ({account.error_code}): Argyle cannot scan it")
             since = state.now
             state.advance(interval)
             removing = list(remove_ids) if remove_ids is not None else state.pick(account, remove)
@@ -131,7 +179,9 @@ class Scenario:
             updated = state.update_activities(account, updating)
             removed = state.remove_activities(account, removing)
             added = state.add_activities(account, add, since + 1, state.now) if add else []
+            state.mark_scanned(account)
             deliveries = self._change_deliveries(account, added=added, updated=updated, removed=removed)
+            deliveries += self._account_deliveries(account, "accounts.updated")
         self._queue(deliveries)
         return ScanResult(
             account=account_id,
@@ -164,7 +214,9 @@ class Scenario:
             removed = state.remove_activities(account, state.sample(passed, remove))
             first, last = self._starts_before(last_before, window)
             added = state.add_activities(account, add, first, last) if add and first <= last else []
+            state.mark_scanned(account)
             deliveries = self._change_deliveries(account, added=added, updated=[], removed=removed)
+            deliveries += self._account_deliveries(account, "accounts.updated")
             page = {"offset": str(offset)} if after is None else {"cursor": encode_cursor(after)}
             record = PageShift(account_id, page, [r.id for r in removed], [r.id for r in added])
             self.page_shifts.append(record)
@@ -201,6 +253,31 @@ class Scenario:
         self._queue(deliveries)
         return list(ids)
 
+    def account_error(self, account_id: str, error_code: str) -> dict[str, Any]:
+        """Put the account's connection into error with `error_code` (its data stays, as Argyle
+        keeps it) and send `accounts.updated`; returns the account object."""
+        check_error_code(error_code)
+        state = self.state
+        with state.lock:
+            account = state.account(account_id)
+            state.set_connection(account, error_code)
+            deliveries = self._account_deliveries(account, "accounts.updated")
+            document = state.account_document(account_id)
+        self._queue(deliveries)
+        return document
+
+    def revoke(self, account_id: str) -> Revocation:
+        """The user revokes access: the account and every activity of it are deleted, and only
+        `accounts.removed` ({account, user}) is sent. KeyError when unknown or already revoked."""
+        state = self.state
+        with state.lock:
+            account, removed = state.revoke_account(account_id)
+            data = {"account": account.id, "user": account.user}
+            subscribers = state.subscribers("accounts.removed")
+            deliveries = [self._delivery(sub.id, "accounts.removed", data) for sub in subscribers]
+        self._queue(deliveries)
+        return Revocation(account=account.id, user=account.user, activities_removed=removed)
+
     def send_event(self, event: str, data: dict[str, Any]) -> int:
         """Deliver any event (accounts.*, something new) to its subscribers; returns how many."""
         with self.state.lock:
@@ -209,6 +286,20 @@ class Scenario:
         return len(deliveries)
 
     # --- payloads -------------------------------------------------------------------------------
+
+    def _account_deliveries(self, account: Account, event: str) -> list[Delivery]:
+        """`event` ({account, user}) to its subscribers, with the account object as it is now in
+        `resource` for those whose config asks for it."""
+        data: dict[str, Any] = {"account": account.id, "user": account.user}
+        deliveries = []
+        resource: dict[str, Any] | None = None
+        for sub in self.state.subscribers(event):
+            if sub.include_resource:
+                resource = resource or self.state.account_document(account.id)
+                deliveries.append(self._delivery(sub.id, event, {**data, "resource": resource}))
+            else:
+                deliveries.append(self._delivery(sub.id, event, data))
+        return deliveries
 
     def _available(self, account: Account) -> dict[str, Any]:
         oldest, newest = self.state.date_span(account)
@@ -272,7 +363,8 @@ class Scenario:
 
     def _user_payload(self, user_id: str) -> dict[str, Any]:
         user = self.state.users[user_id]
-        accounts = [self.state.accounts[a] for a in user.accounts]
+        # Accounts that failed to connect are not connected providers.
+        accounts = [self.state.accounts[a] for a in user.accounts if self.state.accounts[a].fully_synced]
         return {
             "user": user.id,
             "resource": {

@@ -18,9 +18,9 @@ from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.http_api import SandboxHTTPServer
 from argyle_sandbox.pagination import PaginationMode
-from argyle_sandbox.scenario import PageShift, ScanResult, Scenario
+from argyle_sandbox.scenario import PageShift, Revocation, ScanResult, Scenario
 from argyle_sandbox.settings import SandboxSettings
-from argyle_sandbox.state import DEFAULT_NOW, SandboxState, Subscription
+from argyle_sandbox.state import DEFAULT_NOW, SandboxState, Subscription, subscription_config
 from argyle_sandbox.synthetic import iso_seconds
 
 
@@ -122,8 +122,13 @@ class SandboxServer:
         years: float = 3.0,
         employer: str | None = None,
         undated: int = 0,
+        fail_with: str | None = None,
     ) -> tuple[str, str]:
-        return self.scenario.connect_account(user_id, n_activities, years=years, employer=employer, undated=undated)
+        """A new account (and user, unless `user_id` names one); with `fail_with` (an error code
+        such as "invalid_credentials") the connection fails: no data, only `accounts.failed`."""
+        return self.scenario.connect_account(
+            user_id, n_activities, years=years, employer=employer, undated=undated, fail_with=fail_with
+        )
 
     def periodic_scan(
         self,
@@ -142,6 +147,20 @@ class SandboxServer:
 
     def send_event(self, event: str, data: dict[str, Any]) -> int:
         return self.scenario.send_event(event, data)
+
+    def revoke(self, account_id: str) -> Revocation:
+        """The user revokes access: the account and its activities are deleted (GET answers 404,
+        listings are empty) and only `accounts.removed` is sent. KeyError when unknown or revoked.
+        A revoked id never comes back; connecting the user again makes a new account."""
+        return self.scenario.revoke(account_id)
+
+    def account_error(self, account_id: str, error_code: str) -> dict[str, Any]:
+        """connection.status "error" with `error_code`, and `accounts.updated`; returns the account object."""
+        return self.scenario.account_error(account_id, error_code)
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        """The account object as GET /v1/accounts/{id} answers it; KeyError when unknown or revoked."""
+        return self.state.account_document(account_id)
 
     def lying_removal(self, account_id: str, n: int = 10, *, ids: list[str] | None = None) -> list[str]:
         """Deliver a validly signed `activities.removed` naming n live activities (or `ids`) that
@@ -178,9 +197,9 @@ class SandboxServer:
         name: str = "sandbox subscription",
         config: dict[str, Any] | None = None,
     ) -> Subscription:
-        return self.state.add_subscription(
-            name=name, events=list(events or ["*"]), url=url, secret=secret, config=config
-        )
+        events = list(events or ["*"])
+        kept = subscription_config(events, config, self.settings.include_resource_rule)  # ValueError when refused
+        return self.state.add_subscription(name=name, events=events, url=url, secret=secret, config=kept)
 
     def unsubscribe(self, subscription_id: str) -> bool:
         return self.state.remove_subscription(subscription_id)

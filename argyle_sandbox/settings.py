@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from argyle_sandbox.pagination import PaginationMode
+from argyle_sandbox.state import IncludeResourceRule
 
 
 class SandboxSettings(BaseModel):
@@ -15,6 +16,9 @@ class SandboxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     pagination: PaginationMode = "offset"
+    # A subscription asking include_resource for more than one event: "refuse" answers 400 (the
+    # rule Argyle states); "drop" answers 201 without it (what Argyle's own create example shows).
+    include_resource_rule: IncludeResourceRule = "refuse"
 
     def updated(self, changes: dict[str, Any]) -> SandboxSettings:
         """A validated copy with `changes` applied (pydantic's ValidationError names the field)."""

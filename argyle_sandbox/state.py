@@ -16,7 +16,7 @@ import time
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from argyle_sandbox.synthetic import (
     EMPLOYERS,
@@ -28,6 +28,7 @@ from argyle_sandbox.synthetic import (
     iso_micros,
     new_uuid,
     render,
+    render_account,
 )
 
 # The sandbox's clock starts here (not at the wall clock), so a seed always gives the same data.
@@ -35,6 +36,10 @@ DEFAULT_NOW = datetime(2024, 6, 1, tzinfo=UTC)
 DEFAULT_DAYS_SYNCED = 30
 
 SortKey = tuple[int, str]
+
+IncludeResourceRule = Literal["refuse", "drop"]
+INCLUDE_RESOURCE_RULES: tuple[IncludeResourceRule, ...] = ("refuse", "drop")
+SINGLE_EVENT_ONLY = "include_resource can only be applied to a subscription with exactly one event (not '*')."
 
 
 @dataclass
@@ -52,6 +57,10 @@ class Subscription:
         return "*" in self.events or event in self.events
 
     @property
+    def include_resource(self) -> bool:
+        return (self.config or {}).get("include_resource") is True
+
+    @property
     def days_synced(self) -> int:
         value = (self.config or {}).get("days_synced")
         return value if isinstance(value, int) and value > 0 else DEFAULT_DAYS_SYNCED
@@ -67,6 +76,23 @@ class Subscription:
             "created_at": iso_micros(self.created_us),
             "updated_at": iso_micros(self.updated_us),
         }
+
+
+def subscription_config(
+    events: list[str], config: dict[str, Any] | None, rule: IncludeResourceRule
+) -> dict[str, Any] | None:
+    """The config a new subscription keeps. Argyle allows include_resource only on a subscription
+    to one event: asked of more (or of "*"), rule "refuse" raises ValueError, rule "drop" keeps the
+    config without it (Argyle's own create example answers so: 201 with `"config": {}`)."""
+    if not config or "include_resource" not in config:
+        return config
+    if not isinstance(config["include_resource"], bool):
+        raise ValueError("include_resource must be true or false.")
+    if not config["include_resource"] or (len(events) == 1 and events[0] != "*"):
+        return config
+    if rule == "refuse":
+        raise ValueError(SINGLE_EVENT_ONLY)
+    return {k: v for k, v in config.items() if k != "include_resource"}
 
 
 @dataclass
@@ -109,6 +135,7 @@ class SandboxState:
         self.now_us = int(now.timestamp() * 1_000_000)
         self.users: dict[str, User] = {}
         self.accounts: dict[str, Account] = {}
+        self.revoked: set[str] = set()  # account ids deleted by a revoke: never served or reused
         self._activity_account: dict[str, str] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self._last_wall_us = 0
@@ -144,8 +171,12 @@ class SandboxState:
                 known = ", ".join(e[1] for e in EMPLOYERS)
                 raise ValueError(f"unknown employer {employer!r}; known: {known}")
             name, link_item, kind, services = self._rng.choice(choices)
+            if account_id is None:
+                account_id = new_uuid(self._rng)
+                while account_id in self.revoked or account_id in self.accounts:
+                    account_id = new_uuid(self._rng)
             account = Account(
-                id=account_id or new_uuid(self._rng),
+                id=account_id,
                 user=user.id,
                 employer=name,
                 link_item=link_item,
@@ -162,7 +193,45 @@ class SandboxState:
         try:
             return self.accounts[account_id]
         except KeyError:
-            raise KeyError(f"unknown account {account_id}") from None
+            gone = "was revoked" if account_id in self.revoked else "is unknown"
+            raise KeyError(f"account {account_id} {gone}") from None
+
+    def account_document(self, account_id: str) -> dict[str, Any]:
+        """The account object, as GET /v1/accounts/{id} answers it; KeyError when unknown or revoked."""
+        with self.lock:
+            account = self.account(account_id)
+            return render_account(account, *self.date_span(account))
+
+    def mark_scanned(self, account: Account) -> None:
+        """A scan of the account ended now: scanned_at (and so the account object) changes. The
+        clock stays where the scan left it, so a seed still gives the same activities as before."""
+        with self.lock:
+            account.scanned_us = account.updated_us = self.now_us
+
+    def set_connection(self, account: Account, error_code: str | None) -> None:
+        """connection.status "error" with `error_code`, or "connected" again when it is None."""
+        with self.lock:
+            stamp = self.advance(1)
+            account.connection_status = "connected" if error_code is None else "error"
+            account.error_code = error_code
+            account.connection_updated_us = account.updated_us = stamp
+
+    def revoke_account(self, account_id: str) -> tuple[Account, int]:
+        """Delete the account and every activity of it, as Argyle does when the user revokes
+        access; returns the account and how many activities went. KeyError when unknown or revoked."""
+        with self.lock:
+            account = self.account(account_id)
+            del self.accounts[account_id]
+            self.revoked.add(account_id)
+            for activity_id in account.records:
+                del self._activity_account[activity_id]
+            removed = len(account.records)
+            account.records.clear()
+            account.keys.clear()
+            user = self.users.get(account.user)
+            if user is not None:
+                user.accounts.remove(account_id)
+            return account, removed
 
     # --- activities -----------------------------------------------------------------------------
 

@@ -101,6 +101,12 @@ class Account:
     records: dict[str, ActivityRecord] = field(default_factory=dict)
     keys: list[tuple[int, str]] = field(default_factory=list)  # sorted, see ActivityRecord.key
     fully_synced: bool = False
+    # The account object's own state (GET /v1/accounts/{id}); 0 means "when created".
+    updated_us: int = 0
+    scanned_us: int | None = None  # the end of the last scan; None before the first
+    connection_status: str = "connected"  # or "error"
+    error_code: str | None = None
+    connection_updated_us: int = 0
 
 
 @dataclass
@@ -218,4 +224,52 @@ def render(account: Account, rec: ActivityRecord) -> dict[str, Any]:
         },
         "metadata": {"revision": rec.revision},
         "complete_data_available": True,
+    }
+
+
+# What Argyle says for a few connection error codes; any other snake_case code gets the generic
+# message (Argyle adds codes, and tests may send codes the sandbox has never heard of).
+CONNECTION_ERROR_MESSAGES: dict[str, str] = {
+    "auth_required": "The account needs the user to log in again.",
+    "invalid_credentials": "The login credentials are incorrect.",
+    "expired_credentials": "The password has expired and must be changed with the employer.",
+    "account_disabled": "The employer has disabled the account.",
+    "mfa_timeout": "The user did not complete multi-factor authentication in time.",
+    "system_error": "Argyle could not reach the employer's system.",
+}
+
+
+def connection_error_message(code: str) -> str:
+    return CONNECTION_ERROR_MESSAGES.get(code, f"The connection failed ({code}).")
+
+
+def render_account(account: Account, oldest: int | None, newest: int | None) -> dict[str, Any]:
+    """The account object (GET /v1/accounts/{id}, an accounts.* webhook's data.resource).
+    `oldest`/`newest` are its dated activities' first and last start. `availability.activities`
+    is modelled on v2's `availability.gigs`."""
+    failed = account.connection_status == "error"
+    return {
+        "id": account.id,
+        "user": account.user,
+        "employer": account.employer,
+        "link_item": account.link_item,
+        "data_partner": account.link_item,
+        "created_at": iso_micros(account.created_us),
+        "updated_at": iso_micros(account.updated_us or account.created_us),
+        "scanned_at": None if account.scanned_us is None else iso_micros(account.scanned_us),
+        "connection": {
+            "status": account.connection_status,
+            "error_code": account.error_code if failed else None,
+            "error_message": connection_error_message(account.error_code) if failed and account.error_code else None,
+            "updated_at": iso_micros(account.connection_updated_us or account.created_us),
+        },
+        "availability": {
+            "activities": {
+                "status": "synced" if account.fully_synced else "failed",
+                "updated_at": None if account.scanned_us is None else iso_micros(account.scanned_us),
+                "available_count": len(account.records),
+                "available_from": iso_seconds(oldest),
+                "available_to": iso_seconds(newest),
+            }
+        },
     }

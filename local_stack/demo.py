@@ -181,12 +181,12 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     counters = stack.counters
                     stats = stack.poller.stats if stack.poller else None
                     processed = stats.records - stats.failed_records if stats else 0
-                    explanation = duplicates_explained(counters.accepted, len(counters.accepted_keys), processed,
-                                                       stats.failed_records if stats else 0)
+                    explanation = records_explained(counters.accepted, stack.dedupe_window.dropped, processed,
+                                                    stats.failed_records if stats else 0)
                     elapsed = time.monotonic() - started
                     rows = [
                         ("events accepted (202)", counters.accepted),
-                        ("distinct webhooks among them", len(counters.accepted_keys)),
+                        ("dropped by SQS's dedupe window", stack.dedupe_window.dropped),
                         ("events rejected", ", ".join(f"{n}x {s}" for s, n in sorted(counters.rejected.items())) or 0),
                         ("accounts", len(accounts)),
                         ("activities in Argyle (truth)", expected),
@@ -242,16 +242,21 @@ def reconcile_drift(stack: Any, accounts: list[str]) -> dict[str, int]:
     return total
 
 
-def duplicates_explained(accepted: int, distinct: int, processed: int, failed: int) -> str:
-    """Why the receiver accepted more webhooks than the sync processed records."""
-    dropped = accepted - distinct
-    text = (f"Why {accepted} accepted webhooks became {processed} processed records: the sandbox delivers every "
-            f"webhook twice, the receiver accepts both copies (202), and the FIFO queue keeps one per deduplication "
-            f"id within 5 minutes, so it dropped {dropped} duplicate deliveries of {distinct} distinct webhooks.")
-    if processed > distinct:
-        text += (f" The {processed - distinct} other records are the sync's own messages (reconcile jobs, "
-                 "continuations of long listings) or copies that came after the 5-minute window, which the "
-                 "sync's idempotency table recognised.")
+def records_explained(accepted: int, dropped: int, processed: int, failed: int) -> str:
+    """How the webhooks the receiver accepted became the records the sync processed."""
+    queued = accepted - dropped
+    text = f"From {accepted} accepted webhooks to {processed} processed records: "
+    if dropped:
+        text += (f"the queue dropped {dropped} re-sent deliveries (a deduplication id it saw within 5 minutes), "
+                 f"so {queued} reached the sync. ")
+    text += ("Argyle's duplicate deliveries (the sandbox sends every webhook twice) are messages of their own, "
+             "each with its own deduplication id; the sync processes each and skips the work when an earlier run "
+             "already covered it (docs/sync.md, \"What a duplicate is\").")
+    if processed > queued:
+        text += (f" The {processed - queued} other records are the sync's own messages (reconcile jobs, "
+                 "continuations of long listings).")
+    elif processed < queued:
+        text += f" {queued - processed} were not processed (see the DLQ)."
     if failed:
         text += f" {failed} attempts failed (Argyle's faults) and were retried; they are not counted as processed."
     return text

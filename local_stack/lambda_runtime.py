@@ -131,6 +131,15 @@ def load_handler(logical_id: str, template: dict[str, Any] | None = None, *,
     return handler
 
 
+def sync_sends_through(sync_handler: Callable[..., Any], sqs: Any) -> None:
+    """Build the loaded sync function's container with this SQS client for what it sends (its
+    continuations): the local stack's carries SQS's deduplication window."""
+    from argyle_pipeline.sync.settings import sync_settings
+
+    module = sys.modules[sync_handler.__module__]
+    module.set_runtime(module.build_runtime(sync_settings(), sqs=sqs))
+
+
 def _forget_container_state(module_name: str) -> None:
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters import base

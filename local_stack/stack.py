@@ -23,7 +23,15 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from local_stack.dev_config import LOCAL_DEV_SECRET, LOCAL_PREFIX, REGION
-from local_stack.lambda_runtime import LambdaContext, environment, function_environment, function_timeout, load_handler
+from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
+from local_stack.lambda_runtime import (
+    LambdaContext,
+    environment,
+    function_environment,
+    function_timeout,
+    load_handler,
+    sync_sends_through,
+)
 from local_stack.receiver_http import ReceiverHttpServer
 from local_stack.sqs_poller import SqsPoller
 from local_stack.sync_console import SyncConsole
@@ -51,6 +59,8 @@ class StackConfig:
     sync_in_subprocess: bool = False
     sync_timeout: int | None = None   # the function's timeout as its context reports it
     worker_visibility: int = 6
+    # SQS FIFO's deduplication window, simulated on the functions' SQS clients (moto has none).
+    dedupe_window_seconds: float = SQS_WINDOW_SECONDS
     # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
     reconcile_every: float = 0.0
 
@@ -59,8 +69,6 @@ class StackConfig:
 class StackCounters:
     accepted: int = 0
     rejected: dict[int, int] = field(default_factory=dict)
-    # Distinct bodies among the accepted webhooks: the queue drops a copy of one within 5 minutes.
-    accepted_keys: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -106,6 +114,7 @@ class LocalStack:
         self.poller: SqsPoller | None = None
         self._console: SyncConsole | None = None
         self._template = load_template()
+        self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
         self._reconciles = 0
         self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
 
@@ -150,6 +159,7 @@ class LocalStack:
         self._exit.enter_context(environment(env))
 
         receiver = load_handler("ReceiverFunction", self._template)
+        self.dedupe_window.attach(sys.modules[receiver.__module__].event_queue().client)
         try:
             self._receiver_http = ReceiverHttpServer(
                 lambda event: receiver(event, LambdaContext("ReceiverFunction", timeout_seconds=10)),
@@ -172,6 +182,8 @@ class LocalStack:
         # One handler module per worker: Lambda runs concurrent invocations in separate containers,
         # and the handler's module state (its batch processor) must not be shared between them.
         containers = [load_handler("SyncFunction", self._template, container=n) for n in range(cfg.sync_workers)]
+        for sync in containers:
+            sync_sends_through(sync, self.dedupe_window.attach(session.client("sqs")))
         if self._report:
             # The function's own log lines tell the console why a record failed (sync_console.py).
             # Added after the handlers are loaded: Powertools takes the logger's first handler as its own.
@@ -248,7 +260,8 @@ class LocalStack:
         self._worker = subprocess.Popen(  # noqa: S603 - our own module, no shell
             [sys.executable, "-m", "local_stack.sync_worker", "--batch-size", str(self._batch_size),
              "--workers", str(cfg.sync_workers), "--retry-delay", str(cfg.retry_delay),
-             "--visibility", str(cfg.worker_visibility), "--timeout", str(self._sync_timeout)],
+             "--visibility", str(cfg.worker_visibility), "--timeout", str(self._sync_timeout),
+             "--dedupe-window", str(cfg.dedupe_window_seconds)],
             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=str(TEMPLATE_PATH.parent))
 
@@ -334,20 +347,24 @@ class LocalStack:
     # -- one line per event ------------------------------------------------------------------
     def _report_request(self, event: dict[str, Any], response: dict[str, Any]) -> None:
         status = int(response.get("statusCode", 0))
-        try:
-            answer = json.loads(response.get("body") or "{}")
-        except ValueError:
-            answer = {}
         with self.counters.lock:
             if status == 202:
                 self.counters.accepted += 1
-                self.counters.accepted_keys.add(str(answer.get("dedupe_key")))
             else:
                 self.counters.rejected[status] = self.counters.rejected.get(status, 0) + 1
         if self._report:
+            try:
+                answer = json.loads(response.get("body") or "{}")
+            except ValueError:
+                answer = {}
             what = answer.get("event") or answer.get("error", "")
             key = (answer.get("dedupe_key") or "")[:12]
             self._report(f"receiver  {status}  {what}  {key}".rstrip())
+
+    def _report_drop(self, group: str, deduplication_id: str) -> None:
+        if self._report:
+            self._report(f"queue     dropped: deduplication id seen within {self.config.dedupe_window_seconds:g} s"
+                         f"  {group}  {deduplication_id[:12]}")
 
     def _report_batch(self, records: list[dict[str, Any]], failed: set[str], elapsed: float, crashed: bool) -> None:
         if not self._report:

@@ -19,7 +19,8 @@ from typing import Any
 
 import boto3
 
-from local_stack.lambda_runtime import LambdaContext, load_handler
+from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
+from local_stack.lambda_runtime import LambdaContext, load_handler, sync_sends_through
 from local_stack.sqs_poller import SqsPoller
 
 
@@ -58,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-delay", type=int, default=1)
     parser.add_argument("--visibility", type=int, default=6, help="seconds; extended while an invocation runs")
     parser.add_argument("--timeout", type=int, default=900, help="the function's timeout (its context)")
+    parser.add_argument("--dedupe-window", type=float, default=SQS_WINDOW_SECONDS,
+                        help="seconds of SQS FIFO's deduplication window, simulated on this process's sends")
     args = parser.parse_args(argv)
     queue_url = os.environ["EVENTS_QUEUE_URL"]
     sqs = boto3.client("sqs")
     handler = load_handler("SyncFunction")
+    sync_sends_through(handler, FifoDedupeWindow(args.dedupe_window).attach(sqs))  # this process's own window
     invoke = HeartbeatInvoke(sqs, queue_url, handler, args.timeout, args.visibility)
     poller = SqsPoller(sqs, queue_url, invoke, batch_size=args.batch_size, workers=args.workers,
                        retry_delay=args.retry_delay, visibility=args.visibility)

@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
 
+from argyle_pipeline.aws.event_queue import delivery_keys  # noqa: E402
 from argyle_pipeline.receiving.signature import sign  # noqa: E402
 from local_stack.dev_config import (  # noqa: E402
     DEFAULT_MOTO_PORT,
@@ -111,8 +112,12 @@ def apigw_event(body: bytes, signature: str | None, request_id: str, *, as_base6
     }
 
 
-def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[str, Any]:
-    key = hashlib.sha256(body).hexdigest()
+def sqs_event(body: bytes, event_name: str, group_id: str, index: int,
+              dedupe_id: str | None = None) -> dict[str, Any]:
+    # As the receiver queues it: correlation id = the request id, deduplication id per delivery
+    # (the sync's own messages give theirs).
+    key, delivery_id = delivery_keys(body, f"sample-{index}")
+    dedupe_id = dedupe_id or delivery_id
     return {"Records": [{
         "messageId": f"00000000-0000-4000-8000-{index:012d}",
         "receiptHandle": f"sample-receipt-{index}",
@@ -120,7 +125,7 @@ def sqs_event(body: bytes, event_name: str, group_id: str, index: int) -> dict[s
         "attributes": {
             "ApproximateReceiveCount": "1", "SentTimestamp": str(REQUEST_TIME_EPOCH_MS),
             "SequenceNumber": f"1{index:019d}", "MessageGroupId": group_id,
-            "SenderId": "AROAEXAMPLE", "MessageDeduplicationId": key,
+            "SenderId": "AROAEXAMPLE", "MessageDeduplicationId": dedupe_id,
             "ApproximateFirstReceiveTimestamp": str(REQUEST_TIME_EPOCH_MS),
         },
         "messageAttributes": {
@@ -154,6 +159,16 @@ def all_events() -> dict[str, dict[str, Any]]:
     files["forged_signature.json"] = apigw_event(
         added, sign(added, "not-the-secret"), "sample-forged")
     files["missing_signature.json"] = apigw_event(added, None, "sample-unsigned")
+    # ReconcileFunction: what EventBridge Scheduler sends (nothing), and an on-demand full pass; and
+    # what SyncFunction then receives for one account.
+    files["reconcile_scheduled.json"] = {}
+    files["reconcile_on_demand.json"] = {"request_id": "on-demand-sample-0001", "scope": "full"}
+    account = WEBHOOKS["activities_added"]["data"]["account"]
+    job = json.dumps({"event": "argyle_sync.reconcile", "data": {
+        "account": account, "request_id": "scheduled-20000", "scope": "recent"}}, sort_keys=True).encode()
+    files["sqs_reconcile.json"] = sqs_event(
+        job, "argyle_sync.reconcile", f"account:{account}", len(WEBHOOKS) + 1,
+        dedupe_id=hashlib.sha256(f"reconcile:{account}:scheduled-20000#part0".encode()).hexdigest())
     files["env.json"] = sam_local_env()
     return files
 
@@ -175,6 +190,7 @@ def sam_local_env() -> dict[str, Any]:
             "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable",
             "IDEMPOTENCY_TABLE": f"{LOCAL_PREFIX}-IdempotencyTable",
         },
+        "ReconcileFunction": {**common, "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable"},
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics
@@ -35,9 +36,16 @@ def schedule_from_environment() -> ReconcileSchedule:
 def queue_reconciles(state: SyncStateStore, queue: EventQueue, schedule: ReconcileSchedule, now: float,
                      correlation_id: str, *, request_id: str | None = None,
                      scope: Literal["full", "recent"] | None = None) -> dict[str, int]:
-    queued = {"recent": 0, "full": 0}
+    queued = {"recent": 0, "full": 0, "in_error": 0}
+
+    def account_ids() -> Iterator[str]:
+        for account, summary in state.account_summaries():
+            if summary.get("connection_status") == "error":
+                queued["in_error"] += 1  # Argyle cannot reach the employer for this account
+            yield account
+
     batch = []
-    for job in schedule.requests(state.account_ids(), now, request_id=request_id, scope=scope):
+    for job in schedule.requests(account_ids(), now, request_id=request_id, scope=scope):
         batch.append(reconcile_message(job, correlation_id, int(now * 1000)))
         queued[job.scope] += 1
         if len(batch) >= _CHUNK:
@@ -60,6 +68,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     state, queue = SyncStateStore(os.environ["SYNC_STATE_TABLE"]), EventQueue(os.environ["EVENTS_QUEUE_URL"])
     queued = queue_reconciles(state, queue, schedule_from_environment(), time.time(),
                               getattr(context, "aws_request_id", "") or "scheduled", request_id=request_id, scope=scope)
-    logger.info("reconciles queued", recent=queued["recent"], full=queued["full"])
+    logger.info("reconciles queued", recent=queued["recent"], full=queued["full"], accounts_in_error=queued["in_error"])
     metrics.add_metric(name="ReconcilesQueued", unit=MetricUnit.Count, value=queued["recent"] + queued["full"])
+    # A gauge, once per run: how many accounts Argyle last reported in connection status "error".
+    metrics.add_metric(name="AccountsInError", unit=MetricUnit.Count, value=queued["in_error"])
     return queued

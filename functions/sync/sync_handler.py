@@ -33,7 +33,7 @@ from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import argyle_credentials
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.sync.context import SyncOptions
-from argyle_pipeline.sync.dispatch import ActivitySync, needs_fresh_read
+from argyle_pipeline.sync.dispatch import ActivitySync, run_unless_covered
 from argyle_pipeline.sync.messages import ParsedMessage, SyncMessage, message_from_sqs_record, parse_message
 from argyle_pipeline.sync.retry_schedule import RetrySchedule
 from argyle_pipeline.sync.settings import SyncSettings, sync_settings
@@ -95,6 +95,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
     sync = ActivitySync(
         argyle,
         ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
+                      retention_seconds=settings.activity_retention_seconds,
                       max_rounds=settings.dynamodb_max_rounds, sleep=sleep or time.sleep),
         SyncStateStore(settings.sync_state_table, dynamodb),
         queue,
@@ -160,15 +161,13 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
         remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
         try:
-            outcome = rt.process_once(key={"dedupe_key": parsed.idempotency_key}, message=message,
-                                      parsed=parsed, remaining_ms=remaining_ms)
-            if outcome.get("duplicate") and needs_fresh_read(parsed, message, outcome):
-                # Same body, received after the earlier run read Argyle: possibly a newer change.
-                # Keyed by receive time too, so SQS redeliveries of this copy still run once.
-                logger.info("identical body received after the earlier run: reading again")
-                key = f"{parsed.idempotency_key}@{message.received_at_ms}"
-                outcome = rt.process_once(key={"dedupe_key": key}, message=message, parsed=parsed,
-                                          remaining_ms=remaining_ms)
+            outcome = run_unless_covered(parsed, message, lambda run: rt.process_once(
+                key={"dedupe_key": run.run_key}, message=message, parsed=run, remaining_ms=remaining_ms))
+            if outcome.get("runs_before"):
+                # Same body, received after its last run began reading Argyle: possibly a newer change.
+                logger.info("identical body received after its last run began: processed again",
+                            runs_before=outcome["runs_before"])
+                metrics.add_metric(name="RepeatsProcessed", unit=MetricUnit.Count, value=1)
         except ArgyleAuthError as exc:
             logger.error("Argyle rejected the API keys: fix the credentials secret, then redrive the DLQ",
                          status=exc.status, error=type(exc).__name__)
@@ -236,7 +235,7 @@ def _delay_failed_records() -> None:
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
              "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
-             "unstable", "changes_parts")
+             "unstable", "changes_parts", "purged", "connection_status")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
@@ -275,6 +274,12 @@ def _record_drift_metrics(outcome: dict[str, Any]) -> None:
         logger.warning("Argyle kept changing during every pass of this listing: recorded; the reconciler "
                        "checks the account")
         metrics.add_metric(name="ListingsUnstable", unit=MetricUnit.Count, value=1)
+    if outcome.get("purged") is not None:
+        # Ids and counts only: what left, never what it held.
+        logger.info("account purged", deleted=outcome["purged"])
+        metrics.add_metric(name="AccountsPurged", unit=MetricUnit.Count, value=1)
+    if outcome.get("action") == "skipped_purged":
+        metrics.add_metric(name="PurgedAccountEventsSkipped", unit=MetricUnit.Count, value=1)
     drift = outcome.get("drift")
     if drift is None:
         return

@@ -290,13 +290,18 @@ class Scenario:
     activities: int = 30
     changes: tuple[int, int, int] = (3, 2, 2)  # added, updated, removed
     account: str = ""
-    events: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # one per distinct body: the sync's dedupe key
+    seen: set[bytes] = field(default_factory=set)
 
     def webhooks(self) -> list[bytes]:
         self.sandbox.wait_for_deliveries(20)
         bodies = [r.body for r in self.inbox.requests]
         self.inbox.requests.clear()
-        self.events += [json.loads(body)["event"] for body in bodies]
+        # A scan's accounts.updated ({account, user}) is byte-identical to the connect's: one event.
+        for body in bodies:
+            if body not in self.seen:
+                self.seen.add(body)
+                self.events.append(json.loads(body)["event"])
         return bodies
 
     def connect(self) -> list[bytes]:
@@ -384,6 +389,9 @@ def argyle_twice() -> Iterator[ArgyleTwice]:
             stages.append((sandbox, scenario.account, connect, scenario.scan() if scan else []))
         (connected, account, connect_webhooks, _), (scanned, same_account, same_webhooks, scan_webhooks) = stages
         assert (same_account, same_webhooks) == (account, connect_webhooks)
+        # The scan's accounts.updated repeats the connect's byte for byte: the idempotency layer's
+        # case (tested elsewhere). Left out, so that every write counted is one that can be crashed after.
+        scan_webhooks = [body for body in scan_webhooks if body not in connect_webhooks]
         yield ArgyleTwice(connected, scanned, account, connect_webhooks, scan_webhooks)
     sync_handler.set_runtime(None)
 
@@ -547,13 +555,14 @@ def test_a_500_storm_longer_than_the_queue_retries_ends_in_the_dlq_and_a_redrive
     scenario.sandbox.faults.update({"fail_next": 1_000})
     # When the queue drains
     sync.drain()
-    # Then the messages that need Argyle wait in the DLQ (maxReceiveCount 5), and the rest synced
+    # Then the messages that need Argyle wait in the DLQ (maxReceiveCount 5), with the
+    # accounts.updated queued behind them in the account's group, and the rest synced
     waiting = sync.sqs.receive_message(QueueUrl=sync.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
     assert {json.loads(m["Body"])["event"] for m in waiting["Messages"]} == {
-        "activities.partially_synced", "activities.fully_synced"}
+        "activities.partially_synced", "activities.fully_synced", "accounts.updated"}
     # When Argyle recovers, the DLQ is redriven and the scan's webhooks arrive
     scenario.sandbox.faults.reset()
-    assert redrive(sync.sqs, sync.dlq_url, sync.queue_url).moved == 2
+    assert redrive(sync.sqs, sync.dlq_url, sync.queue_url).moved == 3
     sync.drain()
     for body in scenario.scan():
         sync.deliver(body)

@@ -9,10 +9,12 @@ from decimal import Decimal
 import pytest
 
 from argyle_pipeline.argyle.client import (
+    AccountNotFound,
     ActivityNotFound,
     ArgyleAuthError,
     ArgyleClient,
     ArgyleClientError,
+    ArgyleNotFound,
     ArgyleUnavailable,
     ForeignNextLink,
     PageLimitExceeded,
@@ -298,6 +300,37 @@ def test_an_unknown_activity_is_a_typed_not_found(sandbox_client: ArgyleClient, 
     assert caught.value.status == 404
     assert isinstance(caught.value, ArgyleClientError)
     assert sandbox_client.calls == 1 and sleeps == []
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+
+def test_get_account_is_retried_like_every_get_and_a_revoked_account_is_a_typed_not_found(
+    sandbox: SandboxServer, sandbox_client: ArgyleClient, sleeps: RecordedSleeps
+) -> None:
+    # Given a connected account, behind an API that throttles the next request
+    user, account = sandbox.connect_account(n_activities=40)
+    sandbox.faults.rate_limit_next = 1
+    sandbox.faults.retry_after = "3"
+
+    # When the client asks for the account
+    fetched = sandbox_client.get_account(account)
+
+    # Then it waited as asked and got the account object the sandbox holds
+    assert sleeps == [3.0] and sandbox_client.calls == 2
+    assert fetched == sandbox.account(account)
+    assert (fetched["id"], fetched["user"], fetched["connection"]["status"]) == (account, user, "connected")
+    assert fetched["availability"]["activities"]["available_count"] == 40
+
+    # When the user revokes access, Then the account is a typed 404, not retried
+    sandbox.revoke(account)
+    with pytest.raises(AccountNotFound, match=f"account {account} not found") as caught:
+        sandbox_client.get_account(account)
+    assert isinstance(caught.value, ArgyleNotFound) and caught.value.status == 404
+    assert caught.value.body == {"detail": "Not found."}
+    assert sandbox_client.calls == 3 and sleeps == [3.0]
+    with pytest.raises(AccountNotFound):
+        sandbox_client.get_account("00000000-0000-0000-0000-000000000000")
 
 
 # --- webhook subscriptions ------------------------------------------------------------------------

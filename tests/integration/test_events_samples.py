@@ -30,7 +30,7 @@ def test_committed_samples_match_the_generator(tmp_path: Path) -> None:
 def test_every_documented_webhook_has_a_signed_apigw_sample() -> None:
     seen = set()
     for path in EVENTS.glob("*.json"):
-        if path.name.startswith("sqs_") or path.name == "env.json":
+        if path.name.startswith(("sqs_", "reconcile_")) or path.name == "env.json":
             continue
         event = json.loads(path.read_text())
         assert event["version"] == "2.0" and event["routeKey"] == "POST /webhooks/argyle"
@@ -86,3 +86,13 @@ def test_make_invoke_runs_the_sync_against_an_in_process_sandbox_by_default(
     stored = outcome["stored"]["12db5af4-fd5f-4d1f-bd98-0360df770aa8"]
     assert stored["live"] > 0 and stored["removed"] == 0
     assert "in-process sandbox" in captured.err
+
+
+def test_make_invoke_runs_the_reconciler_on_its_samples(capsys: pytest.CaptureFixture[str]) -> None:
+    # Both samples run with the template's environment; a fresh stack has no account to queue
+    # (tests/integration/test_reconcile_on_moto.py covers one with accounts)
+    for sample in ("reconcile_scheduled.json", "reconcile_on_demand.json"):
+        assert invoke_main(["ReconcileFunction", str(EVENTS / sample)]) == 0
+        out = capsys.readouterr().out
+        outcome = json.loads(out[out.index("{\n"):])
+        assert outcome["response"] == {"recent": 0, "full": 0, "in_error": 0}

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
+from argyle_pipeline.aws.event_queue import delivery_keys
 from argyle_pipeline.receiving.signature import sign
 from local_stack.lambda_runtime import environment, function_environment
 from local_stack.template_resources import StackResources
@@ -60,7 +61,7 @@ def test_genuine_event_reaches_the_fifo_queue_byte_for_byte(receiver: StackResou
     assert message["Attributes"]["MessageGroupId"] == f"account:{ACCOUNT}"
     import hashlib
 
-    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(body).hexdigest()
+    assert message["Attributes"]["MessageDeduplicationId"] == delivery_keys(body, "req-1")[1]
     attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
     assert attrs["event"] == "activities.removed"
     assert attrs["dedupe_key"] == hashlib.sha256(body).hexdigest()
@@ -76,11 +77,19 @@ def test_previous_secret_still_accepted_during_rotation(receiver: StackResources
     assert message["Body"].encode() == body
 
 
-def test_duplicate_delivery_is_one_message(receiver: StackResources) -> None:
+def test_each_delivery_is_queued_and_a_resend_of_one_is_dropped(receiver: StackResources) -> None:
+    # Given one body delivered three times by Argyle (three HTTP requests: three request ids)
     body = body_for("activities.added")
-    for _ in range(3):
-        assert invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))[0] == 202
-    assert len(drain(receiver.queue_urls["EventsQueue"])) == 1
+    headers = {"X-Argyle-Signature": sign(body, CURRENT)}
+    for request_id in ("req-1", "req-2", "req-3"):
+        assert invoke_receiver(apigw_event(body, headers, request_id=request_id))[0] == 202
+    # And the first delivery's send repeated (as when SQS's answer to it was lost)
+    assert invoke_receiver(apigw_event(body, headers, request_id="req-1"))[0] == 202
+    # Then every delivery is a message (the sync decides what a repeated body needs), and the
+    # repeated send of one delivery is not
+    messages = drain(receiver.queue_urls["EventsQueue"])
+    assert [m["MessageAttributes"]["correlation_id"]["StringValue"] for m in messages] == ["req-1", "req-2", "req-3"]
+    assert {m["Body"].encode() for m in messages} == {body}
 
 
 def test_forged_request_leaves_the_queue_empty(receiver: StackResources) -> None:

@@ -130,7 +130,7 @@ def test_the_scheduled_function_queues_one_reconcile_per_account_and_a_rerun_add
     first = reconcile_handler.lambda_handler({}, FakeLambdaContext())
     second = reconcile_handler.lambda_handler({}, FakeLambdaContext())
     # Then each account has one reconcile queued, in its own group, mostly "recent" with a share of "full"
-    assert first == second and first["recent"] + first["full"] == 12
+    assert first == second and first["recent"] + first["full"] == 12 and first["in_error"] == 0
     messages = _queued(stack_on_server)
     assert len(messages) == 12
     assert {m["Attributes"]["MessageGroupId"] for m in messages} == {f"account:acc-{n}" for n in range(12)}
@@ -139,7 +139,7 @@ def test_the_scheduled_function_queues_one_reconcile_per_account_and_a_rerun_add
         boto3.client("sqs").delete_message(QueueUrl=stack_on_server.queue_urls["EventsQueue"],
                                            ReceiptHandle=m["ReceiptHandle"])
     assert reconcile_handler.lambda_handler({"request_id": "on-demand-1", "scope": "full"},
-                                            FakeLambdaContext()) == {"recent": 0, "full": 12}
+                                            FakeLambdaContext()) == {"recent": 0, "full": 12, "in_error": 0}
     with pytest.raises(ValueError, match="scope must be"):
         reconcile_handler.lambda_handler({"scope": "everything"}, FakeLambdaContext())
 

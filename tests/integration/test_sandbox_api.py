@@ -211,10 +211,10 @@ def test_create_get_list_delete(sandbox: SandboxServer) -> None:
         sandbox,
         "POST",
         "/v1/webhooks",
-        body={"events": "*", "name": "all", "url": "https://example.test/h", "config": {"include_resource": True}},
+        body={"events": "*", "name": "all", "url": "https://example.test/h", "config": {"days_synced": 7}},
     )
     assert status == 201
-    assert made["events"] == ["*"] and made["config"] == {"include_resource": True} and made["secret"] is None
+    assert made["events"] == ["*"] and made["config"] == {"days_synced": 7} and made["secret"] is None
 
     assert call(sandbox, "GET", f"/v1/webhooks/{made['id']}") == (200, made)
     assert call(sandbox, "GET", "/v1/webhooks", limit="201")[0] == 400

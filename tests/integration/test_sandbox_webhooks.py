@@ -57,6 +57,7 @@ def test_connecting_an_account_sends_the_initial_scan_webhooks_in_order(
         "accounts.connected",
         "activities.partially_synced",
         "activities.fully_synced",
+        "accounts.updated",
         "users.fully_synced",
     ]
     for request in recorder.requests:
@@ -155,15 +156,16 @@ def test_periodic_scan_sends_added_updated_removed_that_lead_to_the_changes(
 
 
 @pytest.mark.parametrize("body_event", ["accounts.connected"])
-def test_events_not_modelled_still_parse_to_their_name(
+def test_account_events_parse_to_their_model(
     sandbox: SandboxServer, recorder: RecordingServer, body_event: str
 ) -> None:
     sandbox.subscribe(recorder.url, [body_event], SECRET)
 
-    sandbox.connect_account(n_activities=3)
+    _, account = sandbox.connect_account(n_activities=3)
     sandbox.wait_for_deliveries(10)
 
-    assert [parse_webhook(r.body) for r in recorder.requests] == [(body_event, None)]
+    parsed = [parse_webhook(r.body) for r in recorder.requests]
+    assert [(name, getattr(model, "account", None)) for name, model in parsed] == [(body_event, account)]
 
 
 def test_a_subscription_without_secret_gets_no_signature_and_a_wrong_secret_fails(

@@ -12,16 +12,17 @@ was never sent: the property is that the copy is exact once the queue has draine
 reconcile pass has run (what the scheduled reconciler does weekly for every account).
 
 What "the queue design allows": deliveries in any order (the receiver enqueues in arrival order,
-FIFO per account keeps it); a copy delivered within SQS's 5-minute window is dropped by SQS; a
-copy delivered later is a new message (only the idempotency table knows it). Scans are a day
-apart at Argyle, so webhooks of different scans never share an SQS deduplication window. A
-message failing maxReceiveCount times goes to the DLQ; the operator's redrive brings it back
-(out of order) at the end.
+FIFO per account keeps it); every delivery is a message of its own (the receiver's SQS
+deduplication id is per delivery), and SQS's real 5-minute deduplication window (simulated on the
+harness's client) drops only a repeated send of one delivery; the sync decides what a repeated
+body needs. A message failing maxReceiveCount times goes to the DLQ; the operator's redrive
+brings it back (out of order) at the end.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -111,29 +112,30 @@ class Deliveries:
     def __init__(self, sandbox: SandboxServer, inbox: RecordingServer, harness: SyncHarness,
                  rng: random.Random) -> None:
         self.sandbox, self.inbox, self.harness, self.rng = sandbox, inbox, harness, rng
-        self.waiting: list[tuple[str, bytes]] = []  # (SQS deduplication window, body)
-        self.scans = 0
+        self.waiting: list[bytes] = []
+        self.delivered: list[bytes] = []  # every body received so far, in order
 
     def collect(self) -> None:
-        """What the sandbox sent for the latest scan: a day later, so a new deduplication window."""
+        """What the sandbox sent for the latest scan."""
         self.sandbox.wait_for_deliveries(20)
-        self.waiting.extend((f"scan-{self.scans}", r.body) for r in self.inbox.requests)
+        self.waiting.extend(r.body for r in self.inbox.requests)
         self.inbox.requests.clear()
-        self.scans += 1
 
     def deliver(self, fraction: float) -> None:
         self.rng.shuffle(self.waiting)
         count = round(len(self.waiting) * fraction)
         now, self.waiting = self.waiting[:count], self.waiting[count:]
-        for window, body in now:
-            assert self.harness.receive_webhook(body, dedupe_salt=window) == 202
+        for body in now:
+            request_id = f"req-{uuid.uuid4().hex}"
+            assert self.harness.receive_webhook(body, request_id=request_id) == 202
+            self.delivered.append(body)
             copy = self.rng.random()
-            if copy < 0.2:  # Argyle retries at once: same deduplication window, SQS drops it
-                self.harness.receive_webhook(body, dedupe_salt=window)
+            if copy < 0.2:  # Argyle retries at once (a new request): the sync skips or re-reads it
+                self.harness.receive_webhook(body)
             elif copy < 0.3:  # a copy some time later, after other webhooks
-                self.waiting.append((f"{window}-late", body))
-            elif copy < 0.4:  # a copy right after, but past SQS's window: the idempotency table's job
-                self.harness.receive_webhook(body, dedupe_salt=f"{window}-later")
+                self.waiting.append(body)
+            elif copy < 0.4:  # the receiver's send of this delivery repeated: SQS's window drops it
+                self.harness.receive_webhook(body, request_id=request_id)
 
 
 def process(harness: SyncHarness, invocations: int, continue_every_page: bool) -> None:
@@ -216,3 +218,91 @@ def test_the_stored_activities_converge_on_argyles_truth(history: History, rng: 
     assert harness.dlq_bodies() == []
     assert live_activities(stack_in_process.tables["ActivitiesTable"], account) == {
         doc["id"]: doc for doc in sandbox.truth(account)}
+
+
+# --- Identical bodies delivered again after the first was processed (issue 18) ----------------------
+# Argyle's bodies carry no event id or time: the same activities updated again give a byte-identical
+# activities.updated, and Argyle may deliver any earlier body again. Here each such body arrives
+# after its first copy was processed and after Argyle's data changed, through SQS's deduplication
+# window (which would drop it if the receiver keyed messages by the body alone).
+
+
+@dataclass
+class Change:
+    """Argyle updates the tracked activities again (their activities.updated repeats byte for byte
+    unless this change also adds or removes), then the new webhooks and copies of earlier,
+    processed ones arrive, and the sync drains the queue or runs one invocation."""
+
+    add: int
+    remove: int
+    earlier_copies: int
+    drain: bool
+
+
+@dataclass
+class RepeatHistory:
+    activities: int
+    tracked: int  # activities updated by every change
+    changes: list[Change] = field(default_factory=list)
+
+
+repeat_histories = st.builds(
+    RepeatHistory,
+    activities=st.integers(2, 6),
+    tracked=st.integers(1, 2),
+    changes=st.lists(st.builds(Change, add=st.sampled_from([0, 0, 1]), remove=st.sampled_from([0, 0, 1]),
+                               earlier_copies=st.integers(0, 2), drain=st.booleans()),
+                     min_size=2, max_size=4),
+)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(history=repeat_histories, rng=st.randoms(use_true_random=False))
+# Always tried: the issue's case, the same activity's tips changed three times, each update's
+# identical body arriving after the previous one was synced.
+@example(history=RepeatHistory(activities=2, tracked=1, changes=[Change(0, 0, 0, True)] * 3), rng=random.Random(3))
+def test_identical_bodies_delivered_again_after_processing_leave_the_copy_exact(
+        history: RepeatHistory, rng: random.Random, stack_in_process: StackResources, sandbox: SandboxServer,
+        inbox: RecordingServer, harness: SyncHarness):
+    # Given a synced account and the activities every change updates again
+    harness.rebuild()
+    sandbox.faults.reset()
+    deliveries = Deliveries(sandbox, inbox, harness, rng)
+    _, account = sandbox.connect_account(n_activities=history.activities)
+    deliveries.collect()
+    deliveries.deliver(1.0)
+    harness.drain()
+    tracked = sorted(doc["id"] for doc in sandbox.truth(account))[:history.tracked]
+    repeats = 0
+
+    # When Argyle changes them again and again, and its webhooks, new and old, arrive after the
+    # earlier ones were processed
+    for change in history.changes:
+        others = sorted(doc["id"] for doc in sandbox.truth(account) if doc["id"] not in tracked)
+        removing = rng.sample(others, min(change.remove, len(others)))
+        sandbox.periodic_scan(account, add=change.add, update_ids=tracked, remove_ids=removing)
+        seen, already_waiting = set(deliveries.delivered), len(deliveries.waiting)
+        deliveries.collect()
+        repeats += sum(body in seen for body in deliveries.waiting[already_waiting:])
+        deliveries.waiting.extend(rng.sample(deliveries.delivered, min(change.earlier_copies,
+                                                                       len(deliveries.delivered))))
+        deliveries.deliver(1.0)
+        if change.drain:
+            harness.drain()
+        else:
+            process(harness, 1, continue_every_page=False)
+
+    # And the rest is processed
+    while deliveries.waiting:
+        deliveries.deliver(1.0)
+    harness.drain()
+
+    # Then the stored activities are exactly Argyle's, the latest change of each included
+    assert harness.dlq_bodies() == []
+    assert live_activities(stack_in_process.tables["ActivitiesTable"], account) == {
+        doc["id"]: doc for doc in sandbox.truth(account)}
+    # (and when nothing but the tracked activities changed, every update after the first was
+    # announced by a byte-identical body)
+    if not any(c.add or c.remove for c in history.changes):
+        assert repeats == len(history.changes) - 1

@@ -76,13 +76,12 @@ def test_create_list_get_delete_cycle(argyle_env: SandboxServer) -> None:
         "top-secret",
         "--days-synced",
         "7",
-        "--include-resource",
         "--json",
     )
     assert created.code == EXIT_OK, created.err
     sub = created.json()
     assert sub["events"] == ["activities.added", "activities.removed", "users.fully_synced"]
-    assert sub["config"] == {"days_synced": 7, "include_resource": True}
+    assert sub["config"] == {"days_synced": 7}
     assert sub["has_secret"] is True and "top-secret" not in created.out
 
     # Then list shows it as a table and as JSON
@@ -312,3 +311,23 @@ def test_subscribe_stack_with_wrong_keys_changes_no_secret(
 
     assert run.code == EXIT_AUTH
     assert sm.get_secret_value(SecretId=arn)["SecretString"] == "unchanged"
+
+
+def test_include_resource_is_for_a_single_event_subscription(argyle_env: SandboxServer) -> None:
+    # Argyle attaches the resource only to a subscription of one event
+    one = cli(
+        "create", "--events", "accounts.updated", "--url", "https://example.test/a", "--include-resource", "--json"
+    )
+    several = cli(
+        "create",
+        "--events",
+        "accounts.updated,accounts.connected",
+        "--url",
+        "https://example.test/b",
+        "--include-resource",
+    )
+
+    assert one.code == EXIT_OK, one.err
+    assert one.json()["config"] == {"include_resource": True}
+    assert several.code == EXIT_API_ERROR and "exactly one event" in several.err
+    assert len(argyle_env.state.subscriptions) == 1

@@ -353,7 +353,10 @@ def assert_enqueued_exactly(answer: Answer, body: bytes) -> None:
     (message,) = answer.sent
     attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
     assert decode_body(message["MessageBody"], attributes["body_encoding"]) == body
-    assert message["MessageDeduplicationId"] == hashlib.sha256(body).hexdigest() == attributes["dedupe_key"]
+    assert attributes["dedupe_key"] == hashlib.sha256(body).hexdigest()
+    # SQS's deduplication id is the delivery's (the body's hash continued with the request id)
+    dedupe_id = message["MessageDeduplicationId"]
+    assert len(dedupe_id) == 64 and set(dedupe_id) <= set("0123456789abcdef") and dedupe_id != attributes["dedupe_key"]
     group = message["MessageGroupId"]
     assert 0 < len(group) <= 128 and group.isascii() and group.isprintable()
 

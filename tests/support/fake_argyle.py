@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from argyle_pipeline.argyle.activity import Activity, parse_json
-from argyle_pipeline.argyle.client import ActivityNotFound, ActivityPage, ArgyleUnavailable
+from argyle_pipeline.argyle.client import AccountNotFound, ActivityNotFound, ActivityPage, ArgyleUnavailable
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.timestamps import parse_timestamp
 
@@ -61,6 +61,7 @@ class FakeArgyle:
         # mid-listing, as its periodic scan does.
         self.between_pages: Any = None
         self.count_requests: list[tuple[str, str | None, str | None]] = []
+        self.revoked: set[str] = set()
         self._clock = BASE_TIME + timedelta(days=400)
 
     # --- the source's changes -------------------------------------------------------------------
@@ -145,6 +146,17 @@ class FakeArgyle:
             if (low is None or when >= low) and (high is None or when <= high):
                 found.append(doc)
         return sorted(found, key=lambda d: (d.get("start_date") or "~", d["id"]))
+
+    def get_account(self, account_id: str) -> dict[str, Any]:
+        self._call()
+        if account_id in self.accounts and account_id not in self.revoked:
+            return {"id": account_id}
+        raise AccountNotFound(f"account {account_id} not found", status=404)
+
+    def revoke(self, account: str) -> None:
+        """The worker revoked access: Argyle deletes the account and its data."""
+        self.accounts.pop(account, None)
+        self.revoked.add(account)
 
     def get_activity(self, activity_id: str) -> Activity:
         self.get_requests.append(activity_id)

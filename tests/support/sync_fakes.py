@@ -56,6 +56,14 @@ class MemoryActivities:
             self.items[(account_id, activity_id)] = {"removed_at": removed_at}
         return len(ids)
 
+    def item_ids(self, account_id: str, limit: int = 1_000) -> list[str]:
+        return [key[1] for key in self.items if key[0] == account_id][:limit]
+
+    def delete_many(self, account_id: str, activity_ids: Sequence[str]) -> int:
+        for activity_id in set(activity_ids):
+            self.items.pop((account_id, activity_id), None)
+        return len(set(activity_ids))
+
     def stored_keys(self, account_id: str) -> list[StoredKey]:
         return sorted((StoredKey(item["start_key"], key[1]) for key, item in self.items.items()
                        if key[0] == account_id and "activity" in item),
@@ -72,12 +80,8 @@ class MemoryState:
         self.users: dict[str, dict[str, Any]] = {}
         self.archive: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
+        self.links: set[tuple[str, str]] = set()
 
-    def _account(self, account_id: str, user_id: str | None) -> dict[str, Any]:
-        state = self.accounts.setdefault(account_id, {})
-        if user_id:
-            state["user_id"] = user_id
-        return state
 
     def mark_fully_synced(self, account_id: str, user_id: str | None, synced_at: str) -> None:
         self._account(account_id, user_id).update(status="fully_synced", fully_synced_at=synced_at)
@@ -116,12 +120,63 @@ class MemoryState:
         return True
 
     def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
-                      processed_at: str, expires_at: int) -> bool:
+                      processed_at: str, expires_at: int, group_id: str = "") -> bool:
         if dedupe_key in self.archive:
             return False
-        self.archive[dedupe_key] = {"event": event, "body": body, "expires_at": expires_at}
+        self.archive[dedupe_key] = {"event": event, "body": body, "expires_at": expires_at, "group": group_id}
         self.counts[event] = self.counts.get(event, 0) + 1
         return True
+
+    def record_account_status(self, account_id: str, user_id: str | None, *, event: str, received_at_ms: int,
+                              updated_at: str, connection_status: str | None = None, error_code: str | None = None,
+                              scanned_at: str | None = None) -> bool:
+        state = self._account(account_id, user_id)
+        state.update(last_account_event=event, connection_status=connection_status or state.get("connection_status"),
+                     error_code=error_code, scanned_at=scanned_at or state.get("scanned_at"))
+        return True
+
+    # purging
+    def _account(self, account_id: str, user_id: str | None) -> dict[str, Any]:
+        state = self.accounts.setdefault(account_id, {})
+        if user_id:
+            state["user_id"] = user_id
+            self.links.add((user_id, account_id))
+        return state
+
+    def purge_marker(self, account_id: str) -> dict[str, Any] | None:
+        state = self.accounts.get(account_id) or {}
+        return dict(state) if state.get("status") in ("purging", "purged") else None
+
+    def begin_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, at: str) -> None:
+        self.accounts.setdefault(account_id, {}).update(status="purging",
+                                                        removed_received_at_ms=removed_received_at_ms,
+                                                        purge_reason=reason)
+
+    def finish_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, purged_at: str,
+                     deleted: Mapping[str, int]) -> None:
+        self.accounts[account_id] = {"account_id": account_id, "status": "purged", "purged_at": purged_at,
+                                     "removed_received_at_ms": removed_received_at_ms, "purge_reason": reason,
+                                     "deleted": dict(deleted)}
+
+    def forget_purge(self, account_id: str) -> None:
+        self.accounts.pop(account_id, None)
+
+    def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        return [{"key": k} for k, v in self.archive.items() if v.get("group") == group_id][:limit]
+
+    def delete_keys(self, keys: list[dict[str, Any]]) -> int:
+        for key in keys:
+            self.archive.pop(key["key"], None)
+        return len(keys)
+
+    def user_accounts(self, user_id: str) -> list[str]:
+        return [a for u, a in self.links if u == user_id]
+
+    def unlink_user(self, user_id: str, account_id: str) -> None:
+        self.links.discard((user_id, account_id))
+
+    def delete_user(self, user_id: str) -> None:
+        self.users.pop(user_id, None)
 
 
 class MemoryQueue:

@@ -2,13 +2,15 @@
 moto, webhooks enqueued by the receiver's own intake code, and the queue drained into
 `sync_handler.lambda_handler` as Lambda-shaped SQS events (failed records become visible again
 at once, as after their visibility timeout; moto moves them to the DLQ after maxReceiveCount).
+Every send (the receiver's and the sync's continuations) meets SQS FIFO's 5-minute deduplication
+window (`local_stack.fifo_dedupe_window`), which moto alone does not have.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +20,11 @@ import pytest
 
 import sync_handler
 from argyle_pipeline.argyle.client import ArgyleClient
-from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
+from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.receiving.signature import sign
 from argyle_pipeline.receiving.webhook_intake import WebhookRequest, handle_webhook
 from argyle_pipeline.sync.settings import sync_settings
+from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
 
@@ -45,9 +48,10 @@ class SyncHarness:
     def __init__(self, stack: StackResources, monkeypatch: pytest.MonkeyPatch, *, base_url: str,
                  api_key_id: str, api_key_secret: str, margin_seconds: float = 120,
                  dynamodb: Any = None, fetch_concurrency: int = 3, max_attempts: int = 4,
-                 page_limit: int = 200) -> None:
+                 page_limit: int = 200, dedupe_window: FifoDedupeWindow | None = None) -> None:
         self.stack = stack
-        self.sqs = boto3.client("sqs")
+        self.dedupe_window = dedupe_window or FifoDedupeWindow(SQS_WINDOW_SECONDS)
+        self.sqs = self.dedupe_window.attach(boto3.client("sqs"))
         self.queue_url = stack.queue_urls["EventsQueue"]
         self.queue_arn = stack.queue_arns["EventsQueue"]
         self.dlq_url = stack.queue_urls["EventsDLQ"]
@@ -87,7 +91,7 @@ class SyncHarness:
                         for _ in range(fetch_concurrency + 1)]
         self.runtime = sync_handler.build_runtime(
             settings, argyle=self.clients[0], fetchers=self.clients[1:], dynamodb=self.dynamodb,
-            idempotency_dynamodb=boto3.client("dynamodb"), sleep=self.sleeps)
+            sqs=self.sqs, idempotency_dynamodb=boto3.client("dynamodb"), sleep=self.sleeps)
         sync_handler.set_runtime(self.runtime)
 
     @property
@@ -96,16 +100,13 @@ class SyncHarness:
 
     # --- in ------------------------------------------------------------------------------------
 
-    def receive_webhook(self, body: bytes, *, dedupe_salt: str = "") -> int:
-        """What the receiver does with a signed delivery; returns its HTTP status.
-        `dedupe_salt` gives the SQS message another deduplication id: a copy that arrives after
-        SQS's 5-minute deduplication window, which only the idempotency table can recognise."""
-        queue: Any = self.queue
-        if dedupe_salt:
-            queue = _SaltedQueue(self.queue, dedupe_salt)
+    def receive_webhook(self, body: bytes, *, request_id: str | None = None) -> int:
+        """What the receiver does with a signed delivery; returns its HTTP status. Each call is a
+        new HTTP delivery with its own request id, as API Gateway gives it; passing an earlier
+        `request_id` is the receiver sending that same delivery again (SQS's window drops it)."""
         request = WebhookRequest(body=body, headers={"x-argyle-signature": sign(body, WEBHOOK_SECRET)},
-                                 source_ip="127.0.0.1", request_id=f"req-{dedupe_key(body)[:8]}")
-        return handle_webhook(request, secrets=lambda: [WEBHOOK_SECRET], queue=queue).status
+                                 source_ip="127.0.0.1", request_id=request_id or f"req-{uuid.uuid4().hex}")
+        return handle_webhook(request, secrets=lambda: [WEBHOOK_SECRET], queue=self.queue).status
 
     # --- out -----------------------------------------------------------------------------------
 
@@ -145,17 +146,6 @@ class SyncHarness:
     def dlq_bodies(self) -> list[str]:
         found = self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
         return [m["Body"] for m in found.get("Messages", [])]
-
-
-class _SaltedQueue:
-    def __init__(self, queue: EventQueue, salt: str) -> None:
-        self._queue, self._salt = queue, salt
-
-    def send(self, event: QueuedEvent) -> str:
-        salted = QueuedEvent(body=event.body, event_name=event.event_name, group_id=event.group_id,
-                             dedupe_key=dedupe_key(event.body + self._salt.encode()),
-                             correlation_id=event.correlation_id, received_at_ms=int(time.time() * 1000))
-        return self._queue.send(salted)
 
 
 def _credentials(key_id: str, secret: str) -> Any:

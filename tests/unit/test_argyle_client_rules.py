@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -191,3 +192,15 @@ def test_each_wait_is_told_before_it_is_slept_with_its_cause() -> None:
     assert waits == [RetryWait("GET", "/activities/a1", 429, 3.0, True, 1),
                      RetryWait("GET", "/activities/a1", 503, 1.0, False, 2)]
     assert sleeps == [3.0, 1.0]
+
+
+def test_get_account_asks_our_host_for_one_quoted_id_and_refuses_a_body_that_is_not_an_object() -> None:
+    account = {"id": "acc/1", "connection": {"status": "error", "error_code": "auth_required"}, "score": 1.5}
+    argyle, pool, _ = client(FakeResponse(200, json.dumps(account).encode()), FakeResponse(200, b"[]"))
+
+    fetched = argyle.get_account("acc/1")
+
+    assert pool.requests[0][:2] == ("GET", f"{BASE}/accounts/acc%2F1")
+    assert fetched == {**account, "score": Decimal("1.5")}  # numbers as Decimal, like every answer
+    with pytest.raises(UnexpectedResponse, match="account response is not a JSON object"):
+        argyle.get_account("acc-2")

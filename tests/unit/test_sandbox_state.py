@@ -10,7 +10,7 @@ import pytest
 from argyle_sandbox.delivery import Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.scenario import Scenario
-from argyle_sandbox.state import SandboxState, StartRange
+from argyle_sandbox.state import SINGLE_EVENT_ONLY, SandboxState, StartRange, subscription_config
 from argyle_sandbox.synthetic import money, render
 
 
@@ -198,3 +198,75 @@ def test_bad_fault_values_are_refused_before_anything_changes(changes: dict[str,
         faults.update({"fail_next": 3, **changes})
 
     assert faults == Faults()
+
+
+def test_revoking_forgets_the_account_and_its_activities_and_never_reuses_the_id() -> None:
+    # Given two accounts of one user
+    state = SandboxState(seed=8)
+    user = state.create_user()
+    kept = state.create_account(user)
+    state.add_activities(kept, 5, state.now - 86_400, state.now)
+    before_leaving = state._rng.getstate()  # to make the generator offer the revoked id again
+    leaving = state.create_account(user)
+    leaving_ids = [rec.id for rec in state.add_activities(leaving, 7, state.now - 86_400, state.now)]
+
+    # When one is revoked
+    account, removed = state.revoke_account(leaving.id)
+
+    # Then it and its activities are gone from every index, the other untouched
+    assert (account.id, removed) == (leaving.id, 7)
+    assert [state.find(i) for i in leaving_ids] == [None] * 7
+    assert state.page(leaving.id, StartRange(), None, 10).items == []
+    assert state.offset_page(None, StartRange(), 0, 50).count == 5
+    assert user.accounts == [kept.id] and list(state.accounts) == [kept.id]
+    with pytest.raises(KeyError, match="was revoked"):
+        state.revoke_account(leaving.id)
+    with pytest.raises(KeyError, match="was revoked"):
+        state.account_document(leaving.id)
+    # and an account made when the generator offers that id again gets another one
+    state._rng.setstate(before_leaving)
+    assert state.create_account(user).id != leaving.id
+
+
+@pytest.mark.parametrize(
+    ("events", "config", "rule", "kept"),
+    [
+        (["accounts.updated"], {"include_resource": True}, "refuse", {"include_resource": True}),
+        (["a.b", "c.d"], {"include_resource": False}, "refuse", {"include_resource": False}),
+        (["a.b", "c.d"], {"days_synced": 7}, "refuse", {"days_synced": 7}),
+        (["a.b", "c.d"], None, "refuse", None),
+        (["a.b", "c.d"], {"include_resource": True, "days_synced": 7}, "drop", {"days_synced": 7}),
+        (["*"], {"include_resource": True}, "drop", {}),
+    ],
+)
+def test_a_subscription_keeps_include_resource_only_with_exactly_one_event(
+    events: list[str], config: dict[str, object] | None, rule: str, kept: dict[str, object] | None
+) -> None:
+    assert subscription_config(events, config, rule) == kept  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("events", [["a.b", "c.d"], ["*"], []])
+def test_include_resource_on_more_or_fewer_than_one_event_is_refused(events: list[str]) -> None:
+    with pytest.raises(ValueError, match="exactly one event") as caught:
+        subscription_config(events, {"include_resource": True}, "refuse")
+
+    assert str(caught.value) == SINGLE_EVENT_ONLY
+
+
+def test_the_account_object_follows_scans_and_connection_errors() -> None:
+    state = SandboxState(seed=2)
+    account = account_with(state, 4)
+    fresh = state.account_document(account.id)
+
+    state.mark_scanned(account)
+    scanned = state.account_document(account.id)
+    state.set_connection(account, "invalid_credentials")
+    broken = state.account_document(account.id)
+    state.set_connection(account, None)
+
+    assert fresh["scanned_at"] is None and scanned["scanned_at"] == scanned["updated_at"] > fresh["updated_at"]
+    assert scanned["availability"]["activities"]["available_count"] == 4
+    assert broken["connection"]["status"] == "error" and broken["connection"]["error_code"] == "invalid_credentials"
+    assert broken["connection"]["error_message"] == "The login credentials are incorrect."
+    assert broken["connection"]["updated_at"] > scanned["updated_at"]
+    assert state.account_document(account.id)["connection"]["error_code"] is None

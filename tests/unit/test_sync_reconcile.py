@@ -186,13 +186,16 @@ def test_a_missed_removal_is_found_and_the_activity_confirmed_gone_before_it_is_
     assert world.exact()
 
 
-def test_fifty_scattered_missing_activities_are_all_repaired():
+def test_fifty_scattered_missing_activities_are_repaired_for_no_more_than_a_listing():
     world = World()
     world.synced(10_000)
     for i in range(50):
         world.argyle.add_dated(ACCOUNT, 30_000 + i, BASE_TIME + timedelta(hours=200 * i, minutes=3))
+    calls = world.argyle.calls
     outcome = world.reconcile()
     assert outcome["drift"]["missing"] == 50 and world.exact()
+    # bisecting 50 drifted activities would cost ~50 * log2(50) counts: the window is listed instead
+    assert world.argyle.calls - calls <= 10_050 // 200 + 3
 
 
 def test_a_missed_update_in_the_recent_window_is_repaired_by_the_recent_pass():
@@ -242,3 +245,54 @@ def test_a_reconcile_short_of_time_continues_in_the_accounts_group_and_ends_exac
     assert {e.group_id for e in world.queue.sent} == {f"account:{ACCOUNT}"}
     outcomes = world.drain(remaining_ms=1)
     assert outcomes[-1]["drift"]["extra"] == 20 and world.exact()
+
+
+def test_a_listing_argyle_keeps_changing_is_recorded_after_three_passes_and_counted_unstable():
+    # Given an account that Argyle changes before every later page, whatever the pass
+    world = World()
+    world.argyle.add(ACCOUNT, 600)
+    n = [0]
+
+    def scan(account: str | None) -> None:
+        n[0] += 1
+        ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+        world.argyle.remove(ACCOUNT, ordered[0]["id"])
+
+    world.argyle.between_pages = scan
+    first = world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER,
+                                       available_from=None, available_to=None, available_count=600))
+    rest = world.drain()
+    # Then it was listed three times, no more, and recorded as synced, marked unstable
+    assert first["relisted"] and [o["listing_pass"] for o in rest] == [2, 3]
+    assert rest[-1]["unstable"] is True and world.queue.sent == []
+    assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
+    # Given 600 activities stored, and an activities.added over the newest 300 during whose listing
+    # Argyle removes two of them; one old activity is also gone at Argyle without a webhook
+    world = World()
+    docs = world.synced(600)
+    ordered = sorted(docs, key=lambda d: d["start_date"])
+    old_gone = ordered[0]["id"]
+    world.argyle.remove(ACCOUNT, old_gone)
+    window = ordered[300:]
+    removed: list[str] = []
+
+    def scan(account: str | None) -> None:
+        if not removed:
+            for doc in window[:2]:
+                world.argyle.remove(ACCOUNT, doc["id"])
+                removed.append(doc["id"])
+
+    world.argyle.between_pages = scan
+    world.deliver(webhook_body("activities.added", account=ACCOUNT, user=USER, added_count=0,
+                               added_from=window[0]["start_date"], added_to=window[-1]["start_date"],
+                               available_from=None, available_to=None, available_count=597))
+    world.argyle.between_pages = None
+    second = world.drain()
+    # Then the second pass removed the two from its range, after Argyle confirmed them gone, and
+    # left the old one (outside the range) to a reconcile
+    assert second[0]["listing_pass"] == 2 and second[0]["removed"] == 2
+    assert sorted(world.argyle.get_requests) == sorted(removed)
+    assert old_gone in world.activities.live(ACCOUNT)

@@ -9,6 +9,7 @@ import pytest
 
 from argyle_pipeline.argyle.webhook_events import (
     SYNC_EVENTS,
+    AccountsUpdated,
     ActivitiesAdded,
     ActivitiesFullySynced,
     ActivitiesPartiallySynced,
@@ -106,7 +107,25 @@ def test_every_documented_example_parses_into_its_model(event: str) -> None:
     assert name == event
     assert type(model) is EXPECTED_TYPES[event]
     assert model.webhook_name == "my hook"
-    assert set(SYNC_EVENTS) == set(EXPECTED_TYPES)
+
+
+def test_the_stack_subscribes_to_every_event_it_syncs_and_the_account_lifecycle() -> None:
+    # accounts.updated has a subscription of its own (Argyle allows include_resource only there)
+    assert set(SYNC_EVENTS) == set(EXPECTED_TYPES) | {"accounts.removed", "accounts.connected", "accounts.failed"}
+
+
+def test_accounts_updated_reads_the_connection_and_survives_a_resource_it_does_not_read() -> None:
+    resource = {"id": "acc-1", "connection": {"status": "error", "error_code": "auth_required",
+                                              "error_message": "x", "updated_at": "2024-01-01T00:00:00Z"},
+                "scanned_at": "2024-01-02T00:00:00Z", "availability": {"gigs": "anything"}}
+    _, model = parse_webhook(body("accounts.updated", {"account": "acc-1", "user": "u", "resource": resource}))
+    assert isinstance(model, AccountsUpdated) and model.resource is not None
+    assert model.resource.connection is not None and model.resource.connection.status == "error"
+    assert model.resource.scanned_at == "2024-01-02T00:00:00Z"
+    # A connection or scanned_at of an unexpected shape is dropped, not fatal
+    _, odd = parse_webhook(body("accounts.updated", {"account": "acc-1", "resource": {"connection": "up",
+                                                                                       "scanned_at": 5}}))
+    assert isinstance(odd, AccountsUpdated) and odd.resource is not None and odd.resource.connection is None
 
 
 def test_dates_are_aware_utc_and_original_strings_are_kept() -> None:
@@ -162,7 +181,7 @@ def test_unknown_fields_are_kept() -> None:
     assert model is not None and model.model_extra == {"brand_new": "x"}
 
 
-@pytest.mark.parametrize("event", ["accounts.added", "accounts.connected", "gigs.added", "something.new"])
+@pytest.mark.parametrize("event", ["accounts.added", "paystubs.added", "gigs.added", "something.new"])
 def test_events_not_modelled_return_no_model(event: str) -> None:
     assert parse_webhook(body(event, {"account": "a"})) == (event, None)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -233,3 +234,29 @@ def test_missing_signature_never_triggers_a_reread() -> None:
     request = WebhookRequest(payload(), {}, None, "r")
     result = handle_webhook(request, lambda: [SECRET], FakeQueue(), refreshed_secrets=lambda: calls.append(1) or [])
     assert result.status == 401 and calls == []
+
+
+def test_each_delivery_has_its_own_sqs_deduplication_id_and_the_body_keeps_its_key() -> None:
+    # Given one body delivered twice by Argyle (two requests), and the first delivery sent twice
+    body = payload("activities.updated", updated_activities=["a1"])
+    queue = FakeQueue()
+    for request_id in ("req-1", "req-2", "req-1"):
+        request = WebhookRequest(body, {"x-argyle-signature": sign(body, SECRET)}, None, request_id)
+        assert handle_webhook(request, lambda: [SECRET], queue).status == 202
+    first, second, resent = queue.sent
+    # Then each message keeps the body's key (what the sync calls the same event)...
+    assert first.dedupe_key == second.dedupe_key == resent.dedupe_key == dedupe_key(body)
+    # ...but SQS's deduplication id is the delivery's: SQS can drop the re-send of a delivery,
+    # never Argyle's later delivery of the same bytes
+    assert first.deduplication_id == resent.deduplication_id == hashlib.sha256(body + b"\nreq-1").hexdigest()
+    assert second.deduplication_id != first.deduplication_id
+
+
+def test_a_delivery_without_a_request_id_still_gets_a_deduplication_id_of_its_own() -> None:
+    body = payload()
+    queue = FakeQueue()
+    for _ in range(2):
+        request = WebhookRequest(body, {"x-argyle-signature": sign(body, SECRET)}, None, "")
+        handle_webhook(request, lambda: [SECRET], queue)
+    ids = [event.deduplication_id for event in queue.sent]
+    assert len(set(ids)) == 2 and all(len(i) == 64 for i in ids)

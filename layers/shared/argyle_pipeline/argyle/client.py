@@ -90,6 +90,10 @@ class WebhookNotFound(ArgyleNotFound):
     pass
 
 
+class AccountNotFound(ArgyleNotFound):
+    pass
+
+
 class ArgyleUnavailable(ArgyleError):
     """429, 5xx or connection failures outlasted the retries (or Retry-After asked for longer than
     we may wait). `retry_after` is Argyle's last Retry-After in seconds, when it sent one."""
@@ -348,6 +352,16 @@ class ArgyleClient:
         if not isinstance(doc, dict):
             raise UnexpectedResponse("activity response is not a JSON object")
         return Activity.from_api(doc)
+
+    def get_account(self, account_id: str) -> dict[str, Any]:
+        """The account object; AccountNotFound once the account is gone (revoked or deleted)."""
+        try:
+            doc = self._get_json(f"/accounts/{quote(account_id, safe='')}", {})
+        except ArgyleNotFound as exc:
+            raise AccountNotFound(f"account {account_id} not found", status=404, body=exc.body) from exc
+        if not isinstance(doc, dict):
+            raise UnexpectedResponse("account response is not a JSON object")
+        return doc
 
     # --- webhook subscriptions ------------------------------------------------------------------
 

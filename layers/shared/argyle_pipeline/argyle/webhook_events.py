@@ -15,8 +15,14 @@ from argyle_pipeline.argyle.activity import parse_json
 from argyle_pipeline.timestamps import UtcDateTime, iso_z
 
 __all__ = [
+    "ACCOUNT_STATUS_EVENT",
     "EVENT_MODELS",
     "SYNC_EVENTS",
+    "AccountEvent",
+    "AccountsConnected",
+    "AccountsFailed",
+    "AccountsRemoved",
+    "AccountsUpdated",
     "ActivitiesAdded",
     "ActivitiesFullySynced",
     "ActivitiesPartiallySynced",
@@ -116,6 +122,62 @@ class ActivitiesRemoved(_Available):
     )
 
 
+class AccountEvent(EventData):
+    """accounts.removed / .connected / .failed: `{account, user}`."""
+
+    account: str = Field(min_length=1)
+    user: str | None = None
+
+
+class AccountsRemoved(AccountEvent):
+    """The worker revoked access (or the account was deleted): Argyle deletes the account's data and
+    sends no activities.removed. The only signal that the account's data must leave our tables."""
+
+
+class AccountsConnected(AccountEvent):
+    pass
+
+
+class AccountsFailed(AccountEvent):
+    pass
+
+
+class AccountConnection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str | None = None
+    error_code: str | None = None
+
+
+class AccountResource(BaseModel):
+    """What the sync reads of the account object (`include_resource`): the rest is not validated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    connection: AccountConnection | None = None
+    # Kept as the string Argyle sent: recorded, never computed with.
+    scanned_at: str | None = None
+
+
+class AccountsUpdated(AccountEvent):
+    resource: AccountResource | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient_resource(cls, value: Any) -> Any:
+        # A resource whose shape we do not read must not fail the event: keep what fits.
+        if isinstance(value, dict) and "resource" in value and not isinstance(value["resource"], dict | None):
+            value = {k: v for k, v in value.items() if k != "resource"}
+        if isinstance(value, dict) and isinstance(value.get("resource"), dict):
+            resource = dict(value["resource"])
+            if not isinstance(resource.get("connection"), dict | None):
+                resource.pop("connection")
+            if not isinstance(resource.get("scanned_at"), str | None):
+                resource.pop("scanned_at")
+            value = {**value, "resource": resource}
+        return value
+
+
 class UserResource(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -138,10 +200,16 @@ EVENT_MODELS: dict[str, type[EventData]] = {
     "activities.updated": ActivitiesUpdated,
     "activities.removed": ActivitiesRemoved,
     "users.fully_synced": UsersFullySynced,
+    "accounts.removed": AccountsRemoved,
+    "accounts.connected": AccountsConnected,
+    "accounts.failed": AccountsFailed,
+    "accounts.updated": AccountsUpdated,
 }
 
-# The events the stack subscribes to (`argyle-webhooks subscribe-stack`).
-SYNC_EVENTS: tuple[str, ...] = tuple(EVENT_MODELS)
+# The events the stack subscribes to in one subscription (`argyle-webhooks subscribe-stack`);
+# accounts.updated has a subscription of its own, since Argyle allows `include_resource` only there.
+ACCOUNT_STATUS_EVENT = "accounts.updated"
+SYNC_EVENTS: tuple[str, ...] = tuple(e for e in EVENT_MODELS if e != ACCOUNT_STATUS_EVENT)
 
 
 def parse_webhook(body: bytes | str) -> tuple[str, EventData | None]:

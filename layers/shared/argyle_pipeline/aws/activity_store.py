@@ -85,8 +85,10 @@ def start_key(start_date: datetime | None) -> str:
     return start_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | None = None) -> dict[str, Any]:
-    """The DynamoDB item (attribute-value form) for one activity."""
+def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | None = None,
+                  expires_at: int | None = None) -> dict[str, Any]:
+    """The DynamoDB item (attribute-value form) for one activity. `expires_at`: the retention
+    TTL (ActivityRetentionDays), when the stack sets one."""
     raw = activity.raw
     item: dict[str, Any] = {
         "account_id": {"S": activity.account},
@@ -98,6 +100,8 @@ def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | N
     }
     if resync_marker:  # which re-sync from scratch last saw this activity at Argyle
         item["resync_marker"] = {"S": resync_marker}
+    if expires_at is not None:
+        item["expires_at"] = {"N": str(expires_at)}
     start_date, updated_at = raw.get("start_date"), raw.get("updated_at")
     if isinstance(start_date, str) and start_date:
         item["start_date"] = {"S": start_date}
@@ -132,6 +136,7 @@ class ActivityStore:
         client: Any = None,
         *,
         tombstone_seconds: int = 35 * 86_400,
+        retention_seconds: int | None = None,
         max_rounds: int = 8,
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
@@ -146,6 +151,8 @@ class ActivityStore:
         self._client = client
         self.table_name = table_name
         self.tombstone_seconds = tombstone_seconds
+        # Activities expire (DynamoDB TTL) this long after their last sync; None keeps them.
+        self.retention_seconds = retention_seconds
         self.max_rounds = max_rounds
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._sleep, self._rand, self._clock = sleep, rand, clock
@@ -184,7 +191,8 @@ class ActivityStore:
                     result.created += 1
                 elif current[0] < version:
                     result.changed += 1
-                writes.append({"PutRequest": {"Item": activity_item(activity, synced_at, resync_marker)}})
+                writes.append({"PutRequest": {"Item": activity_item(activity, synced_at, resync_marker,
+                                                                    self._expires_at())}})
         self._batch_write(writes)
         result.written = len(writes)
         return result
@@ -198,7 +206,7 @@ class ActivityStore:
         try:
             response = self._client.put_item(
                 TableName=self.table_name,
-                Item=activity_item(activity, synced_at),
+                Item=activity_item(activity, synced_at, expires_at=self._expires_at()),
                 ConditionExpression=_NEW_OR_NOT_OLDER,
                 ExpressionAttributeNames={"#id": "activity_id", "#removed": "removed_at", "#v": "version"},
                 ExpressionAttributeValues={":v": {"N": str(version)}},
@@ -223,6 +231,26 @@ class ActivityStore:
         self._batch_write([{"PutRequest": {"Item": tombstone_item(account_id, i, removed_at, expires_at)}}
                            for i in unique])
         return len(unique)
+
+    def _expires_at(self) -> int | None:
+        return int(self._clock()) + self.retention_seconds if self.retention_seconds else None
+
+    def item_ids(self, account_id: str, limit: int = 1_000) -> list[str]:
+        """Up to `limit` ids of the account's items, live and tombstones alike (for purging)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "KeyConditionExpression": "#a = :a", "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {"#a": "account_id", "#id": "activity_id"},
+            "ExpressionAttributeValues": {":a": {"S": account_id}}, "Limit": limit,
+        }
+        self.read_calls += 1
+        response = self._client.query(**kwargs)
+        return [item["activity_id"]["S"] for item in response.get("Items", [])]
+
+    def delete_many(self, account_id: str, activity_ids: Sequence[str]) -> int:
+        """Delete the items (live copies and tombstones alike), 25 per BatchWriteItem."""
+        self._batch_write([{"DeleteRequest": {"Key": {"account_id": {"S": account_id}, "activity_id": {"S": i}}}}
+                           for i in dict.fromkeys(activity_ids)])
+        return len(set(activity_ids))
 
     def _stored_versions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bool]]:
         """(version, removed) of each stored key, read consistently so the previous event's

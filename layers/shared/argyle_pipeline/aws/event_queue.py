@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -66,6 +67,21 @@ def dedupe_key(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def delivery_keys(body: bytes, delivery_id: str) -> tuple[str, str]:
+    """(`dedupe_key(body)`, the SQS deduplication id of this one delivery of it).
+
+    The deduplication id is the SHA-256 of the body, a newline and the delivery's own id (API
+    Gateway's request id), so SQS drops only a re-send of this very delivery (botocore retrying a
+    send whose answer was lost), never a later delivery of the same bytes, which may announce a new
+    change at Argyle. The sync decides what a repeated body needs (docs/sync.md, "What a duplicate
+    is"). Without a delivery id (a direct invocation), a random one, drawn once per delivery.
+    """
+    digest = hashlib.sha256(body)
+    key = digest.hexdigest()  # hexdigest does not finalise: the same hash continues below
+    digest.update(b"\n" + (delivery_id or os.urandom(16).hex()).encode("utf-8", "surrogatepass"))
+    return key, digest.hexdigest()
+
+
 @dataclass  # not frozen: a frozen dataclass's __init__ is measurably slower on the receiver's hot path
 class QueuedEvent:
     body: bytes
@@ -75,6 +91,8 @@ class QueuedEvent:
     correlation_id: str
     received_at_ms: int
     text: str | None = field(default=None, repr=False, compare=False)  # the body decoded, if known
+    # SQS's MessageDeduplicationId when it is not `dedupe_key` (the receiver's: one per delivery).
+    deduplication_id: str = ""
 
     @cached_property
     def _encoded(self) -> tuple[str, str]:
@@ -125,6 +143,11 @@ class EventQueue:
         self._queue_url = queue_url
         self.max_message_bytes = max_message_bytes
 
+    @property
+    def client(self) -> Any:
+        """The SQS client (the local stack puts its deduplication window on it)."""
+        return self._client
+
     def check_size(self, event: QueuedEvent) -> None:
         # Fast path: base64 grows a body by 4/3, and the attributes stay far below 4 KiB (the
         # event name is cut at 256 characters), so a body this small always fits.
@@ -146,7 +169,7 @@ class EventQueue:
                 QueueUrl=self._queue_url,
                 MessageBody=event.encoded()[0],
                 MessageGroupId=event.group_id,
-                MessageDeduplicationId=event.dedupe_key,
+                MessageDeduplicationId=event.deduplication_id or event.dedupe_key,
                 MessageAttributes=attributes,
             )
         except _BOTO_ERRORS as exc:
@@ -181,7 +204,8 @@ class EventQueue:
                 try:
                     response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=[
                         {"Id": entry_id, "MessageBody": event.encoded()[0], "MessageGroupId": event.group_id,
-                         "MessageDeduplicationId": event.dedupe_key, "MessageAttributes": event.attributes()}
+                         "MessageDeduplicationId": event.deduplication_id or event.dedupe_key,
+                         "MessageAttributes": event.attributes()}
                         for entry_id, event in pending.items()])
                 except _BOTO_ERRORS as exc:
                     raise QueueUnavailable(type(exc).__name__) from exc

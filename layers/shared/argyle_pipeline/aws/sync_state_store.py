@@ -6,19 +6,28 @@ Items (pk, sk):
                                       available_from/to/count, fully_synced_at, partially_synced_at,
                                       last_event, last_event_received_at_ms, updated_at,
                                       reconciled_at, reconciled_full_at, last_reconcile (scope, drift
-                                      by kind, argyle_calls), drift_total (by kind, summed),
-                                      account_shard ("00".."15": the sparse keys-only GSI
-                                      AccountsByShard, which the reconcile scheduler reads)
+                                      by kind, argyle_calls), drift_<kind>_total (summed),
+                                      connection_status, error_code, scanned_at, last_account_event,
+                                      lookup ("SHARD#00".."SHARD#15": the reconcile scheduler's view)
+                      (purged)        status "purged" or "purging", purged_at, removed_received_at_ms,
+                                      purge_reason, deleted (counts): no personal data, no lookup
+    USER#<user>        ACCOUNT#<acc>  a link: the user holds this account (written once per account)
     USER#<user>        PROFILE        user_id, resource (the webhook's `resource` map), synced_at,
                                       received_at_ms
     EVENT#<sha256>     ARCHIVE        event, body (the exact bytes), received_at_ms, processed_at,
-                                      expires_at (TTL)
+                                      expires_at (TTL), lookup ("ARCHIVE#account:<id>" or
+                                      "ARCHIVE#user:<id>": the archive of one account, for purging)
+
+The sparse GSI Lookups (lookup + pk, projecting status and connection_status) serves both reads
+by something other than the key: every account (16 shards, so that no index partition takes
+every account's writes) and an account's archived bodies.
     COUNTS             EVENT#<event>  count, last_processed_at
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -28,8 +37,12 @@ from argyle_pipeline.aws.activity_store import from_dynamodb
 
 FULLY_SYNCED = "fully_synced"
 PARTIALLY_SYNCED = "partially_synced"
+PURGING = "purging"
+PURGED = "purged"
 COUNTS_PK = "COUNTS"
 ACCOUNT_SHARDS = 16
+LOOKUP_INDEX = "Lookups"
+_BATCH_WRITE = 25
 _serializer = TypeSerializer()
 
 
@@ -46,9 +59,13 @@ def event_key(dedupe_key: str) -> dict[str, Any]:
 
 
 def account_shard(account_id: str) -> str:
-    """Which of ACCOUNT_SHARDS partitions of the AccountsByShard index holds the account: spread so
-    that no index partition takes every account's writes."""
-    return f"{int(hashlib.sha256(account_id.encode()).hexdigest()[:8], 16) % ACCOUNT_SHARDS:02d}"
+    """Which of ACCOUNT_SHARDS partitions of the Lookups index lists the account: spread so that no
+    index partition takes every account's writes."""
+    return f"SHARD#{int(hashlib.sha256(account_id.encode()).hexdigest()[:8], 16) % ACCOUNT_SHARDS:02d}"
+
+
+def archive_lookup(group_id: str) -> str:
+    return f"ARCHIVE#{group_id}"
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -160,14 +177,17 @@ class SyncStateStore:
     def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
                         names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
                         adds: list[str] | None = None, condition: str | None = None) -> None:
-        names = {**names, "#account": "account_id", "#updated": "updated_at", "#shard": "account_shard"}
-        values = {**values, ":account": account_id, ":updated": updated_at, ":shard": account_shard(account_id)}
-        # The shard never changes, so this SET never rewrites the (keys-only) index entry.
-        sets = ["#account = :account", "#updated = :updated", "#shard = :shard", *sets]
+        names = {**names, "#account": "account_id", "#updated": "updated_at", "#lookup": "lookup"}
+        values = {**values, ":account": account_id, ":updated": updated_at, ":lookup": account_shard(account_id)}
+        # The shard never changes, so this SET never rewrites the index entry.
+        sets = ["#account = :account", "#updated = :updated", "#lookup = :lookup", *sets]
         if user_id:
             names["#user"] = "user_id"
             values[":user"] = user_id
             sets.append("#user = :user")
+            names["#linked"] = "user_linked"
+            values[":linked"] = user_id
+            sets.append("#linked = :linked")
         update = ("SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
                   + (" ADD " + ", ".join(adds) if adds else ""))
         kwargs: dict[str, Any] = {
@@ -179,29 +199,46 @@ class SyncStateStore:
         }
         if condition:
             kwargs["ConditionExpression"] = condition
+        if user_id:
+            kwargs["ReturnValues"] = "UPDATED_OLD"
         self.write_calls += 1
-        self._client.update_item(**kwargs)
+        response = self._client.update_item(**kwargs)
+        if user_id and (response.get("Attributes") or {}).get("user_linked", {}).get("S") != user_id:
+            # First time this account is seen with this user: the link a user's purge reads.
+            self.write_calls += 1
+            self._client.put_item(TableName=self.table_name, Item={
+                "pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"},
+                "account_id": {"S": account_id}})
 
     def account_state(self, account_id: str) -> dict[str, Any] | None:
         return self._get(account_key(account_id))
 
     def account_ids(self) -> Iterator[str]:
-        """Every account with a state, from the keys-only AccountsByShard index: one Query per
-        shard, reading ids only (not the archive of webhook bodies that a Scan would read)."""
+        """Every account with a (not purged) state, from the Lookups index: one Query per shard,
+        reading ids only (not the archive of webhook bodies that a Scan would read)."""
+        for account, _ in self.account_summaries():
+            yield account
+
+    def account_summaries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(account, {status, connection_status}) of every account with a (not purged) state."""
         for shard in range(ACCOUNT_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self.table_name, "IndexName": "AccountsByShard",
-                "KeyConditionExpression": "#shard = :shard",
-                "ExpressionAttributeNames": {"#shard": "account_shard"},
-                "ExpressionAttributeValues": {":shard": {"S": f"{shard:02d}"}},
-            }
-            while True:
-                response = self._client.query(**kwargs)
-                for item in response.get("Items", []):
-                    yield item["pk"]["S"].removeprefix("ACCOUNT#")
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            for item in self._query_lookup(f"SHARD#{shard:02d}"):
+                summary: dict[str, Any] = {k: item[k]["S"] for k in ("status", "connection_status") if k in item}
+                yield item["pk"]["S"].removeprefix("ACCOUNT#"), summary
+
+    def _query_lookup(self, lookup: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "IndexName": LOOKUP_INDEX,
+            "KeyConditionExpression": "#lookup = :lookup",
+            "ExpressionAttributeNames": {"#lookup": "lookup"},
+            "ExpressionAttributeValues": {":lookup": {"S": lookup}},
+        }
+        while True:
+            response = self._client.query(**kwargs)
+            yield from response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def accounts(self) -> Iterator[dict[str, Any]]:
         """Every account's state (a Scan: for the CLI and operators, not for the sync path)."""
@@ -217,6 +254,121 @@ class SyncStateStore:
             if "LastEvaluatedKey" not in response:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def record_account_status(self, account_id: str, user_id: str | None, *, event: str, received_at_ms: int,
+                              updated_at: str, connection_status: str | None = None, error_code: str | None = None,
+                              scanned_at: str | None = None) -> bool:
+        """accounts.connected / .failed / .updated: the account's connection as Argyle reported it last
+        (by our receive time: an older delivery processed later does not overwrite it)."""
+        from botocore.exceptions import ClientError
+
+        names = {"#event": "last_account_event", "#at": "last_account_event_received_at_ms"}
+        values: dict[str, Any] = {":event": event, ":at": received_at_ms}
+        sets, removes = ["#event = :event", "#at = :at"], []
+        for attribute, value in (("connection_status", connection_status), ("error_code", error_code),
+                                 ("scanned_at", scanned_at)):
+            if value is None and attribute == "error_code" and connection_status is not None:
+                names["#error_code"] = "error_code"
+                removes.append("#error_code")  # a new status without an error: the old error is gone
+            elif value is not None:
+                names["#" + attribute] = attribute
+                values[":" + attribute] = value
+                sets.append(f"#{attribute} = :{attribute}")
+        try:
+            self._update_account(account_id, user_id, updated_at, sets=sets, removes=removes, names=names,
+                                 values=values, condition="attribute_not_exists(#at) OR #at <= :at")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # --- purging ---------------------------------------------------------------------------------
+
+    def purge_marker(self, account_id: str) -> dict[str, Any] | None:
+        """The account's purge marker ({status, removed_received_at_ms, ...}), or None when the
+        account is not purged (or being purged). One consistent GetItem of two attributes."""
+        response = self._client.get_item(
+            TableName=self.table_name, Key=account_key(account_id), ConsistentRead=True,
+            ProjectionExpression="#status, #removed, #reason", ExpressionAttributeNames={
+                "#status": "status", "#removed": "removed_received_at_ms", "#reason": "purge_reason"})
+        item = response.get("Item")
+        if not item or item.get("status", {}).get("S") not in (PURGING, PURGED):
+            return None
+        return from_dynamodb(item)
+
+    def begin_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, at: str) -> None:
+        """From now on every message of the account is skipped (see purge_marker). The state keeps
+        its other attributes until the purge ends; the account leaves the Lookups index at once."""
+        self.write_calls += 1
+        self._client.update_item(
+            TableName=self.table_name, Key=account_key(account_id),
+            UpdateExpression="SET #status = :status, #removed = :removed, #reason = :reason, #at = :at "
+                             "REMOVE #lookup",
+            ExpressionAttributeNames={"#status": "status", "#removed": "removed_received_at_ms",
+                                      "#reason": "purge_reason", "#at": "purge_started_at", "#lookup": "lookup"},
+            ExpressionAttributeValues={":status": {"S": PURGING}, ":removed": {"N": str(removed_received_at_ms)},
+                                       ":reason": {"S": reason}, ":at": {"S": at}})
+
+    def finish_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, purged_at: str,
+                     deleted: Mapping[str, int]) -> None:
+        """Replace the account's state by the final marker: account id, times, counts. Nothing else."""
+        self.write_calls += 1
+        self._client.put_item(TableName=self.table_name, Item={
+            **account_key(account_id), "account_id": {"S": account_id}, "status": {"S": PURGED},
+            "purged_at": {"S": purged_at}, "removed_received_at_ms": {"N": str(removed_received_at_ms)},
+            "purge_reason": {"S": reason}, "deleted": _serializer.serialize(dict(deleted))})
+
+    def forget_purge(self, account_id: str) -> None:
+        """Argyle reports the account connected again: it starts afresh (the marker goes)."""
+        self.write_calls += 1
+        self._client.delete_item(TableName=self.table_name, Key=account_key(account_id))
+
+    def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Up to `limit` keys of the archived bodies of a message group (account:<id> or user:<id>)."""
+        keys = []
+        for item in self._query_lookup(archive_lookup(group_id)):
+            keys.append({"pk": item["pk"], "sk": item["sk"]})
+            if len(keys) >= limit:
+                break
+        return keys
+
+    def user_accounts(self, user_id: str) -> list[str]:
+        """The accounts linked to the user (the links written the first time each was seen)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name, "KeyConditionExpression": "pk = :p AND begins_with(sk, :a)",
+            "ExpressionAttributeValues": {":p": {"S": f"USER#{user_id}"}, ":a": {"S": "ACCOUNT#"}},
+        }
+        accounts: list[str] = []
+        while True:
+            response = self._client.query(**kwargs)
+            accounts.extend(item["sk"]["S"].removeprefix("ACCOUNT#") for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return accounts
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def unlink_user(self, user_id: str, account_id: str) -> None:
+        self.delete_keys([{"pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"}}])
+
+    def delete_user(self, user_id: str) -> None:
+        self.delete_keys([user_key(user_id)])
+
+    def delete_keys(self, keys: list[dict[str, Any]], *, max_rounds: int = 8) -> int:
+        """Delete items by key, 25 per BatchWriteItem, resending what DynamoDB leaves unprocessed;
+        raises when some are still left (the message is retried: deleting again is harmless)."""
+        for start in range(0, len(keys), _BATCH_WRITE):
+            pending = [{"DeleteRequest": {"Key": key}} for key in keys[start:start + _BATCH_WRITE]]
+            for round_no in range(max_rounds):
+                if round_no:
+                    time.sleep(min(2.0, 0.05 * 2 ** round_no))  # throttled: back off before resending
+                self.write_calls += 1
+                response = self._client.batch_write_item(RequestItems={self.table_name: pending})
+                pending = (response.get("UnprocessedItems") or {}).get(self.table_name, [])
+                if not pending:
+                    break
+            else:
+                raise RuntimeError(f"BatchWriteItem left {len(pending)} deletes unprocessed")
+        return len(keys)
 
     # --- users ----------------------------------------------------------------------------------
 
@@ -246,7 +398,7 @@ class SyncStateStore:
     # --- archive and counters -------------------------------------------------------------------
 
     def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
-                      processed_at: str, expires_at: int) -> bool:
+                      processed_at: str, expires_at: int, group_id: str = "") -> bool:
         """Keep the exact body for replay and count the event, in one transaction: an event
         archived before (a redelivery after its idempotency record expired) is not counted again.
         Returns False in that case."""
@@ -259,7 +411,8 @@ class SyncStateStore:
                     "TableName": self.table_name,
                     "Item": {**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
                              "received_at_ms": {"N": str(received_at_ms)},
-                             "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)}},
+                             "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)},
+                             **({"lookup": {"S": archive_lookup(group_id)}} if group_id else {})},
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }},
                 {"Update": {

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from argyle_pipeline.aws.event_queue import MessageTooLarge, QueuedEvent, QueueUnavailable, dedupe_key
+from argyle_pipeline.aws.event_queue import MessageTooLarge, QueuedEvent, QueueUnavailable, delivery_keys
 from argyle_pipeline.receiving.signature import SIGNATURE_HEADER, InvalidSignature, verify
 
 # Argyle's published webhook source addresses (webhooks-overview.txt). Argyle says they may change,
@@ -155,7 +155,8 @@ def handle_webhook(
     if not isinstance(event_name, str) or not event_name:
         return _reject(400, "no_event", "body must have a string 'event' field")
 
-    key = dedupe_key(request.body)
+    # One SQS deduplication id per delivery: a later delivery of the same bytes may be a new change.
+    key, deduplication_id = delivery_keys(request.body, request.request_id)
     queued = QueuedEvent(
         body=request.body,
         event_name=event_name[:256],
@@ -164,6 +165,7 @@ def handle_webhook(
         correlation_id=request.request_id or key[:32],
         received_at_ms=now_ms(),
         text=text,
+        deduplication_id=deduplication_id,
     )
     try:
         message_id = queue.send(queued)

@@ -23,6 +23,10 @@ RESYNC_EVENT = "argyle_sync.resync"
 RECONCILE_EVENT = "argyle_sync.reconcile"
 # The ids of an activities.updated / .removed beyond what one invocation checks (CHANGES_PER_PART).
 CHANGES_EVENT = "argyle_sync.changes"
+# An account's data leaving our tables: queued by `argyle-synced purge`, continued like a listing.
+PURGE_EVENT = "argyle_sync.purge"
+ACCOUNTS_REMOVED = "accounts.removed"
+ACCOUNTS_CONNECTED = "accounts.connected"
 FULLY_SYNCED = "activities.fully_synced"
 PARTIALLY_SYNCED = "activities.partially_synced"
 ADDED = "activities.added"
@@ -30,10 +34,8 @@ UPDATED = "activities.updated"
 REMOVED = "activities.removed"
 USERS_FULLY_SYNCED = "users.fully_synced"
 LISTING_EVENTS = frozenset({FULLY_SYNCED, PARTIALLY_SYNCED, ADDED})
-# Events whose body can repeat byte for byte for a new change at Argyle: activities.updated names
-# the same ids, start-date range and counts when the same activities change again. See
-# `argyle_pipeline.sync.dispatch.needs_fresh_read`.
-REPEATABLE_EVENTS = frozenset({UPDATED})
+# Argyle reporting a purged account connected again: it starts afresh (see sync/purge.py).
+RESTART_EVENTS = frozenset({FULLY_SYNCED, PARTIALLY_SYNCED, ACCOUNTS_CONNECTED})
 
 
 @dataclass(frozen=True)
@@ -185,16 +187,50 @@ class ReconcileJob(BaseModel):
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+class PurgeJob(BaseModel):
+    """An account's data leaving our tables: the request (part 0: accounts.removed, or an erasure
+    request from `argyle-synced purge`) and, for parts >= 1, where the previous part stopped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account: str = Field(min_length=1)
+    user: str | None = None
+    request_id: str = Field(min_length=8)
+    reason: Literal["accounts.removed", "erasure"] = "erasure"
+    # When the removal was received: events of the account received before it never write again.
+    removed_received_at_ms: int = Field(ge=0)
+    part: int = Field(default=0, ge=0)
+    stage: Literal["start", "activities", "archive", "user", "done"] = "start"
+    deleted: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return hashlib.sha256(f"purge:{self.account}:{self.request_id}#part{self.part}".encode()).hexdigest()
+
+    def body(self) -> bytes:
+        doc = {"event": PURGE_EVENT, "data": self.model_dump()}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ParsedMessage:
     event: str
-    data: EventData | Continuation | ResyncRequest | ChangeBatch | ReconcileJob | None
+    data: EventData | Continuation | ResyncRequest | ChangeBatch | ReconcileJob | PurgeJob | None
     idempotency_key: str  # what makes two deliveries "the same event"
+    # Set when a body already processed runs again (`dispatch.run_unless_covered`): its own key.
+    rerun_key: str = ""
+
+    @property
+    def run_key(self) -> str:
+        """The key this run is recorded under and its follow-up messages (continuations, change
+        batches) are keyed from: a re-run's differ from the first run's, so they are not taken
+        for that run's retries and dropped."""
+        return self.rerun_key or self.idempotency_key
 
     @property
     def is_continuation(self) -> bool:
         """One of the sync's own follow-up messages, keyed by (origin, part) rather than by body."""
-        return isinstance(self.data, Continuation | ChangeBatch | ReconcileJob)
+        return isinstance(self.data, Continuation | ChangeBatch | ReconcileJob | PurgeJob)
 
 
 def parse_message(message: SyncMessage) -> ParsedMessage:
@@ -221,8 +257,10 @@ def parse_message(message: SyncMessage) -> ParsedMessage:
     return ParsedMessage(event, data, key)
 
 
-_OWN_MESSAGES: dict[str, tuple[type[Continuation] | type[ChangeBatch] | type[ReconcileJob], str]] = {
+_OwnMessage = type[Continuation] | type[ChangeBatch] | type[ReconcileJob] | type[PurgeJob]
+_OWN_MESSAGES: dict[str, tuple[_OwnMessage, str]] = {
     CONTINUATION_EVENT: (Continuation, "continuation"),
     CHANGES_EVENT: (ChangeBatch, "changes"),
     RECONCILE_EVENT: (ReconcileJob, "reconcile"),
+    PURGE_EVENT: (PurgeJob, "purge"),
 }

@@ -23,13 +23,15 @@ class SyncOutcome:
     continuation_part: int | None = None
     # activities.removed ids that Argyle still has (written as its current copy, not removed)
     contradicted: int = 0
-    # A finished reconcile (or a listing's verification): drift found and repaired, by kind
-    # (missing, extra, stale); None when this message was no reconcile's last part.
+    # A finished reconcile: drift found and repaired, by kind (missing, extra, stale); None when
+    # this message was no reconcile's last part.
     drift: dict[str, int] | None = None
     listing_pass: int = 0  # a listing's pass (2+: listed again because Argyle changed under it)
     relisted: bool = False  # Argyle changed under this pass: the next pass is queued
     unstable: bool = False  # still changing after MAX_LISTING_PASSES: recorded, left to the reconciler
     changes_parts: int = 0  # ChangeBatch messages queued for the ids beyond this part
+    purged: dict[str, int] | None = None  # a finished purge: what was deleted, by kind
+    connection_status: str | None = None  # accounts.*: the connection status Argyle reported
     archived: bool | None = None  # False: this body was archived (and counted) before
     started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
 

@@ -14,7 +14,8 @@ account's group (`ReconcileJob`, like a listing's continuation):
   stored keys) and Argyle counts the left half (1 call; the right is the rest), until Argyle counts
   at most a page in it; that window is listed: missing activities are written, stored ones Argyle
   did not list are checked one by one (404: removed; 200: written, it moved). One drifted activity
-  in N costs about log2(N/200) + 3 calls.
+  in N costs about log2(N/200) + 3 calls. A window with so much drift that bisecting it would cost
+  more calls than its pages (d * log2(pages) >= pages) is listed outright instead.
 - full: re-list the whole account with a marker, then check every live stored activity the listing
   did not mark (a re-sync); chosen by scope (weekly), or when Argyle's response has no `count`.
 Counts that agree cannot prove the sets agree (one missing and one extra cancel out): the weekly
@@ -23,6 +24,7 @@ full pass is what closes that gap.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,7 +191,11 @@ class _Run:
         stored = self.index.count(window)
         if stored == window.argyle_count:
             return
-        if window.argyle_count <= self.ctx.options.page_limit or window.first >= window.last:
+        pages = math.ceil(window.argyle_count / self.ctx.options.page_limit)
+        # Bisecting costs about one count per level for each differing activity; listing the window
+        # costs its pages. Much drift in one window (50 of 10,000): listing it is cheaper.
+        bisect_cost = abs(window.argyle_count - stored) * max(1.0, math.log2(max(pages, 1)))
+        if pages <= 1 or window.first >= window.last or bisect_cost >= pages:
             self._repair(window)
             return
         middle = self._split_point(window, stored)

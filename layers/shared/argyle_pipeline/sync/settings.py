@@ -77,6 +77,8 @@ class SyncSettings:
     changes_per_part: int = 500
     # A reconcile of scope "recent" re-lists this many days back.
     reconcile_recent_days: int = 30
+    # Activities expire (DynamoDB TTL) this many days after their last sync; 0 keeps them.
+    activity_retention_days: int = 0
 
     @property
     def event_archive_seconds(self) -> int:
@@ -85,6 +87,10 @@ class SyncSettings:
     @property
     def idempotency_seconds(self) -> int:
         return self.idempotency_days * DAY_SECONDS
+
+    @property
+    def activity_retention_seconds(self) -> int | None:
+        return self.activity_retention_days * DAY_SECONDS if self.activity_retention_days > 0 else None
 
     @property
     def tombstone_seconds(self) -> int:
@@ -116,4 +122,5 @@ def sync_settings() -> SyncSettings:
         max_receive_count=_int("MAX_RECEIVE_COUNT", DEFAULT_MAX_ATTEMPTS),
         changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
         reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
+        activity_retention_days=max(0, _int("ACTIVITY_RETENTION_DAYS", 0)),
     )

@@ -1,0 +1,177 @@
+"""A worker's data leaves when the worker leaves: accounts.removed and erasure requests purge an
+account, finally (an in-memory Argyle and the stores' in-memory twins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from argyle_pipeline.sync.context import SyncOptions
+from argyle_pipeline.sync.dispatch import ActivitySync
+from argyle_pipeline.sync.messages import (
+    Continuation,
+    PurgeJob,
+    ReconcileJob,
+    SyncMessage,
+    message_from_sqs_record,
+    parse_message,
+)
+from argyle_pipeline.sync.purge import AccountStillConnected
+from tests.support.fake_argyle import FakeArgyle, webhook_body
+from tests.support.lambda_events import record_for
+from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
+
+ACCOUNT, OTHER, USER = "acc-1", "acc-2", "user-1"
+PLENTY = 10**9
+
+
+class World:
+    def __init__(self) -> None:
+        self.argyle = FakeArgyle(page_limit=200)
+        self.activities, self.state, self.queue = MemoryActivities(), MemoryState(), MemoryQueue()
+        self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue, SyncOptions())
+        self.clock_ms = 1_000
+
+    def deliver(self, body: bytes, *, account: str = ACCOUNT, remaining_ms: int = PLENTY,
+                received_at_ms: int | None = None, group: str | None = None) -> dict[str, Any]:
+        if received_at_ms is None:
+            self.clock_ms += 1_000
+            received_at_ms = self.clock_ms
+        message = SyncMessage(body=body, group_id=group or f"account:{account}", correlation_id="corr",
+                              received_at_ms=received_at_ms)
+        return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
+
+    def drain(self, remaining_ms: int = PLENTY) -> list[dict[str, Any]]:
+        outcomes = []
+        while self.queue.sent:
+            message = message_from_sqs_record(record_for(self.queue.sent.pop(0)))
+            outcomes.append(self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict())
+        return outcomes
+
+    def synced(self, account: str, n: int) -> list[dict[str, Any]]:
+        docs = self.argyle.add(account, n)
+        self.deliver(fully_synced(account), account=account)
+        self.deliver(webhook_body("users.fully_synced", user=USER, resource={"id": USER, "address": "1 Main St"}),
+                     group=f"user:{USER}")
+        return docs
+
+
+def fully_synced(account: str) -> bytes:
+    return webhook_body("activities.fully_synced", account=account, user=USER, available_from=None,
+                        available_to=None, available_count=0)
+
+
+def removed_body(account: str = ACCOUNT) -> bytes:
+    return webhook_body("accounts.removed", account=account, user=USER)
+
+
+def stored(world: World, account: str) -> list[tuple[str, str]]:
+    return [key for key in world.activities.items if key[0] == account]
+
+
+def test_accounts_removed_purges_everything_of_the_account_and_leaves_only_a_marker():
+    # Given a synced account with a tombstone, archived webhooks, and a user with no other account
+    world = World()
+    docs = world.synced(ACCOUNT, 30)
+    world.argyle.remove(ACCOUNT, docs[0]["id"])
+    world.deliver(webhook_body("activities.removed", account=ACCOUNT, user=USER, removed_activities=[docs[0]["id"]]))
+    assert world.state.archive and world.state.users
+    # When the worker revokes access: Argyle deletes the account and sends accounts.removed
+    world.argyle.revoke(ACCOUNT)
+    outcome = world.deliver(removed_body())
+    # Then every item (live and tombstone), every archived body of the account and the user's profile
+    # (and its archived webhook) are gone, and what is left is a marker of ids, times and counts
+    assert outcome["action"] == "purged"
+    # (archived: fully_synced and activities.removed of the account, users.fully_synced of the user)
+    assert outcome["purged"] == {"activities": 30, "archived_events": 3, "user_profiles": 1}
+    assert stored(world, ACCOUNT) == [] and world.state.users == {} and world.state.archive == {}
+    marker = world.state.accounts[ACCOUNT]
+    assert set(marker) == {"account_id", "status", "purged_at", "removed_received_at_ms", "purge_reason", "deleted"}
+    assert marker["status"] == "purged" and marker["purge_reason"] == "accounts.removed"
+
+
+def test_a_removal_argyle_contradicts_deletes_nothing_and_is_retried():
+    world = World()
+    world.synced(ACCOUNT, 10)
+    with pytest.raises(AccountStillConnected):
+        world.deliver(removed_body())
+    assert len(stored(world, ACCOUNT)) == 10 and world.state.purge_marker(ACCOUNT) is None
+
+
+def test_nothing_received_before_the_removal_writes_again():
+    # Given a purged account, and messages of it that were on their way before the removal arrived
+    world = World()
+    docs = world.synced(ACCOUNT, 10)
+    early = world.clock_ms + 500  # received before the removal below
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body())
+    world.argyle.add(ACCOUNT, 10)  # Argyle still (or again) answering for the old data, as in a race
+    continuation = Continuation(origin_dedupe_key="x" * 64, origin_event="activities.fully_synced", part=1,
+                                account=ACCOUNT, user=USER, cursor={"offset": "0"})
+    late = [
+        fully_synced(ACCOUNT),  # a late duplicate of the first sync
+        continuation.body(),
+        webhook_body("activities.updated", account=ACCOUNT, user=USER, updated_activities=[docs[1]["id"]]),
+        webhook_body("activities.added", account=ACCOUNT, user=USER, added_from=None, added_to=None),
+        ReconcileJob(account=ACCOUNT, request_id="reconcile-late", scope="full").body(),
+        webhook_body("accounts.updated", account=ACCOUNT, user=USER),
+    ]
+    # When each is processed (the duplicate received before the removal; the rest whenever)
+    outcomes = [world.deliver(late[0], received_at_ms=early)] + [world.deliver(b) for b in late[1:]]
+    # Then none wrote anything, not even its archive, and the marker stands
+    assert [o["action"] for o in outcomes] == ["skipped_purged"] * len(late)
+    assert stored(world, ACCOUNT) == [] and world.state.archive == {}
+    assert world.state.accounts[ACCOUNT]["status"] == "purged"
+
+
+def test_argyle_reporting_the_account_connected_again_starts_it_afresh():
+    world = World()
+    world.synced(ACCOUNT, 10)
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body())
+    # When the worker connects the account again and Argyle syncs it (received after the removal)
+    world.argyle.revoked.discard(ACCOUNT)
+    world.argyle.add(ACCOUNT, 7)
+    outcome = world.deliver(fully_synced(ACCOUNT))
+    # Then its activities are stored again and its state is an ordinary one
+    assert outcome["action"] == "synced" and len(stored(world, ACCOUNT)) == 7
+    assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_large_account_purges_across_messages_in_its_group():
+    world = World()
+    world.synced(ACCOUNT, 2_500)
+    world.argyle.revoke(ACCOUNT)
+    first = world.deliver(removed_body(), remaining_ms=1)
+    assert first["action"] == "continued" and world.queue.sent[0].group_id == f"account:{ACCOUNT}"
+    assert world.state.accounts[ACCOUNT]["status"] == "purging"
+    # Meanwhile, a webhook of the account queued behind the purge writes nothing
+    rest = world.drain(remaining_ms=1)
+    assert rest[-1]["action"] == "purged" and rest[-1]["purged"]["activities"] == 2_500
+    assert stored(world, ACCOUNT) == [] and world.state.accounts[ACCOUNT]["status"] == "purged"
+
+
+def test_the_users_profile_stays_while_the_user_has_another_account():
+    world = World()
+    world.synced(ACCOUNT, 5)
+    world.synced(OTHER, 5)
+    world.argyle.revoke(ACCOUNT)
+    first = world.deliver(removed_body(ACCOUNT))
+    assert "user_profiles" not in first["purged"] and USER in world.state.users
+    assert len(stored(world, OTHER)) == 5
+    world.argyle.revoke(OTHER)
+    second = world.deliver(removed_body(OTHER), account=OTHER)
+    assert second["purged"]["user_profiles"] == 1 and world.state.users == {}
+
+
+def test_an_erasure_request_purges_without_asking_argyle():
+    # An operator's data-subject request: the account may still be connected at Argyle
+    world = World()
+    world.synced(ACCOUNT, 12)
+    calls = world.argyle.calls
+    job = PurgeJob(account=ACCOUNT, user=USER, request_id="erasure-0001", reason="erasure",
+                   removed_received_at_ms=world.clock_ms + 1)
+    outcome = world.deliver(job.body())
+    assert outcome["purged"]["activities"] == 12 and world.argyle.calls == calls
+    assert world.state.accounts[ACCOUNT]["purge_reason"] == "erasure"
