@@ -45,7 +45,7 @@ from argyle_pipeline.argyle.client import (
     ArgyleClient,
     WebhookSubscription,
 )
-from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
+from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVENTS
 from argyle_pipeline.aws.secret_values import (
     ArgyleCredentials,
     SecretMalformed,
@@ -367,15 +367,25 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
     )
     config = {"days_synced": args.days_synced} if args.days_synced else None
     sub = client.create_webhook(events=events, url=webhook_url, name=args.name, secret=new_secret, config=config)
+    # accounts.updated with the account object (connection status, error code, last scan): Argyle
+    # allows include_resource only on a subscription of that one event, so it gets its own.
+    status_sub = None
+    if not args.events:
+        status_sub = client.create_webhook(events=[ACCOUNT_STATUS_EVENT], url=webhook_url,
+                                           name=f"{args.name} (account status)", secret=new_secret,
+                                           config={"include_resource": True})
     removed = []
     if not args.keep_existing:
         for old in existing:
             client.delete_webhook(old.id)
             removed.append(old.id)
     if args.json:
-        print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed}), file=out)
+        print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed,
+                          "account_status_subscription": _public(status_sub) if status_sub else None}), file=out)
     else:
         print(_details(sub), file=out)
+        if status_sub is not None:
+            print(_details(status_sub), file=out)
         print(f"secret stored in {secret_id} (the previous one stays accepted until the next rotation)", file=out)
         for old_id in removed:
             print(f"deleted older subscription {old_id}", file=out)

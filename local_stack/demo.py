@@ -159,6 +159,11 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account"
                             + (" (Argyle never sends one account's activities.added)" if scan == 1 else ""))
                         wait(sb, stack, say, f"scan {scan}")
+                    revoked = accounts.pop(1)
+                    sb.revoke(revoked)
+                    wait(sb, stack, say, "a worker revoked access to one account (Argyle sends only accounts.removed)")
+                    purged = purge_state(stack, revoked)
+                    say(f"  purged: {purged}")
                     lied = sb.lying_removal(accounts[-1], 5)
                     wait(sb, stack, say, "a signed activities.removed of 5 activities Argyle still has")
                     kept = sum(1 for i in lied if store_has(stack, accounts[-1], i))
@@ -194,6 +199,7 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         ("webhooks Argyle never sent", sum(1 for d in sb.deliveries if d.status == "dropped")),
                         ("listing pages Argyle shifted", shifts),
                         ("lying removals kept", f"{kept} of {len(lied)}"),
+                        ("revoked account purged", purged),
                         ("drift repaired by reconcile", f"{drift['missing']} missing, {drift['extra']} extra, "
                                                         f"{drift['stale']} stale"),
                         ("Argyle API calls (incl. faulted)", sb.faults.requests_seen),
@@ -201,7 +207,7 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         ("sync batches / records processed", f"{stats.batches} / {processed}" if stats else "-"),
                         ("failed attempts (retried)", stats.failed_records if stats else "-"),
                         ("time", f"{elapsed:.1f} s"),
-                        ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied) else "NO"),
+                        ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied, purged) else "NO"),
                     ]
         finally:
             sys.stdout = terminal
@@ -216,11 +222,27 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     for problem in problems:
         print("MISMATCH", problem)
     print(f"function logs: {log_path.relative_to(ROOT)}")
-    return 0 if exact(problems, forged, unsigned, kept, lied) else 1
+    return 0 if exact(problems, forged, unsigned, kept, lied, purged) else 1
 
 
-def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str]) -> bool:
-    return not problems and forged == 401 and unsigned == 401 and kept == len(lied)
+def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str], purged: str = "yes") -> bool:
+    return not problems and forged == 401 and unsigned == 401 and kept == len(lied) and purged.startswith("yes")
+
+
+def purge_state(stack: Any, account: str) -> str:
+    """"yes (...counts...)" when nothing of the account is left but its marker; what is left otherwise."""
+    from argyle_pipeline.aws.activity_store import ActivityStore
+    from argyle_pipeline.aws.sync_state_store import SyncStateStore
+
+    outputs = stack.outputs()
+    items = len(ActivityStore(outputs["ActivitiesTableName"]).item_ids(account))
+    state = SyncStateStore(outputs["SyncStateTableName"])
+    marker = state.account_state(account) or {}
+    archived = len(state.archived_keys(f"account:{account}"))
+    if marker.get("status") == "purged" and items == 0 and archived == 0:
+        deleted = marker.get("deleted") or {}
+        return "yes (" + ", ".join(f"{k} {v}" for k, v in sorted(deleted.items())) + " deleted)"
+    return f"NO: {items} items, {archived} archived bodies, state {marker.get('status')}"
 
 
 def store_has(stack: Any, account: str, activity_id: str) -> bool:

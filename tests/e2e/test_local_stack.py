@@ -124,7 +124,8 @@ def test_killing_the_worker_mid_sync_loses_nothing_and_duplicates_nothing() -> N
 
 def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureFixture[str]) -> None:
     # Given the demo's story on two small accounts: listings Argyle shifts mid-way, an activities.added
-    # Argyle never sends, a signed removal of activities Argyle still has, then a reconcile
+    # Argyle never sends, a worker revoking access, a signed removal of activities Argyle still has,
+    # then a reconcile
     from local_stack.demo import full_demo
 
     # When it runs
@@ -136,5 +137,6 @@ def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureF
     rows = {k.strip(): v.strip(" |") for k, v in rows.items()}
     assert rows["copy exact"] == "yes" and rows["webhooks Argyle never sent"] == "1"
     assert rows["lying removals kept"] == "5 of 5"
+    assert rows["revoked account purged"].startswith("yes (activities ")
     missing = int(rows["drift repaired by reconcile"].split(" missing")[0])
     assert missing > 0
