@@ -1,5 +1,5 @@
 """Move messages from the events DLQ back to the events queue, once the cause of their failures
-is fixed (`make redrive ARGS="--stack-name argyle-sync"`, or `python -m argyle_ops.redrive`).
+is fixed (`make redrive ARGS="--stack-name argyle-activity-sync"`, or `python -m argyle_ops.redrive`).
 
 SQS's StartMessageMoveTask does not support FIFO queues, so this receives, sends and deletes.
 Each message keeps its body, attributes and MessageGroupId, so it rejoins its account's group;
@@ -10,6 +10,9 @@ The deduplication id is new (derived from the event's dedupe_key and the DLQ mes
 original id may still be inside SQS's 5-minute deduplication window, and SQS would then accept
 the send and silently drop the message, which this tool would then delete from the DLQ. A copy
 that does get through twice is stopped by the sync's idempotency table.
+
+Exit codes: 0 every message moved, 1 some not moved, 2 usage (including no region), 6 AWS
+(credentials, endpoint, stack or queue): one line on stderr says what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from argyle_ops.operator_errors import EXIT_USAGE, OperatorError, configured_region, run_command
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
+
+PROG = "make redrive"
 
 
 @dataclass
@@ -92,7 +98,8 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, *, limit: int | None = None,
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m argyle_ops.redrive", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m argyle_ops.redrive", description=__doc__.split("\n\n")[0],
+                                     epilog="exit codes: 0 all moved, 1 some not moved, 2 usage, 6 AWS error")
     parser.add_argument("--stack-name", help="read EventsQueueUrl and EventsDlqUrl from this stack's outputs")
     parser.add_argument("--queue-url", help="the events queue (default: the stack's EventsQueueUrl)")
     parser.add_argument("--dlq-url", help="the dead-letter queue (default: the stack's EventsDlqUrl)")
@@ -105,16 +112,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    sqs = boto3_client("sqs", region=args.region, endpoint_url=args.endpoint_url)
+    names: dict[str, str] = {}
+    return run_command(PROG, lambda: _command(args, names), region=lambda: configured_region(args.region),
+                       endpoint_url=args.endpoint_url, names=names)
+
+
+def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
     queue_url, dlq_url = args.queue_url, args.dlq_url
     if args.stack_name and not (queue_url and dlq_url):
+        names["stack"] = repr(args.stack_name)
         outputs = stack_outputs(args.stack_name, boto3_client("cloudformation", region=args.region,
                                                               endpoint_url=args.endpoint_url))
         queue_url = queue_url or outputs.get("EventsQueueUrl")
         dlq_url = dlq_url or outputs.get("EventsDlqUrl")
     if not (queue_url and dlq_url):
-        print("give --stack-name, or both --queue-url and --dlq-url", file=sys.stderr)
-        return 2
+        raise OperatorError('give --stack-name, or both --queue-url and --dlq-url: make redrive ARGS="--stack-name '
+                            '<stack>"', EXIT_USAGE)
+    names["queue"] = f"{dlq_url} or {queue_url}"
+    sqs = boto3_client("sqs", region=args.region, endpoint_url=args.endpoint_url)
     waiting = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
     count = int(waiting["Attributes"].get("ApproximateNumberOfMessages", 0))
     if args.dry_run:

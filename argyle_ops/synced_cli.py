@@ -6,10 +6,10 @@
       state ACCOUNT            the account's sync state
       accounts                 every account's sync state (a Scan: fine for operators, not for code)
       user USER                the user's record from users.fully_synced
-      counts [--account A]     events processed by name; with --account, live and removed activities
+      counts [ACCOUNT]         events processed by name; with an account, its live and removed activities
       event DEDUPE_KEY [--body] an archived webhook (with --body, its exact bytes, for replay)
       replay DEDUPE_KEY        queue an archived webhook again (processed even if seen before)
-      resync ACCOUNT [--user U] queue a re-sync from scratch of one account
+      resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
       reconcile ACCOUNT | --all [--scope recent|full|counts]
                                queue a reconcile (compare with Argyle, repair the drift) now
       purge ACCOUNT | --user USER [--dry-run] [--no-wait]
@@ -17,7 +17,10 @@
 
 Table names: the flags, else ACTIVITIES_TABLE / SYNC_STATE_TABLE, else the stack's outputs; the
 queue (replay, resync): --queue-url, else EVENTS_QUEUE_URL, else the stack's EventsQueueUrl.
-Exit codes: 0 found (or done), 1 not found, 2 usage, 3 a purge queued but not finished in the wait.
+Exit codes: 0 found (or done), 1 not found (an account, activity, user or event the sync does not
+have), 2 usage (including no region), 3 a purge queued but not finished in the wait, 6 AWS
+(credentials, endpoint, stack, table or queue): one line on stderr says what is wrong and what to
+do (with any data that goes with it, such as a queued purge's request id, as JSON on stdout).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from argyle_ops.operator_errors import EXIT_NOT_FOUND, EXIT_USAGE, OperatorError, configured_region, run_command
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
 from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
@@ -40,11 +44,13 @@ from argyle_pipeline.receiving.webhook_intake import message_group
 from argyle_pipeline.sync.messages import PURGE_EVENT, RESYNC_EVENT, PurgeJob, ReconcileJob, ResyncRequest
 from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 
-NOT_FOUND, USAGE, NOT_FINISHED = 1, 2, 3
+PROG = "argyle-synced"
+NOT_FOUND, USAGE, NOT_FINISHED = EXIT_NOT_FOUND, EXIT_USAGE, 3
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="argyle-synced", description="Show what the Argyle sync has stored.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Show what the Argyle sync has stored.",
+                                     epilog="exit codes: 0 found, 1 not found, 2 usage, 6 AWS error")
     parser.add_argument("--stack-name", help="read the table names from this stack's outputs")
     parser.add_argument("--activities-table", default=os.environ.get("ACTIVITIES_TABLE"))
     parser.add_argument("--sync-state-table", default=os.environ.get("SYNC_STATE_TABLE"))
@@ -71,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="a user's record")
     user.add_argument("user")
     counts = commands.add_parser("counts", help="processed events by name, and an account's activities")
-    counts.add_argument("--account")
+    counts.add_argument("account", nargs="?")
+    counts.add_argument("--account", dest="account_option", help=argparse.SUPPRESS)  # the old spelling
     event = commands.add_parser("event", help="an archived webhook")
     event.add_argument("dedupe_key")
     event.add_argument("--body", action="store_true", help="print only the exact body")
@@ -81,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("dedupe_key")
     resync = commands.add_parser("resync", help="re-sync one account from scratch")
     resync.add_argument("account")
-    resync.add_argument("--user", help="the account's user id (recorded in its sync state)")
+    resync.add_argument("--user", help="the account's user id (default: the one in its sync state)")
+    resync.add_argument("--force", action="store_true",
+                        help="queue it even though the sync has no state for the account (all its webhooks missed)")
     reconcile = commands.add_parser("reconcile", help="compare accounts with Argyle now and repair what differs")
     reconcile.add_argument("account", nargs="?")
     reconcile.add_argument("--all", action="store_true", help="every account with a sync state")
@@ -102,7 +111,7 @@ def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple
     sync processes it again instead of recognising it as already done."""
     found = state.archived_event(dedupe)
     if not found:
-        return NOT_FOUND, {"error": "no archived event with this key (or it has expired)"}
+        return NOT_FOUND, {"error": f"no archived event with key {dedupe} (or it has expired)"}
     body: bytes = found["body"]
     try:
         payload = json.loads(body)
@@ -119,7 +128,16 @@ def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple
                "message_id": message_id}
 
 
-def queue_resync(queue: EventQueue, account: str, user: str | None) -> tuple[int, Any]:
+def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncStateStore | None = None,
+                 force: bool = False) -> tuple[int, Any]:
+    """Queue a re-sync of an account the sync knows (`state` given): an unknown id is most often a
+    typo, and a re-sync of it would only store nothing. `force` queues it anyway."""
+    known = state.account_state(account) if state is not None else None
+    if state is not None and known is None and not force:
+        return NOT_FOUND, {"error": f"the sync has never seen account {account}: check the id (`argyle-synced "
+                                    "accounts` lists the known ones), or pass --force to re-sync an account whose "
+                                    "webhooks were all missed"}
+    user = user or (str(known["user_id"]) if known and known.get("user_id") else None)
     request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex)
     body = request.body()
     queued = QueuedEvent(body=body, event_name=RESYNC_EVENT, group_id=f"account:{account}",
@@ -138,7 +156,8 @@ def queue_reconcile(state: SyncStateStore, queue: EventQueue, account: str | Non
     if account:
         found = state.account_state(account)
         if found is None:
-            return NOT_FOUND, {"error": "no sync state for this account: the sync has never seen it"}
+            return NOT_FOUND, {"error": f"the sync has never seen account {account}: check the id "
+                                        "(`argyle-synced accounts` lists the known ones)"}
         accounts = [(account, found.get("user_id"))]
     else:
         accounts = [(a, None) for a in state.account_ids()]
@@ -233,51 +252,72 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
         else:
             rows = activities.activities(args.account, include_removed=args.include_removed)
         items = _take(rows, args.limit)
+        if not items and state.account_state(args.account) is None:
+            return NOT_FOUND, {"error": _unknown_account(args.account)}
         return 0, items if args.items else [item.get("activity", item) for item in items]
     if args.command == "activity":
         found = activities.get_item(args.account, args.activity_id)
-        return (0, found) if found else (NOT_FOUND, {"error": "no such activity"})
+        return (0, found) if found else (NOT_FOUND, {"error": f"no activity {args.activity_id} stored for account "
+                                                              f"{args.account}"})
     if args.command == "state":
         found = state.account_state(args.account)
-        return (0, found) if found else (NOT_FOUND, {"error": "no sync state for this account"})
+        return (0, found) if found else (NOT_FOUND, {"error": _unknown_account(args.account)})
     if args.command == "accounts":
         return 0, list(state.accounts())
     if args.command == "user":
         found = state.user(args.user)
-        return (0, found) if found else (NOT_FOUND, {"error": "no record for this user"})
+        return (0, found) if found else (NOT_FOUND, {"error": f"no record for user {args.user} (the sync stores "
+                                                              "one per users.fully_synced)"})
     if args.command == "counts":
+        account = args.account or args.account_option
         result: dict[str, Any] = {"events": state.event_counts()}
-        if args.account:
-            result["activities"] = activities.count(args.account)
+        if account:
+            result["activities"] = activities.count(account)
+            if not any(result["activities"].values()) and state.account_state(account) is None:
+                return NOT_FOUND, {"error": _unknown_account(account)}
         return 0, result
     if args.command == "event":
         found = state.archived_event(args.dedupe_key)
         if not found:
-            return NOT_FOUND, {"error": "no archived event with this key (or it has expired)"}
+            return NOT_FOUND, {"error": f"no archived event with key {args.dedupe_key} (or it has expired)"}
         if args.body:
             return 0, found["body"]
         return 0, {k: v for k, v in found.items() if k != "body"} | {"body_bytes": len(found["body"])}
     return USAGE, {"error": f"unknown command {args.command}"}
 
 
+def _unknown_account(account: str) -> str:
+    return (f"the sync has no state and no activities for account {account}: check the id "
+            "(`argyle-synced accounts` lists the known ones)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    names: dict[str, str] = {}  # what the command named, for a "does not exist" line; filled as resolved
+    return run_command(PROG, lambda: _command(args, names), region=lambda: configured_region(args.region),
+                       endpoint_url=args.endpoint_url, names=names)
+
+
+def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
+    """Every subcommand runs here, inside run_command: any AWS error is one line and exit code 6."""
     needs_queue = args.command in ("replay", "resync", "reconcile") or (
         args.command == "purge" and not args.dry_run)
     if args.stack_name and not (args.activities_table and args.sync_state_table
                                 and (args.queue_url or not needs_queue)):
+        names["stack"] = repr(args.stack_name)
         outputs = stack_outputs(args.stack_name, boto3_client("cloudformation", region=args.region,
                                                               endpoint_url=args.endpoint_url))
         args.activities_table = args.activities_table or outputs.get("ActivitiesTableName")
         args.sync_state_table = args.sync_state_table or outputs.get("SyncStateTableName")
         args.queue_url = args.queue_url or outputs.get("EventsQueueUrl")
     if needs_queue and not args.queue_url:
-        print("give --stack-name or --queue-url (or set EVENTS_QUEUE_URL)", file=sys.stderr)
-        return USAGE
+        raise OperatorError("give --stack-name or --queue-url (or set EVENTS_QUEUE_URL)", USAGE)
     if not (args.activities_table and args.sync_state_table):
-        print("give --stack-name, or --activities-table and --sync-state-table (or set ACTIVITIES_TABLE "
-              "and SYNC_STATE_TABLE)", file=sys.stderr)
-        return USAGE
+        raise OperatorError("give --stack-name, or --activities-table and --sync-state-table (or set "
+                            "ACTIVITIES_TABLE and SYNC_STATE_TABLE)", USAGE)
+    names["table"] = f"{args.activities_table} or {args.sync_state_table}"
+    if args.queue_url:
+        names["queue"] = args.queue_url
     dynamodb = boto3_client("dynamodb", region=args.region, endpoint_url=args.endpoint_url)
     state = SyncStateStore(args.sync_state_table, dynamodb)
     if needs_queue:
@@ -291,18 +331,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "reconcile":
             code, value = queue_reconcile(state, queue, args.account, args.all, args.scope)
         else:
-            code, value = queue_resync(queue, args.account, args.user)
+            code, value = queue_resync(queue, args.account, args.user, state, args.force)
     elif args.command == "purge":  # --dry-run: reads only
         code, value = queue_purge(state, ActivityStore(args.activities_table, dynamodb), None, account=args.account,
                                   user=args.user, dry_run=True, wait_seconds=None)
     else:
         code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
+    if code != 0:
+        # The error is one line on stderr; what goes with it (a queued purge's request id) is on stdout.
+        details = {k: v for k, v in value.items() if k != "error"} if isinstance(value, dict) else {}
+        if details:
+            print(dumps_exact(details, indent=None if args.compact else 2))
+        raise OperatorError(str(value.get("error", value)) if isinstance(value, dict) else str(value), code)
     if isinstance(value, bytes):  # an archived body: exactly as Argyle sent it
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()
         return code
-    text = dumps_exact(value, indent=None if args.compact else 2)
-    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    print(dumps_exact(value, indent=None if args.compact else 2))
     return code
 
 

@@ -4,7 +4,7 @@
     argyle-webhooks create --events activities.added activities.removed --url https://... [--secret S]
     argyle-webhooks get ID
     argyle-webhooks delete ID
-    argyle-webhooks subscribe-stack --stack-name argyle-sync [--revoke-previous | --previous-valid-hours N]
+    argyle-webhooks subscribe-stack --stack-name argyle-activity-sync [--revoke-previous | --previous-valid-hours N]
 
 Configuration: --api-url or ARGYLE_API_URL (default production); credentials from
 ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets Manager secret
@@ -12,7 +12,8 @@ ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets
 
 Exit codes: 0 ok, 1 Argyle API error (4xx not listed below, unexpected answer), 2 usage error,
 3 not found, 4 authentication (wrong or other-environment keys), 5 Argyle unavailable (retries
-exhausted), 6 AWS error (stack, outputs or secret unreadable or unwritable).
+exhausted), 6 AWS error (no credentials, unreachable endpoint, stack, outputs or secret unreadable or
+unwritable); no AWS region is a usage error (2). Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -27,16 +28,24 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from argyle_ops.operator_errors import (
+    EXIT_ARGYLE_AUTH,
+    EXIT_ARGYLE_ERROR,
+    EXIT_ARGYLE_NOT_FOUND,
+    EXIT_ARGYLE_UNAVAILABLE,
+    OperatorError,
+    configured_region,
+    explain_aws_error,
+    run_command,
+)
+from argyle_ops.stack_outputs import boto3_client
+from argyle_ops.stack_outputs import stack_outputs as read_stack_outputs
 from argyle_pipeline.argyle.client import (
     DEFAULT_BASE_URL,
-    ArgyleAuthError,
     ArgyleClient,
-    ArgyleError,
-    ArgyleNotFound,
-    ArgyleUnavailable,
     WebhookSubscription,
 )
-from argyle_pipeline.argyle.webhook_events import SYNC_EVENTS
+from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVENTS
 from argyle_pipeline.aws.secret_values import (
     DEFAULT_PREVIOUS_VALID_SECONDS,
     ArgyleCredentials,
@@ -45,12 +54,13 @@ from argyle_pipeline.aws.secret_values import (
     rotated_webhook_secret_value,
 )
 
+# The operator tools' shared codes (argyle_ops/operator_errors.py), under this CLI's names.
 EXIT_OK = 0
-EXIT_API_ERROR = 1
+EXIT_API_ERROR = EXIT_ARGYLE_ERROR
 EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_AUTH = 4
-EXIT_UNAVAILABLE = 5
+EXIT_NOT_FOUND = EXIT_ARGYLE_NOT_FOUND
+EXIT_AUTH = EXIT_ARGYLE_AUTH
+EXIT_UNAVAILABLE = EXIT_ARGYLE_UNAVAILABLE
 EXIT_AWS = 6
 
 PROG = "argyle-webhooks"
@@ -200,32 +210,24 @@ def _check_url(url: str, option: str) -> str:
 
 
 def _aws_client(service: str, args: argparse.Namespace) -> Any:
-    import boto3
-
-    kwargs = {k: v for k, v in {"endpoint_url": args.endpoint_url, "region_name": args.region}.items() if v}
-    return boto3.client(service, **kwargs)
+    return boto3_client(service, region=args.region, endpoint_url=args.endpoint_url)
 
 
-def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
+def _aws_call(what: str, call: Any, *, args: argparse.Namespace, names: dict[str, str] | None = None,
+              **kwargs: Any) -> Any:
+    """`call(**kwargs)`; an AWS error becomes one line that starts with `what`."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return call(**kwargs)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Error")
-        message = exc.response.get("Error", {}).get("Message", "")
-        raise AwsError(f"{what}: {code}: {message}") from exc
-    except BotoCoreError as exc:
-        raise AwsError(f"{what}: {exc}") from exc
+    except (ClientError, BotoCoreError) as exc:
+        explained = explain_aws_error(exc, region=configured_region(args.region), endpoint_url=args.endpoint_url,
+                                      names=names)
+        raise OperatorError(f"{what}: {explained}", explained.code) from exc
 
 
 def stack_outputs(stack_name: str, args: argparse.Namespace) -> dict[str, str]:
-    cloudformation = _aws_client("cloudformation", args)
-    found = _aws_call(f"cannot describe stack {stack_name}", cloudformation.describe_stacks, StackName=stack_name)
-    stacks = found.get("Stacks") or []
-    if not stacks:
-        raise AwsError(f"stack {stack_name} not found")
-    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs") or []}
+    return read_stack_outputs(stack_name, _aws_client("cloudformation", args))
 
 
 def _read_secret(secret_id: str, args: argparse.Namespace, *, missing_ok: bool = False) -> str | None:
@@ -235,10 +237,9 @@ def _read_secret(secret_id: str, args: argparse.Namespace, *, missing_ok: bool =
     try:
         value = client.get_secret_value(SecretId=secret_id)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if missing_ok and code == "ResourceNotFoundException":
+        if missing_ok and exc.response.get("Error", {}).get("Code", "") == "ResourceNotFoundException":
             return None
-        raise AwsError(f"cannot read secret {secret_id}: {code}") from exc
+        raise
     return value.get("SecretString")
 
 
@@ -254,7 +255,8 @@ def credentials(args: argparse.Namespace, fallback_secret_id: str | None = None)
             "no Argyle API credentials: set ARGYLE_API_KEY_ID and ARGYLE_API_KEY_SECRET, "
             "or pass --credentials-secret-id"
         )
-    value = _read_secret(secret_id, args)
+    value = _aws_call(f"cannot read secret {secret_id}", lambda: _read_secret(secret_id, args), args=args,
+                      names={"secret": secret_id})
     try:
         return parse_argyle_credentials(value or "")
     except SecretMalformed as exc:
@@ -367,26 +369,39 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
     # Store first, subscribe second: the receiver accepts the new secret (and still the old one)
     # before Argyle signs anything with it.
     new_secret = secrets.token_urlsafe(32)
-    old_value = _read_secret(secret_id, args, missing_ok=True)
+    old_value = _aws_call(f"cannot read secret {secret_id}", lambda: _read_secret(secret_id, args, missing_ok=True),
+                          args=args, names={"secret": secret_id})
     previous_valid_seconds = 0 if args.revoke_previous else args.previous_valid_hours * 3600
     secretsmanager = _aws_client("secretsmanager", args)
     _aws_call(
         f"cannot store the new secret in {secret_id}",
         secretsmanager.put_secret_value,
+        args=args,
+        names={"secret": secret_id},
         SecretId=secret_id,
         SecretString=rotated_webhook_secret_value(new_secret, old_value, previous_valid_seconds=previous_valid_seconds),
     )
     config = {"days_synced": args.days_synced} if args.days_synced else None
     sub = client.create_webhook(events=events, url=webhook_url, name=args.name, secret=new_secret, config=config)
+    # accounts.updated with the account object (connection status, error code, last scan): Argyle
+    # allows include_resource only on a subscription of that one event, so it gets its own.
+    status_sub = None
+    if not args.events:
+        status_sub = client.create_webhook(events=[ACCOUNT_STATUS_EVENT], url=webhook_url,
+                                           name=f"{args.name} (account status)", secret=new_secret,
+                                           config={"include_resource": True})
     removed = []
     if not args.keep_existing:
         for old in existing:
             client.delete_webhook(old.id)
             removed.append(old.id)
     if args.json:
-        print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed}), file=out)
+        print(json.dumps({"subscription": _public(sub), "secret_id": secret_id, "removed": removed,
+                          "account_status_subscription": _public(status_sub) if status_sub else None}), file=out)
     else:
         print(_details(sub), file=out)
+        if status_sub is not None:
+            print(_details(status_sub), file=out)
         kept = (
             "the previous one is revoked"
             if args.revoke_previous
@@ -408,24 +423,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
 
-    def fail(code: int, message: str) -> int:
-        print(f"{PROG}: error: {message}", file=err)
-        return code
+    def command() -> int:
+        """The command, its usage errors as OperatorErrors; run_command adds Argyle's and AWS's."""
+        try:
+            return run(args, out)
+        except UsageError as exc:
+            raise OperatorError(str(exc), EXIT_USAGE) from None
+        except AwsError as exc:
+            raise OperatorError(str(exc), EXIT_AWS) from None
 
-    try:
-        return run(args, out)
-    except UsageError as exc:
-        return fail(EXIT_USAGE, str(exc))
-    except ArgyleNotFound as exc:
-        return fail(EXIT_NOT_FOUND, str(exc))
-    except ArgyleAuthError as exc:
-        return fail(EXIT_AUTH, str(exc))
-    except ArgyleUnavailable as exc:
-        return fail(EXIT_UNAVAILABLE, f"{exc} (try again later)")
-    except ArgyleError as exc:
-        return fail(EXIT_API_ERROR, str(exc))
-    except AwsError as exc:
-        return fail(EXIT_AWS, str(exc))
+    return run_command(PROG, command, err=err, region=lambda: configured_region(args.region),
+                       endpoint_url=args.endpoint_url)
 
 
 if __name__ == "__main__":

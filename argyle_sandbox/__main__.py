@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"argyle-sandbox: {exc}", file=sys.stderr)
         return 2
-    sandbox.start()
+    try:
+        sandbox.start()
+    except OSError as exc:  # one line, not a traceback (docs/runbook.md "Exit codes")
+        print(f"argyle-sandbox: error: cannot listen on {args.host}:{args.port} ({exc.strerror}): stop what holds "
+              "it, or choose another --port", file=sys.stderr)
+        return 3
     if args.subscribe:
         sandbox.subscribe(args.subscribe, ["*"], args.secret, name="argyle-sandbox --subscribe")
     for _ in range(args.accounts):

@@ -163,16 +163,18 @@ class SandboxState:
                 self.users[user_id] = user
             return user
 
-    def create_account(self, user: User, employer: str | None = None) -> Account:
+    def create_account(self, user: User, employer: str | None = None, account_id: str | None = None) -> Account:
+        """`account_id`: a given id (an event sample's) instead of a generated one."""
         with self.lock:
             choices = [e for e in EMPLOYERS if employer is None or e[0] == employer or e[1] == employer]
             if not choices:
                 known = ", ".join(e[1] for e in EMPLOYERS)
                 raise ValueError(f"unknown employer {employer!r}; known: {known}")
             name, link_item, kind, services = self._rng.choice(choices)
-            account_id = new_uuid(self._rng)
-            while account_id in self.revoked or account_id in self.accounts:
+            if account_id is None:
                 account_id = new_uuid(self._rng)
+                while account_id in self.revoked or account_id in self.accounts:
+                    account_id = new_uuid(self._rng)
             account = Account(
                 id=account_id,
                 user=user.id,

@@ -53,8 +53,9 @@ def run_load(webhooks: int = 1000, accounts: int = 20, activities_per_account: i
         # The accounts exist at Argyle; the burst's webhooks ask the sync to (re)list their ranges.
         account_ids = [sandbox.connect_account(n_activities=activities_per_account)[1] for _ in range(accounts)]
         ranges = {a: sandbox.available_range(a) for a in account_ids}
+        # A failed record is retried after 1 s (deployed: 30 s first), as before the retry schedule.
         config = StackConfig(argyle_api_url=sandbox.base_url, argyle_api_key_id="k", argyle_api_key_secret="s",
-                             webhook_secret=secret)
+                             webhook_secret=secret, retry_delays=(1,))
         with LocalStack(config) as stack:
             bodies: queue.Queue[bytes] = queue.Queue()
             for account in account_ids:  # each account's initial sync comes first in its group

@@ -5,7 +5,8 @@ connects users with several accounts and thousands of activities, runs periodic 
 update and remove activities, with the sandbox misbehaving (429s, 500s, duplicate and
 out-of-order deliveries, accounts changing between the pages of a listing, a webhook Argyle never
 sends, a signed removal of activities Argyle still has), sends a forged webhook, runs a reconcile,
-then compares DynamoDB with the sandbox's truth. Exits 0 only if the copy is exact.
+then compares DynamoDB with the sandbox's truth. Each step is announced as it starts. Exits 0 only
+if the copy is exact.
 
 `python -m local_stack.demo --samples` instead runs the receiver on every sample in events/.
 """
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # users x accounts, and activities per account: thousands in all, a few seconds each to sync
 DEMO_ACCOUNTS = [[900, 400], [700, 300, 200], [500]]
 SCANS = 2
+# A failed record's retry delays here; deployed: 30 s, 2 min, 8 min, 30 min (RETRY_DELAYS_SECONDS).
+DEMO_RETRY_DELAYS = (1, 2, 4, 8)
 
 
 def receiver_samples() -> int:
@@ -121,10 +124,12 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
         try:
             with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET) as sb:
                 config = StackConfig(argyle_api_url=sb.base_url, argyle_api_key_id=SANDBOX_API_KEY_ID,
-                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET)
+                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, retry_delays=DEMO_RETRY_DELAYS)
+                say(f"Argyle sandbox up: {sb.base_url}; starting the local stack (moto, receiver, sync)...")
                 with LocalStack(config) as stack:
                     say(f"local stack up: webhook URL {stack.webhook_url}, AWS endpoint {stack.aws_endpoint}")
-                    say(f"Argyle sandbox up: {sb.base_url}")
+                    say("a failed record is retried after " + ", ".join(f"{d} s" for d in DEMO_RETRY_DELAYS)
+                        + " here (deployed: 30 s, 2 min, 8 min, 30 min), then goes to the DLQ")
                     subscribe_stack(stack, sb)
                     say("subscribed the stack to the sandbox with `argyle-webhooks subscribe-stack` "
                         "(new random secret stored in the stack's secret)")
@@ -154,6 +159,11 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account"
                             + (" (Argyle never sends one account's activities.added)" if scan == 1 else ""))
                         wait(sb, stack, say, f"scan {scan}")
+                    revoked = accounts.pop(1)
+                    sb.revoke(revoked)
+                    wait(sb, stack, say, "a worker revoked access to one account (Argyle sends only accounts.removed)")
+                    purged = purge_state(stack, revoked)
+                    say(f"  purged: {purged}")
                     lied = sb.lying_removal(accounts[-1], 5)
                     wait(sb, stack, say, "a signed activities.removed of 5 activities Argyle still has")
                     kept = sum(1 for i in lied if store_has(stack, accounts[-1], i))
@@ -169,8 +179,15 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     drift = reconcile_drift(stack, accounts)
                     say(f"  drift found and repaired: {drift['missing']} missing, {drift['extra']} extra, "
                         f"{drift['stale']} stale")
+                    say(f"comparing DynamoDB with the sandbox's truth, account by account ({len(accounts)} of them)...")
                     stored, expected, problems = compare(stack, sb, accounts)
+                    say(f"comparison: {stored} activities stored, {expected} in Argyle, "
+                        + ("every account exact" if not problems else f"{len(problems)} account(s) differ"))
                     counters = stack.counters
+                    stats = stack.poller.stats if stack.poller else None
+                    processed = stats.records - stats.failed_records if stats else 0
+                    explanation = records_explained(counters.accepted, stack.dedupe_window.dropped, processed,
+                                                    stats.failed_records if stats else 0)
                     elapsed = time.monotonic() - started
                     rows = [
                         ("events accepted (202)", counters.accepted),
@@ -182,14 +199,15 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         ("webhooks Argyle never sent", sum(1 for d in sb.deliveries if d.status == "dropped")),
                         ("listing pages Argyle shifted", shifts),
                         ("lying removals kept", f"{kept} of {len(lied)}"),
+                        ("revoked account purged", purged),
                         ("drift repaired by reconcile", f"{drift['missing']} missing, {drift['extra']} extra, "
                                                         f"{drift['stale']} stale"),
                         ("Argyle API calls (incl. faulted)", sb.faults.requests_seen),
                         ("AWS calls (moto server)", stack.aws_calls),
-                        ("sync batches / records", f"{stack.poller.stats.batches} / {stack.poller.stats.records}"
-                         if stack.poller else "-"),
+                        ("sync batches / records processed", f"{stats.batches} / {processed}" if stats else "-"),
+                        ("failed attempts (retried)", stats.failed_records if stats else "-"),
                         ("time", f"{elapsed:.1f} s"),
-                        ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied) else "NO"),
+                        ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied, purged) else "NO"),
                     ]
         finally:
             sys.stdout = terminal
@@ -200,14 +218,31 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     for name, value in rows:
         print(f"| {name:<{width}} | {value!s:<{values}} |")
     print("+-" + "-" * width + "-+-" + "-" * values + "-+")
+    print(explanation)
     for problem in problems:
         print("MISMATCH", problem)
     print(f"function logs: {log_path.relative_to(ROOT)}")
-    return 0 if exact(problems, forged, unsigned, kept, lied) else 1
+    return 0 if exact(problems, forged, unsigned, kept, lied, purged) else 1
 
 
-def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str]) -> bool:
-    return not problems and forged == 401 and unsigned == 401 and kept == len(lied)
+def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str], purged: str = "yes") -> bool:
+    return not problems and forged == 401 and unsigned == 401 and kept == len(lied) and purged.startswith("yes")
+
+
+def purge_state(stack: Any, account: str) -> str:
+    """"yes (...counts...)" when nothing of the account is left but its marker; what is left otherwise."""
+    from argyle_pipeline.aws.activity_store import ActivityStore
+    from argyle_pipeline.aws.sync_state_store import SyncStateStore
+
+    outputs = stack.outputs()
+    items = len(ActivityStore(outputs["ActivitiesTableName"]).item_ids(account))
+    state = SyncStateStore(outputs["SyncStateTableName"])
+    marker = state.account_state(account) or {}
+    archived = len(state.archived_keys(f"account:{account}"))
+    if marker.get("status") == "purged" and items == 0 and archived == 0:
+        deleted = marker.get("deleted") or {}
+        return "yes (" + ", ".join(f"{k} {v}" for k, v in sorted(deleted.items())) + " deleted)"
+    return f"NO: {items} items, {archived} archived bodies, state {marker.get('status')}"
 
 
 def store_has(stack: Any, account: str, activity_id: str) -> bool:
@@ -229,7 +264,28 @@ def reconcile_drift(stack: Any, accounts: list[str]) -> dict[str, int]:
     return total
 
 
+def records_explained(accepted: int, dropped: int, processed: int, failed: int) -> str:
+    """How the webhooks the receiver accepted became the records the sync processed."""
+    queued = accepted - dropped
+    text = f"From {accepted} accepted webhooks to {processed} processed records: "
+    if dropped:
+        text += (f"the queue dropped {dropped} re-sent deliveries (a deduplication id it saw within 5 minutes), "
+                 f"so {queued} reached the sync. ")
+    text += ("Argyle's duplicate deliveries (the sandbox sends every webhook twice) are messages of their own, "
+             "each with its own deduplication id; the sync processes each and skips the work when an earlier run "
+             "already covered it (docs/sync.md, \"What a duplicate is\").")
+    if processed > queued:
+        text += (f" The {processed - queued} other records are the sync's own messages (reconcile jobs, "
+                 "continuations of long listings).")
+    elif processed < queued:
+        text += f" {queued - processed} were not processed (see the DLQ)."
+    if failed:
+        text += f" {failed} attempts failed (Argyle's faults) and were retried; they are not counted as processed."
+    return text
+
+
 def wait(sandbox: Any, stack: Any, say: Any, what: str) -> None:
+    say(f"{what}: waiting for the sandbox's deliveries and the sync...")
     sandbox.wait_for_deliveries(timeout=120)
     if not stack.wait_until_drained(timeout=300):
         raise SystemExit(f"the queue did not drain during {what}")

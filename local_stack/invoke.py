@@ -1,8 +1,13 @@
-"""`make invoke FN=ReceiverFunction EVENT=events/<file>`: the no-Docker `sam local invoke`.
+"""`make invoke FN=<function> EVENT=events/<file>`: the no-Docker `sam local invoke`.
 
-Runs the function in this process against moto (in-process, or a running `make dev` with
---endpoint-url), with the environment template.yaml gives it, and prints its response and, for
-the receiver, what reached the queue.
+Runs the function in this process against moto (in-process), with the environment template.yaml
+gives it, and prints its response: for the receiver, what reached the queue; for the sync, what it
+stored. The sync needs an Argyle API: by default an in-process Argyle sandbox that holds the
+event's account (as `make demo` uses); `--argyle-api-url` (or ARGYLE_API_URL) names another, with
+ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET for its keys.
+
+Exit codes: 0 the function ran (its answer is printed, whatever it is), 2 usage (an unknown
+function, an event file that cannot be read or does not fit the function).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,16 @@ import boto3
 
 from local_stack.dev_config import LOCAL_DEV_SECRET, REGION, SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
 from local_stack.lambda_runtime import LambdaContext, environment, function_environment, function_timeout, load_handler
-from local_stack.template_resources import StackResources, create_stack_resources
+from local_stack.template_resources import StackResources, create_stack_resources, load_template
+
+PROG = "make invoke"
+EXIT_USAGE = 2
+# Activities the sandbox holds for the event's account, spread over the event's available range.
+SANDBOX_ACTIVITIES = 60
+
+
+class UsageError(Exception):
+    pass
 
 
 def _queued_messages(resources: StackResources) -> list[dict[str, Any]]:
@@ -33,6 +49,67 @@ def _queued_messages(resources: StackResources) -> list[dict[str, Any]]:
         "deduplication_id": m["Attributes"].get("MessageDeduplicationId"),
         "attributes": {k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()},
     } for m in messages]
+
+
+def _stored(resources: StackResources, event: dict[str, Any]) -> dict[str, Any]:
+    from argyle_pipeline.aws.activity_store import ActivityStore
+
+    store = ActivityStore(resources.tables["ActivitiesTable"], boto3.client("dynamodb", region_name=REGION))
+    return {account: store.count(account) for account in _accounts(event)}
+
+
+def _webhooks(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The webhook bodies in an SQS event (the sync's input)."""
+    for record in event.get("Records") or []:
+        try:
+            body = json.loads(record.get("body") or "")
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("data"), dict):
+            yield body
+
+
+def _accounts(event: dict[str, Any]) -> list[str]:
+    return sorted({str(b["data"]["account"]) for b in _webhooks(event) if b["data"].get("account")})
+
+
+def check_event(function: str, event: Any, path: Path) -> None:
+    if not isinstance(event, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    if function == "SyncFunction" and not isinstance(event.get("Records"), list):
+        raise UsageError(f"{path} is not an SQS event (no Records): SyncFunction takes the events/sqs_*.json samples")
+    if function == "ReceiverFunction" and "Records" in event:
+        raise UsageError(f"{path} is an SQS event: ReceiverFunction takes an API Gateway event, e.g. "
+                         "events/activities_added.json")
+
+
+@contextlib.contextmanager
+def sandbox_for(event: dict[str, Any], key_id: str, key_secret: str) -> Iterator[Any]:
+    """An Argyle sandbox on loopback holding each account the event names (the sample's id), with
+    activities across the event's available range, so the sync has something to store."""
+    from argyle_sandbox.server import SandboxServer
+
+    with SandboxServer(seed=1, api_key_id=key_id, api_key_secret=key_secret) as sandbox:
+        state = sandbox.state
+        for body in _webhooks(event):
+            data = body["data"]
+            account_id = data.get("account")
+            if not account_id or account_id in state.accounts:
+                continue
+            user = state.create_user(data.get("user") or None)
+            account = state.create_account(user, account_id=str(account_id))
+            first = _epoch(data.get("available_from")) or state.now - 365 * 86_400
+            last = max(first, _epoch(data.get("available_to")) or state.now - 60)
+            state.add_activities(account, SANDBOX_ACTIVITIES, first, last)
+            account.fully_synced = True
+        yield sandbox
+
+
+def _epoch(value: Any) -> int | None:
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()) if value else None
+    except ValueError:
+        return None
 
 
 def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None = None,
@@ -58,28 +135,48 @@ def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None =
         outcome: dict[str, Any] = {"response": response}
         if function == "ReceiverFunction":
             outcome["queued"] = _queued_messages(resources)
+        if function == "SyncFunction":
+            outcome["argyle_api"] = env.get("ARGYLE_API_URL")
+            outcome["stored"] = _stored(resources, event)
     return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("function", help="logical id in template.yaml, e.g. ReceiverFunction")
     parser.add_argument("event", type=Path, help="an event file, e.g. events/activities_added.json")
     parser.add_argument("--argyle-api-url", default=os.environ.get("ARGYLE_API_URL"),
-                        help="Argyle-compatible API for SyncFunction (default: the template's)")
+                        help="Argyle-compatible API for SyncFunction (default: an in-process sandbox)")
     args = parser.parse_args(argv)
+    functions = [n for n, r in load_template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
     try:
-        event = json.loads(args.event.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cannot read event {args.event}: {exc}", file=sys.stderr)
-        return 2
+        if args.function not in functions:
+            raise UsageError(f"no function {args.function!r} in template.yaml; functions: {', '.join(functions)}")
+        try:
+            event = json.loads(args.event.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read event {args.event}: {exc}") from None
+        check_event(args.function, event, args.event)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": REGION}.items():
         os.environ.setdefault(name, value)
     from moto import mock_aws
 
-    with mock_aws():
-        outcome = invoke(args.function, event, argyle_api_url=args.argyle_api_url)
+    with contextlib.ExitStack() as stack:
+        api_url = args.argyle_api_url
+        if args.function == "SyncFunction" and not api_url:
+            sandbox = stack.enter_context(sandbox_for(
+                event, os.environ.get("ARGYLE_API_KEY_ID", SANDBOX_API_KEY_ID),
+                os.environ.get("ARGYLE_API_KEY_SECRET", SANDBOX_API_KEY_SECRET)))
+            api_url = sandbox.base_url
+            print(f"{PROG}: Argyle API: an in-process sandbox at {api_url} holding the event's account(s) "
+                  f"({SANDBOX_ACTIVITIES} activities each); --argyle-api-url names another", file=sys.stderr)
+        stack.enter_context(mock_aws())
+        outcome = invoke(args.function, event, argyle_api_url=api_url)
     print(json.dumps(outcome, indent=2, default=str))
     return 0
 

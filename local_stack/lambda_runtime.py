@@ -6,6 +6,7 @@ This is what `make invoke` and the local stack use instead of `sam local invoke`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -104,14 +105,27 @@ def function_environment(logical_id: str, resources: StackResources, *, paramete
     return {name: str(resolver.value(value)) for name, value in env.items()}
 
 
-def load_handler(logical_id: str, template: dict[str, Any] | None = None) -> Callable[[dict[str, Any], Any], Any]:
+def load_handler(logical_id: str, template: dict[str, Any] | None = None, *,
+                 container: int = 0) -> Callable[[dict[str, Any], Any], Any]:
     """Import the function's handler from its CodeUri, as a new Lambda container would: module
-    state (clients, caches) from an earlier load is dropped, so a new endpoint or table is used."""
+    state (clients, caches) from an earlier load is dropped, so a new endpoint or table is used.
+    `container` > 0 loads another copy of the module (its own name, its own state), for
+    invocations that run at the same time, as Lambda runs them in separate containers."""
     props = function_definition(logical_id, template)
-    code_dir = str((ROOT / props["CodeUri"]).resolve())
-    if code_dir not in sys.path:
-        sys.path.insert(0, code_dir)
+    code_dir = (ROOT / props["CodeUri"]).resolve()
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
     module_name, _, attr = props["Handler"].rpartition(".")
+    if container:
+        name = f"{module_name}__container{container}"
+        sys.modules.pop(name, None)
+        spec = importlib.util.spec_from_file_location(name, code_dir / f"{module_name.replace('.', '/')}.py")
+        assert spec is not None and spec.loader is not None, f"cannot load {module_name} from {code_dir}"
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and Powertools look their module up by name
+        spec.loader.exec_module(module)
+        copy: Callable[[dict[str, Any], Any], Any] = getattr(module, attr)
+        return copy
     _forget_container_state(module_name)
     handler: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module_name), attr)
     return handler

@@ -1,21 +1,27 @@
 """Lambda's SQS event source, emulated: poll the queue, invoke the function with batches shaped as
-Lambda sends them, delete what succeeded, return what failed (ReportBatchItemFailures).
+Lambda sends them, delete what succeeded, leave what failed (ReportBatchItemFailures).
 
-One local deviation: a failed message is made visible again after `retry_delay` seconds instead of
-the queue's full visibility timeout (5,400 s in template.yaml), so retries happen while you watch.
-The redrive policy is the queue's own: after maxReceiveCount receives, SQS (moto) moves it to the DLQ.
+A record the function reports failed comes back when the function said: the sync sets its
+visibility to its retry delay (RETRY_DELAYS_SECONDS), exactly as in AWS. One local deviation: when
+an invocation raises (a crash), its records come back after `retry_delay` seconds instead of the
+queue's visibility timeout (5,400 s in template.yaml). The redrive policy is the queue's own: after
+maxReceiveCount receives, SQS (moto) moves a record to the DLQ.
+
+Lambda runs concurrent invocations in separate containers; give one invoke per worker (each its
+own loaded handler module) so that module state, such as the batch processor, is not shared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any] | None]
-Report = Callable[[list[dict[str, Any]], set[str], float], None]
+# (records, ids reported failed, seconds the invocation took, whether it raised)
+Report = Callable[[list[dict[str, Any]], set[str], float, bool], None]
 
 
 def lambda_sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -48,14 +54,15 @@ class PollerStats:
 
 
 class SqsPoller:
-    def __init__(self, sqs: Any, queue_url: str, invoke: Invoke, *, batch_size: int = 10, workers: int = 2,
+    def __init__(self, sqs: Any, queue_url: str, invoke: Invoke | Sequence[Invoke], *, batch_size: int = 10,
+                 workers: int = 2,
                  retry_delay: int = 1, region: str = "us-east-1", report: Report | None = None,
                  visibility: int | None = None) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
-        self._invoke = invoke
+        self._invokers = list(invoke) if isinstance(invoke, Sequence) else [invoke]
         self._batch_size = batch_size
         self._retry_delay = retry_delay
         self._visibility = visibility
@@ -98,27 +105,39 @@ class SqsPoller:
         records = [lambda_sqs_record(m, self._queue_arn, self._region) for m in messages]
         started = time.monotonic()
         try:
-            response = self._invoke({"Records": records}) or {}
+            response = self._invokers[worker % len(self._invokers)]({"Records": records}) or {}
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+            crashed = False
         except Exception:  # the whole batch failed, as when a Lambda invocation errors
             failed = {r["messageId"] for r in records}
+            crashed = True
         elapsed = time.monotonic() - started
         done = [r for r in records if r["messageId"] not in failed]
         for start in range(0, len(done), 10):
             chunk = done[start:start + 10]
             self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)])
-        for record in records:
-            if record["messageId"] in failed:
-                self._sqs.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=record["receiptHandle"],
-                                                    VisibilityTimeout=self._retry_delay)
+        if crashed:
+            self._retry_crashed(records)
         with self.stats.lock:
             self.stats.batches += 1
             self.stats.records += len(records)
             self.stats.failed_records += len(failed)
         if self._report:
-            self._report(records, failed, elapsed)
+            self._report(records, failed, elapsed, crashed)
         return len(records)
+
+    def _retry_crashed(self, records: list[dict[str, Any]]) -> None:
+        """Each group's first record waits `retry_delay`; the ones behind it are visible at once
+        and still wait, since a FIFO queue hands out nothing of a group with a record in flight
+        (and moto, unlike SQS, can hand out the later one first if both wait)."""
+        seen: set[str] = set()
+        for record in records:
+            group = record["attributes"].get("MessageGroupId", "")
+            delay = 0 if group in seen else self._retry_delay
+            seen.add(group)
+            self._sqs.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=record["receiptHandle"],
+                                                VisibilityTimeout=delay)
 
     def _run(self, worker: int) -> None:
         while not self._stop.is_set():

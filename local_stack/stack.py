@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from local_stack.lambda_runtime import (
 )
 from local_stack.receiver_http import ReceiverHttpServer
 from local_stack.sqs_poller import SqsPoller
+from local_stack.sync_console import SyncConsole
 from local_stack.template_resources import TEMPLATE_PATH, StackResources, create_stack_resources, load_template
 
 
@@ -46,7 +48,11 @@ class StackConfig:
     moto_port: int = 0          # 0: any free port
     receiver_port: int = 0
     sync_workers: int = 2
+    # A record whose invocation raised (a crash) comes back after this many seconds (AWS: 5,400).
     retry_delay: int = 1
+    # A failed record's retry delays (the sync's RETRY_DELAYS_SECONDS); None: the template's
+    # 30 s, 2 min, 8 min, 30 min. Tests and the demo scale them down to seconds.
+    retry_delays: tuple[int, ...] | None = None
     prefix: str = LOCAL_PREFIX
     extra_env: dict[str, str] = field(default_factory=dict)
     # Run the sync's poller as a separate process that can be killed mid-sync (crash tests).
@@ -66,6 +72,33 @@ class StackCounters:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
+class LocalStackError(Exception):
+    """The stack cannot start as configured; the message says what to do."""
+
+
+class PortInUse(LocalStackError):
+    def __init__(self, what: str, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} ({what}) is already in use")
+        self.what, self.host, self.port = what, host, port
+
+
+def check_port_free(what: str, host: str, port: int) -> None:
+    """PortInUse unless `port` can be bound on `host` now (0: any free port, always fine)."""
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(what, host, port) from None
+
+
+def advertised_host(host: str) -> str:
+    """The address to print and to call: a wildcard bind is reachable on loopback."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - compared, not bound
+
+
 class LocalStack:
     def __init__(self, config: StackConfig, *, report: Callable[[str], None] | None = None) -> None:
         self.config = config
@@ -79,6 +112,7 @@ class LocalStack:
         self._batch_size, self._sync_timeout = 10, 900
         self._receiver_http: ReceiverHttpServer | None = None
         self.poller: SqsPoller | None = None
+        self._console: SyncConsole | None = None
         self._template = load_template()
         self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
         self._reconciles = 0
@@ -89,11 +123,14 @@ class LocalStack:
         cfg = self.config
         # moto's server logs every request through werkzeug; the stack reports per event instead.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        check_port_free("the AWS endpoint, moto", cfg.host, cfg.moto_port)
+        check_port_free("the webhook receiver", cfg.host, cfg.receiver_port)
         moto = ThreadedMotoServer(ip_address=cfg.host, port=cfg.moto_port, verbose=False)
-        moto.start()
+        self._start_moto(moto)
         self._exit.callback(moto.stop)
         self._count_aws_calls(moto)
         host, port = moto.get_host_and_port()
+        host = advertised_host(str(host))
         # moto keeps its state per process, shared by every server in it: a new stack starts empty.
         urllib.request.urlopen(urllib.request.Request(
             f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10).close()
@@ -116,14 +153,19 @@ class LocalStack:
         env = {}
         for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))
+        if cfg.retry_delays is not None:
+            env["RETRY_DELAYS_SECONDS"] = ",".join(str(d) for d in cfg.retry_delays)
         env.update(cfg.extra_env)
         self._exit.enter_context(environment(env))
 
         receiver = load_handler("ReceiverFunction", self._template)
         self.dedupe_window.attach(sys.modules[receiver.__module__].event_queue().client)
-        self._receiver_http = ReceiverHttpServer(
-            lambda event: receiver(event, LambdaContext("ReceiverFunction", timeout_seconds=10)),
-            host=cfg.host, port=cfg.receiver_port, report=self._report_request)
+        try:
+            self._receiver_http = ReceiverHttpServer(
+                lambda event: receiver(event, LambdaContext("ReceiverFunction", timeout_seconds=10)),
+                host=cfg.host, port=cfg.receiver_port, report=self._report_request)
+        except OSError:  # taken between the check above and now
+            raise PortInUse("the webhook receiver", cfg.host, cfg.receiver_port) from None
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
         # Loaded once, before any sync runs: loading a handler resets module caches.
@@ -137,11 +179,22 @@ class LocalStack:
             self.start_sync_worker()
             self._exit.callback(self.stop_sync_worker)
             return self
-        sync = load_handler("SyncFunction", self._template)
-        sync_sends_through(sync, self.dedupe_window.attach(session.client("sqs")))
+        # One handler module per worker: Lambda runs concurrent invocations in separate containers,
+        # and the handler's module state (its batch processor) must not be shared between them.
+        containers = [load_handler("SyncFunction", self._template, container=n) for n in range(cfg.sync_workers)]
+        for sync in containers:
+            sync_sends_through(sync, self.dedupe_window.attach(session.client("sqs")))
+        if self._report:
+            # The function's own log lines tell the console why a record failed (sync_console.py).
+            # Added after the handlers are loaded: Powertools takes the logger's first handler as its own.
+            self._console = SyncConsole(self._report)
+            sync_env = function_environment("SyncFunction", self.resources, parameters=params, template=self._template)
+            sync_logger = logging.getLogger(sync_env.get("POWERTOOLS_SERVICE_NAME") or "argyle-sync")
+            sync_logger.addHandler(self._console)
+            self._exit.callback(sync_logger.removeHandler, self._console)
         self.poller = SqsPoller(
             session.client("sqs"), self.resources.queue_urls["EventsQueue"],
-            lambda event: sync(event, LambdaContext("SyncFunction", timeout_seconds=timeout)),
+            [self._invoker(sync, timeout) for sync in containers],
             batch_size=batch_size, workers=cfg.sync_workers, retry_delay=cfg.retry_delay, region=REGION,
             report=self._report_batch)
         self.poller.start()
@@ -187,6 +240,19 @@ class LocalStack:
 
     def stop(self) -> None:
         self._exit.close()
+
+    @staticmethod
+    def _invoker(handler: Callable[[dict[str, Any], Any], Any], timeout: int) -> Callable[[dict[str, Any]], Any]:
+        return lambda event: handler(event, LambdaContext("SyncFunction", timeout_seconds=timeout))
+
+    @staticmethod
+    def _start_moto(moto: ThreadedMotoServer) -> None:
+        """moto's start() waits forever if its server cannot bind; wait in a thread, with a deadline."""
+        starter = threading.Thread(target=moto.start, name="moto-start", daemon=True)
+        starter.start()
+        starter.join(timeout=30)
+        if starter.is_alive() or moto._server is None:
+            raise PortInUse("the AWS endpoint, moto", moto._ip_address, moto._port)
 
     # -- the sync worker as a process (crash tests) ------------------------------------------
     def start_sync_worker(self) -> None:
@@ -239,7 +305,8 @@ class LocalStack:
     @property
     def webhook_url(self) -> str:
         assert self._receiver_http is not None, "stack not started"
-        return self._receiver_http.url
+        host = advertised_host(self.config.host)
+        return self._receiver_http.url.replace(f"//{self.config.host}:", f"//{host}:", 1)
 
     def outputs(self) -> dict[str, str]:
         """The same names as template.yaml's Outputs."""
@@ -299,7 +366,7 @@ class LocalStack:
             self._report(f"queue     dropped: deduplication id seen within {self.config.dedupe_window_seconds:g} s"
                          f"  {group}  {deduplication_id[:12]}")
 
-    def _report_batch(self, records: list[dict[str, Any]], failed: set[str], elapsed: float) -> None:
+    def _report_batch(self, records: list[dict[str, Any]], failed: set[str], elapsed: float, crashed: bool) -> None:
         if not self._report:
             return
         for record in records:
@@ -307,5 +374,13 @@ class LocalStack:
             event = (attrs.get("event") or {}).get("stringValue", "?")
             key = ((attrs.get("dedupe_key") or {}).get("stringValue") or "")[:12]
             group = record["attributes"].get("MessageGroupId", "")
-            outcome = "FAILED (will retry)" if record["messageId"] in failed else "synced"
-            self._report(f"sync      {outcome:18}  {event}  {group}  {key}  batch {elapsed * 1000:.0f} ms")
+            if record["messageId"] not in failed:
+                self._report(f"sync      {'synced':8}  {event}  {group}  {key}  batch {elapsed * 1000:.0f} ms")
+                continue
+            note = self._console.note(record["messageId"]) if self._console else None
+            if crashed:
+                note = f"the invocation raised (see the function log); retry in {self.config.retry_delay} s"
+            elif note is None:
+                note = "reported failed (see the function log)"
+            outcome = "TO DLQ" if "to the DLQ" in note else "skipped" if note.startswith("skipped") else "FAILED"
+            self._report(f"sync      {outcome:8}  {event}  {group}  {key}  {note}")

@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     queue_url = os.environ["EVENTS_QUEUE_URL"]
     sqs = boto3.client("sqs")
-    handler = load_handler("SyncFunction")
-    sync_sends_through(handler, FifoDedupeWindow(args.dedupe_window).attach(sqs))  # this process's own window
-    invoke = HeartbeatInvoke(sqs, queue_url, handler, args.timeout, args.visibility)
-    poller = SqsPoller(sqs, queue_url, invoke, batch_size=args.batch_size, workers=args.workers,
+    window = FifoDedupeWindow(args.dedupe_window)  # this process's own window
+    # One handler module per worker thread, as Lambda gives each concurrent invocation its own container.
+    invokers = []
+    for container in range(args.workers):
+        handler = load_handler("SyncFunction", container=container)
+        sync_sends_through(handler, window.attach(boto3.client("sqs")))
+        invokers.append(HeartbeatInvoke(sqs, queue_url, handler, args.timeout, args.visibility))
+    poller = SqsPoller(sqs, queue_url, invokers, batch_size=args.batch_size, workers=args.workers,
                        retry_delay=args.retry_delay, visibility=args.visibility)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -4,7 +4,8 @@ Each API Gateway (HTTP API, payload 2.0) event carries a webhook from Argyle's d
 signed with the local development secret, so `sam local invoke ReceiverFunction -e events/<file>`
 and `make invoke` verify it. `forged_signature.json` is signed with another secret and must be
 rejected. `sqs_*.json` are what Lambda's SQS source hands SyncFunction for the same webhooks. `env.json`
-points `sam local invoke` at the local stack (`make dev`) running on the host.
+points `sam local invoke` at the local stack running on the host as host.docker.internal
+(`LOCAL_STACK_HOST=0.0.0.0 make dev`: by default it listens on 127.0.0.1 only, out of a container's reach).
 """
 
 from __future__ import annotations

@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.exceptions import (
+    SQSFifoCircuitBreakerError,
+    SQSFifoMessageGroupCircuitBreakerError,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -22,7 +26,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
-from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient
+from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient, RetryWait
 from argyle_pipeline.argyle.webhook_events import MalformedWebhook
 from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_pipeline.aws.event_queue import EventQueue
@@ -31,6 +35,7 @@ from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync, run_unless_covered
 from argyle_pipeline.sync.messages import ParsedMessage, SyncMessage, message_from_sqs_record, parse_message
+from argyle_pipeline.sync.retry_schedule import RetrySchedule
 from argyle_pipeline.sync.settings import SyncSettings, sync_settings
 
 SERVICE = "argyle-sync"
@@ -41,6 +46,10 @@ tracer = Tracer(service=SERVICE)
 # FIFO: a failed record fails the records after it in the same message group (their order
 # matters), while other groups' records still commit.
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+# A batch whose every record failed is answered like a partial failure instead of raised, so each
+# record still gets its retry delay (a raised batch would wait out the queue's 90-minute timeout).
+processor.raise_on_entire_batch_failure = False
+_SKIPPED_BEHIND_FAILURE = (SQSFifoCircuitBreakerError, SQSFifoMessageGroupCircuitBreakerError)
 _PER_RECORD_KEYS = ["correlation_id", "message_id", "group_id", "event_name", "dedupe_key"]
 
 
@@ -52,6 +61,8 @@ class SyncRuntime:
     sync: ActivitySync
     process_once: Callable[..., dict[str, Any]]
     idempotency_config: IdempotencyConfig
+    queue: EventQueue
+    retry_schedule: RetrySchedule
 
 
 _runtime: SyncRuntime | None = None
@@ -77,16 +88,17 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                                 timeout=settings.argyle_timeout_seconds,
                                 max_attempts=settings.argyle_max_attempts,
                                 max_pages=settings.argyle_max_pages,
-                                page_limit=settings.argyle_page_limit, pool=pool)
+                                page_limit=settings.argyle_page_limit, pool=pool, on_retry=_log_argyle_wait)
                    for _ in range(settings.fetch_concurrency + 1)]
         argyle, fetchers = clients[0], clients[1:]
+    queue = EventQueue(settings.queue_url, sqs)
     sync = ActivitySync(
         argyle,
         ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
                       retention_seconds=settings.activity_retention_seconds,
                       max_rounds=settings.dynamodb_max_rounds, sleep=sleep or time.sleep),
         SyncStateStore(settings.sync_state_table, dynamodb),
-        EventQueue(settings.queue_url, sqs),
+        queue,
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
                     event_archive_seconds=settings.event_archive_seconds,
                     full_sync_whole_account=settings.full_sync_whole_account,
@@ -113,7 +125,8 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                      remaining_ms: Callable[[], int]) -> dict[str, Any]:
         return sync.process(message, parsed, remaining_ms).as_dict()
 
-    return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config)
+    return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config, queue=queue,
+                       retry_schedule=settings.retry_schedule)
 
 
 def runtime() -> SyncRuntime:
@@ -175,10 +188,54 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         logger.remove_keys(_PER_RECORD_KEYS)
 
 
+def _log_argyle_wait(wait: RetryWait) -> None:
+    """Argyle's 429s, 5xx and dropped connections are retried inside a call; each wait is one line,
+    so that a slow sync says why."""
+    logger.info("Argyle asked us to wait (429)" if wait.status == 429 else "retrying an Argyle call",
+                argyle_status=wait.status, wait_seconds=round(wait.seconds, 3), retry_after=wait.retry_after,
+                argyle_call=f"{wait.method} {wait.path}", argyle_attempt=wait.attempt)
+
+
+def _delay_failed_records() -> None:
+    """Each failed record comes back after its schedule's delay (30 s, 2 min, 8 min, 30 min by
+    default) instead of the queue's 90-minute visibility timeout, and after its last attempt at
+    once, so that SQS moves it to the DLQ. One line per record: why, attempt n of N, what next."""
+    rt = runtime()
+    delays: list[tuple[str, int]] = []
+    for failed, (_, exc, _) in zip(processor.fail_messages, processor.exceptions, strict=True):
+        record = cast(SQSRecord, failed)  # an SQS processor without a model holds SQSRecords
+        event = record.message_attributes["event"]  # None when absent
+        correlation = record.message_attributes["correlation_id"]
+        fields: dict[str, Any] = {
+            "message_id": record.message_id, "group_id": record.attributes.message_group_id,
+            "event_name": event.string_value if event else None,
+            "correlation_id": correlation.string_value if correlation else None}
+        if isinstance(exc, _SKIPPED_BEHIND_FAILURE):
+            # Not attempted. Visible at once, it still waits: SQS hands out nothing of a FIFO group
+            # while the failed record ahead of it is in flight, and then hands out both in order.
+            logger.info("record skipped: an earlier record of its group failed, it follows that one", **fields)
+            delays.append((record.receipt_handle, 0))
+            continue
+        redelivery = rt.retry_schedule.after_failure(int(record.attributes.approximate_receive_count or 1))
+        fields.update(attempt=redelivery.attempt, max_attempts=redelivery.max_attempts, error=type(exc).__name__,
+                      reason=str(exc)[:300])
+        if redelivery.last_attempt:
+            logger.error("record failed its last attempt: SQS moves it to the DLQ", **fields)
+        else:
+            logger.warning("record failed: SQS hands it out again after a delay",
+                           retry_in_seconds=redelivery.delay_seconds, **fields)
+        delays.append((record.receipt_handle, redelivery.delay_seconds))
+    refused = rt.queue.retry_later(delays)
+    if refused:
+        # Not lost: these records keep the queue's visibility timeout and come back after it.
+        logger.warning("could not set the retry delay; the records come back after the queue's visibility timeout",
+                       records=len(refused), errors=sorted(set(refused.values())))
+
+
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
              "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
-             "unstable", "changes_parts", "purged", "connection_status")
+             "unstable", "changes_parts", "purged", "purge_queued", "connection_status")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
@@ -243,5 +300,8 @@ def _record_drift_metrics(outcome: dict[str, Any]) -> None:
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:
     # In-progress records expire with this invocation: a crash cannot block the event for longer.
     runtime().idempotency_config.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor,
-                                    context=context)
+    response = process_partial_response(event=event, record_handler=handle_record, processor=processor,
+                                        context=context)
+    if response.get("batchItemFailures"):
+        _delay_failed_records()
+    return response

@@ -97,8 +97,10 @@ def test_poison_message_reaches_the_dlq_and_redrive_brings_it_back() -> None:
 def test_killing_the_worker_mid_sync_loses_nothing_and_duplicates_nothing() -> None:
     # The worker is a process of its own; its context says 10 s, so a sync continues in a new
     # message after ~5 s and a killed invocation's in-progress mark expires within 10 s. Retries
-    # come 4 s apart, so the message is retried after that mark expires and well before the DLQ.
-    config = {"sync_in_subprocess": True, "sync_timeout": 10, "retry_delay": 4, "worker_visibility": 3,
+    # come 4 s apart (a failed record's delay, and a crashed batch's), so the message is retried
+    # after that mark expires and well before the DLQ.
+    config = {"sync_in_subprocess": True, "sync_timeout": 10, "retry_delay": 4, "retry_delays": (4,),
+              "worker_visibility": 3,
               "extra_env": {"CONTINUATION_MARGIN_SECONDS": "5"}}
     with pipeline(seed=25, **config) as (sandbox, stack):
         _, account = sandbox.connect_account(n_activities=2500)
@@ -122,7 +124,8 @@ def test_killing_the_worker_mid_sync_loses_nothing_and_duplicates_nothing() -> N
 
 def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureFixture[str]) -> None:
     # Given the demo's story on two small accounts: listings Argyle shifts mid-way, an activities.added
-    # Argyle never sends, a signed removal of activities Argyle still has, then a reconcile
+    # Argyle never sends, a worker revoking access, a signed removal of activities Argyle still has,
+    # then a reconcile
     from local_stack.demo import full_demo
 
     # When it runs
@@ -134,5 +137,6 @@ def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureF
     rows = {k.strip(): v.strip(" |") for k, v in rows.items()}
     assert rows["copy exact"] == "yes" and rows["webhooks Argyle never sent"] == "1"
     assert rows["lying removals kept"] == "5 of 5"
+    assert rows["revoked account purged"].startswith("yes (activities ")
     missing = int(rows["drift repaired by reconcile"].split(" missing")[0])
     assert missing > 0

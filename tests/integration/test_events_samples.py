@@ -59,9 +59,33 @@ def test_make_invoke_runs_the_receiver_without_docker(sample: str, status: int, 
     assert len(outcome["queued"]) == queued
 
 
-def test_make_invoke_names_the_functions_when_given_a_wrong_one() -> None:
-    with pytest.raises(SystemExit, match="ReceiverFunction"):
-        invoke_main(["NoSuchFunction", str(EVENTS / "activities_added.json")])
+def test_make_invoke_names_the_functions_when_given_a_wrong_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke_main(["NoSuchFunction", str(EVENTS / "activities_added.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("make invoke: error: no function 'NoSuchFunction' in template.yaml; functions: ")
+    assert "ReceiverFunction" in err and "SyncFunction" in err and err.count("\n") == 1
+
+
+def test_make_invoke_says_which_samples_a_function_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke_main(["SyncFunction", str(EVENTS / "activities_added.json")]) == 2
+    assert "is not an SQS event (no Records): SyncFunction takes the events/sqs_*.json samples" in \
+        capsys.readouterr().err
+
+
+def test_make_invoke_runs_the_sync_against_an_in_process_sandbox_by_default(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no Argyle API configured (the documented default: a sandbox holding the event's account)
+    monkeypatch.delenv("ARGYLE_API_URL", raising=False)
+    # When the sync runs on the activities.added sample
+    assert invoke_main(["SyncFunction", str(EVENTS / "sqs_activities_added.json")]) == 0
+    captured = capsys.readouterr()
+    outcome = json.loads(captured.out[captured.out.index("{\n"):])
+    # Then every record succeeded and the sample's account has the activities Argyle listed in its range
+    assert outcome["response"] == {"batchItemFailures": []}
+    assert outcome["argyle_api"].startswith("http://127.0.0.1:")
+    stored = outcome["stored"]["12db5af4-fd5f-4d1f-bd98-0360df770aa8"]
+    assert stored["live"] > 0 and stored["removed"] == 0
+    assert "in-process sandbox" in captured.err
 
 
 def test_make_invoke_runs_the_reconciler_on_its_samples(capsys: pytest.CaptureFixture[str]) -> None:

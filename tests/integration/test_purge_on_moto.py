@@ -84,7 +84,7 @@ def test_argyle_synced_purge_dry_run_then_receipt(stack_on_server: StackResource
     def run(*argv: str) -> tuple[int, Any]:
         code = synced_cli.main([*base, *argv])
         out = capsys.readouterr()
-        return code, json.loads(out.out if code == 0 else out.err, parse_float=Decimal)
+        return code, json.loads(out.out, parse_float=Decimal) if code == 0 else out.err  # an error is one line
 
     # A dry run says what would go and changes nothing
     code, plan = run("purge", ACCOUNT, "--dry-run")

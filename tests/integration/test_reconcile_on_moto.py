@@ -165,10 +165,12 @@ def test_argyle_synced_reconcile_queues_known_accounts_and_refuses_unknown_ones(
     def run(*argv: str) -> tuple[int, Any]:
         code = synced_cli.main([*base, *argv])
         out = capsys.readouterr()
-        return code, json.loads(out.out if code == 0 else out.err, parse_float=Decimal)
+        return code, json.loads(out.out, parse_float=Decimal) if code == 0 else out.err  # an error is one line
 
-    assert run("reconcile", "no-such-account")[0] == synced_cli.NOT_FOUND
-    assert run("reconcile")[0] == synced_cli.USAGE
+    assert run("reconcile", "no-such-account") == (synced_cli.NOT_FOUND, (
+        "argyle-synced: error: the sync has never seen account no-such-account: check the id "
+        "(`argyle-synced accounts` lists the known ones)\n"))
+    assert run("reconcile") == (synced_cli.USAGE, "argyle-synced: error: give an ACCOUNT or --all (not both)\n")
     code, one = run("reconcile", ACCOUNT, "--scope", "full")
     assert code == 0 and one["accounts"] == 1 and one["scope"] == "full"
     code, every = run("reconcile", "--all")

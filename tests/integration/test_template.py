@@ -164,3 +164,34 @@ def test_dashboard_body_is_valid_json_once_substituted() -> None:
     assert len(widgets) >= 5
     titles = " ".join(w["properties"]["title"] for w in widgets)
     assert "DLQ" in titles and "lag" in titles
+
+
+def test_the_sync_retry_schedule_matches_the_queue_and_reaches_the_dlq_within_an_hour() -> None:
+    from argyle_pipeline.sync.retry_schedule import RetrySchedule, parse_delays
+
+    template = load_template()
+    queue = template["Resources"]["EventsQueue"]["Properties"]
+    env = template["Resources"]["SyncFunction"]["Properties"]["Environment"]["Variables"]
+    schedule = RetrySchedule(parse_delays(env["RETRY_DELAYS_SECONDS"]), int(env["MAX_RECEIVE_COUNT"]))
+    # The sync says "attempt n of N" and "to the DLQ" from the same count SQS uses
+    assert schedule.max_attempts == queue["RedrivePolicy"]["maxReceiveCount"]
+    # Every delay is shorter than the visibility timeout that protects a record still in progress
+    assert max(schedule.delays_seconds) < queue["VisibilityTimeout"]
+    # A poison message blocks its account for under an hour of delays, not 5 x 90 minutes
+    assert schedule.seconds_to_dead_letter() <= 3600
+    # And the oldest-message alarm's default stays above what a transient failure costs (three retries)
+    default_alarm = template["Parameters"]["OldestMessageAgeAlarmSeconds"]["Default"]
+    assert sum(schedule.after_failure(n).delay_seconds for n in (1, 2, 3)) < default_alarm
+
+
+def test_the_sync_may_change_visibility_on_its_own_queue_only() -> None:
+    # (tests/security/test_iam_least_privilege.py also derives this grant from the code that uses it)
+    template = load_template()
+    granted = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for statement in resource["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+                actions = statement.get("Action", [])
+                if "sqs:ChangeMessageVisibility" in (actions if isinstance(actions, list) else [actions]):
+                    granted[name] = statement["Resource"]
+    assert granted == {"SyncFunctionRole": {"Fn::GetAtt": ["EventsQueue", "Arn"]}}

@@ -243,9 +243,13 @@ def test_subscribe_stack_rotates_the_secret_and_deliveries_verify_with_it(
     assert first.code == EXIT_OK, first.err
     stored = parse_webhook_secrets(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert stored[1] == "deploy-time" and len(stored[0]) >= 32
-    [sub] = argyle_env.state.subscriptions.values()
+    # (two subscriptions: every synced event, and accounts.updated alone with the account object)
+    sub, status = argyle_env.state.subscriptions.values()
     assert sub.url == webhook_url and sub.events == list(SYNC_EVENTS) and sub.secret == stored[0]
     assert first.json()["subscription"]["id"] == sub.id and stored[0] not in first.out
+    assert (status.events, status.config, status.secret) == (["accounts.updated"], {"include_resource": True},
+                                                             stored[0])
+    assert first.json()["account_status_subscription"]["id"] == status.id
 
     argyle_env.connect_account(n_activities=100)
     argyle_env.wait_for_deliveries(10)
@@ -256,10 +260,10 @@ def test_subscribe_stack_rotates_the_secret_and_deliveries_verify_with_it(
     # When it runs again: one subscription remains, with the newest secret; the last one is previous
     second = cli("subscribe-stack", "--webhook-url", webhook_url, "--secret-id", secret_arn, "--json")
     assert second.code == EXIT_OK, second.err
-    assert second.json()["removed"] == [sub.id]
+    assert second.json()["removed"] == [sub.id, status.id]
     rotated = parse_webhook_secrets(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
     assert rotated[1] == stored[0]
-    assert [s.secret for s in argyle_env.state.subscriptions.values()] == [rotated[0]]
+    assert [s.secret for s in argyle_env.state.subscriptions.values()] == [rotated[0], rotated[0]]
 
 
 def test_subscribe_stack_revoke_previous_stops_the_old_secret_at_once(
@@ -277,9 +281,9 @@ def test_subscribe_stack_revoke_previous_stops_the_old_secret_at_once(
     # Then only the new secret verifies from now on (no previous, no expiry to wait for)
     assert run.code == EXIT_OK, run.err
     value = json.loads(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
-    [sub] = argyle_env.state.subscriptions.values()
-    assert value == {"current": sub.secret, "previous": ""}
-    assert parse_webhook_secrets(json.dumps(value)) == (sub.secret,)
+    (signing,) = {s.secret for s in argyle_env.state.subscriptions.values()}  # the stack's subscriptions share it
+    assert value == {"current": signing, "previous": ""}
+    assert parse_webhook_secrets(json.dumps(value)) == (signing,)
     assert "previous one is revoked" in run.out
 
     # And without it, the old secret stays accepted for the hours asked, then no longer
@@ -287,10 +291,10 @@ def test_subscribe_stack_revoke_previous_stops_the_old_secret_at_once(
     kept = cli("subscribe-stack", *common, "--previous-valid-hours", "2")
     assert kept.code == EXIT_OK, kept.err
     value = json.loads(secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
-    assert value["previous"] == sub.secret
+    assert value["previous"] == signing
     expires = datetime.fromisoformat(value["previous_expires_at"]).timestamp()
     assert before + 2 * 3600 - 1 <= expires <= time.time() + 2 * 3600
-    assert parse_webhook_secrets(json.dumps(value), now=expires - 1)[1] == sub.secret
+    assert parse_webhook_secrets(json.dumps(value), now=expires - 1)[1] == signing
     assert parse_webhook_secrets(json.dumps(value), now=expires) == (value["current"],)
 
     # And the two options together are a usage error that changes nothing
@@ -324,8 +328,9 @@ def test_subscribe_stack_reads_the_stacks_outputs(
     run = cli("subscribe-stack", "--stack-name", "argyle-sync", "--days-synced", "14")
 
     assert run.code == EXIT_OK, run.err
-    [sub] = argyle_env.state.subscriptions.values()
+    sub, status = argyle_env.state.subscriptions.values()
     assert sub.url == outputs["WebhookUrl"] and sub.config == {"days_synced": 14}
+    assert status.config == {"include_resource": True} and status.secret == sub.secret
     assert parse_webhook_secrets(sm.get_secret_value(SecretId=webhook_arn)["SecretString"]) == (
         sub.secret,
         "plain-old-secret",

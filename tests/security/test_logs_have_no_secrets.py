@@ -346,6 +346,19 @@ def test_sync_of_every_event_type_logs_no_activity_data_or_key(
     processed = [line for line in text.splitlines() if '"message processed"' in line]
     assert len(processed) >= len(events)
     assert any('"continuation_part"' in line for line in processed)
+    # ...and when the worker revokes access, the purge logs ids and counts only...
+    sandbox.revoke(account)
+    removal = delivered(sandbox, inbox)
+    signatures += [sign(body, WEBHOOK_SECRET) for body in removal]
+    for body in removal:
+        assert harness.receive_webhook(body) == 202
+    assert harness.drain().failed == 0
+    assert activities(stack_in_process, account) == []
+    text = capture.text()
+    purged = [json.loads(line) for line in text.splitlines() if '"account purged"' in line]
+    # (one record, seen on both channels the capture reads)
+    assert purged and all(p["deleted"] == {"activities": 50, "archived_events": 9, "user_profiles": 1}
+                          for p in purged)
     # ...and none holds a body, an address, an amount, a key or a signature
     assert_no_marker(text, signatures)
 

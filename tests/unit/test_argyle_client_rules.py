@@ -16,6 +16,7 @@ from argyle_pipeline.argyle.client import (
     ArgyleClientError,
     ArgyleUnavailable,
     ForeignNextLink,
+    RetryWait,
     UnexpectedResponse,
     backoff_delay,
     retry_after_seconds,
@@ -190,6 +191,20 @@ def test_counters_count_every_attempt() -> None:
         argyle.get_activity("x")
 
     assert (argyle.calls, argyle.retries, len(sleeps)) == (2, 1, 1)
+
+
+def test_each_wait_is_told_before_it_is_slept_with_its_cause() -> None:
+    # Given Argyle answering 429 with Retry-After, then 503, then the activity
+    waits: list[RetryWait] = []
+    argyle, _, sleeps = client(FakeResponse(429, b"{}", {"Retry-After": "3"}), FakeResponse(503, b""),
+                               FakeResponse(200, json.dumps(activity(1)).encode()), on_retry=waits.append,
+                               rand=lambda: 1.0)
+    # When the call succeeds on its third attempt
+    assert argyle.get_activity("a1").id == "a1"
+    # Then the caller heard of both waits, each as long as what was slept
+    assert waits == [RetryWait("GET", "/activities/a1", 429, 3.0, True, 1),
+                     RetryWait("GET", "/activities/a1", 503, 1.0, False, 2)]
+    assert sleeps == [3.0, 1.0]
 
 
 def test_get_account_asks_our_host_for_one_quoted_id_and_refuses_a_body_that_is_not_an_object() -> None:

@@ -175,3 +175,51 @@ def test_an_erasure_request_purges_without_asking_argyle():
     outcome = world.deliver(job.body())
     assert outcome["purged"]["activities"] == 12 and world.argyle.calls == calls
     assert world.state.accounts[ACCOUNT]["purge_reason"] == "erasure"
+
+
+def test_a_revocation_whose_webhook_never_came_is_found_by_the_reconciler_and_purged():
+    # Given a synced account whose worker revoked access, and an accounts.removed that never arrived
+    world = World()
+    world.synced(ACCOUNT, 40)
+    world.argyle.revoke(ACCOUNT)
+    # When the daily reconcile compares the account with Argyle (which now has nothing for it)
+    outcome = world.deliver(ReconcileJob(account=ACCOUNT, user=USER, request_id="scheduled-1", scope="counts").body())
+    # Then it asks Argyle for the account itself, and on its 404 queues the purge the webhook would have
+    assert outcome["purge_queued"] is True and stored(world, ACCOUNT) != []
+    purged = world.drain()
+    assert purged[-1]["action"] == "purged" and stored(world, ACCOUNT) == []
+    assert world.state.accounts[ACCOUNT]["status"] == "purged"
+
+
+def test_an_account_argyle_has_emptied_but_not_removed_is_only_reconciled():
+    world = World()
+    docs = world.synced(ACCOUNT, 5)
+    for doc in docs:
+        world.argyle.remove(ACCOUNT, doc["id"])
+    outcome = world.deliver(ReconcileJob(account=ACCOUNT, user=USER, request_id="scheduled-1", scope="counts").body())
+    assert outcome["purge_queued"] is False and outcome["drift"]["extra"] == 5
+    assert world.state.purge_marker(ACCOUNT) is None
+
+
+def test_a_purge_that_fails_part_way_resumes_when_its_message_is_retried():
+    # Given a purge whose delete step fails once (DynamoDB throttling that outlasted the retries)
+    world = World()
+    world.synced(ACCOUNT, 30)
+    world.argyle.revoke(ACCOUNT)
+    real = world.activities.delete_many
+    calls = [0]
+
+    def failing_once(account_id: str, ids: Any) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("throttled")
+        return real(account_id, ids)
+
+    world.activities.delete_many = failing_once  # type: ignore[method-assign]
+    body = removed_body()
+    with pytest.raises(RuntimeError):
+        world.deliver(body, received_at_ms=50_000)
+    assert world.state.accounts[ACCOUNT]["status"] == "purging"
+    # When SQS delivers the same message again, it is not taken for a late event of a purged account
+    outcome = world.deliver(body, received_at_ms=50_000)
+    assert outcome["action"] == "purged" and stored(world, ACCOUNT) == []

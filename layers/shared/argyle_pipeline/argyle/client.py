@@ -47,6 +47,18 @@ _NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTi
 CredentialsSource = Callable[[], ArgyleCredentials] | ArgyleCredentials
 
 
+@dataclass(frozen=True)
+class RetryWait:
+    """A wait before a retry, told to `on_retry` (for the caller's logs) before it is slept."""
+
+    method: str
+    path: str
+    status: int | None  # None: no answer (the connection failed or timed out)
+    seconds: float
+    retry_after: bool  # the wait is Argyle's own Retry-After
+    attempt: int  # the attempt that failed
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -244,6 +256,7 @@ class ArgyleClient:
         max_retry_after: float = 60.0,
         on_foreign_next: Literal["rewrite", "refuse"] = "rewrite",
         rand: Callable[[], float] = random.random,
+        on_retry: Callable[[RetryWait], None] | None = None,
     ) -> None:
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1..{MAX_PAGE_LIMIT}")
@@ -272,6 +285,7 @@ class ArgyleClient:
         self.on_foreign_next = on_foreign_next
         self._sleep = sleep
         self._rand = rand
+        self._on_retry = on_retry
         # retries=False: retrying is ours (urllib3's would also follow redirects to other hosts).
         self._pool = pool or urllib3.PoolManager(retries=False, maxsize=4)
         self.calls = 0  # HTTP requests sent, retries included
@@ -507,7 +521,8 @@ class ArgyleClient:
                     raise ArgyleUnavailable(
                         f"{method} {path}: {type(exc).__name__} after {attempt} attempt(s)"
                     ) from exc
-                self._sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rand))
+                self._wait(RetryWait(method, path, None, backoff_delay(
+                    attempt, self.backoff_base, self.backoff_cap, self._rand), False, attempt))
                 continue
             response = _Response(raw.status, raw.data, raw.headers)
             if 200 <= response.status < 300:
@@ -531,12 +546,17 @@ class ArgyleClient:
                 if retry_after is not None
                 else backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rand)
             )
-            self._sleep(delay)
+            self._wait(RetryWait(method, path, response.status, delay, retry_after is not None, attempt))
         raise ArgyleUnavailable(
             f"{method} {path}: HTTP {last_status} after {self.max_attempts} attempt(s)",
             status=last_status,
             retry_after=retry_after,
         )
+
+    def _wait(self, wait: RetryWait) -> None:
+        if self._on_retry is not None:
+            self._on_retry(wait)
+        self._sleep(wait.seconds)
 
     @staticmethod
     def _raise_for(method: str, path: str, response: _Response) -> None:

@@ -176,6 +176,18 @@ class EventQueue:
             raise QueueUnavailable(type(exc).__name__) from exc
         return str(response["MessageId"])
 
+    def retry_later(self, delays: list[tuple[str, int]]) -> dict[str, str]:
+        """Make each received message (by receipt handle) visible again after its delay in seconds.
+        Returns the receipt handles SQS did not take, each with the error's name: those messages
+        keep the queue's visibility timeout, so they still come back, only later."""
+        refused: dict[str, str] = {}
+        for handle, seconds in delays:  # at most a batch (10): one call each, sqs:ChangeMessageVisibility
+            try:
+                self._client.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=handle,
+                                                       VisibilityTimeout=seconds)
+            except _BOTO_ERRORS as exc:
+                refused[handle] = type(exc).__name__
+        return refused
     def send_many(self, events: list[QueuedEvent], *, max_rounds: int = 5,
                   sleep: Callable[[float], None] = time.sleep) -> int:
         """Enqueue up to thousands of events, 10 per SendMessageBatch. SQS may fail some entries of

@@ -177,6 +177,7 @@ class ReconcileJob(BaseModel):
     # A verify of a ranged listing: its range as epoch seconds (None: the whole account).
     drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
     argyle_calls: int = 0
+    full_rows: int = 0  # rows the full pass has listed so far
 
     @property
     def idempotency_key(self) -> str:

@@ -31,6 +31,7 @@ class SyncOutcome:
     unstable: bool = False  # still changing after MAX_LISTING_PASSES: recorded, left to the reconciler
     changes_parts: int = 0  # ChangeBatch messages queued for the ids beyond this part
     purged: dict[str, int] | None = None  # a finished purge: what was deleted, by kind
+    purge_queued: bool = False  # a reconcile found the account gone at Argyle: its purge is queued
     connection_status: str | None = None  # accounts.*: the connection status Argyle reported
     archived: bool | None = None  # False: this body was archived (and counted) before
     started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle

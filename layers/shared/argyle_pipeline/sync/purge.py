@@ -13,9 +13,10 @@ account's message group:
 5. the marker becomes final: account id, times, counts deleted. No personal data.
 
 Steps resume in a new message when time runs short, like a listing. A purge is final: an event
-of the account received before the removal (a late webhook, a continuation, a replay, a
-reconcile) writes nothing. Only Argyle reporting the account connected again (a fully_synced,
-partially_synced or accounts.connected received after the removal) starts it afresh.
+of the account (a late webhook, a continuation, a replay, a reconcile) writes nothing. Only Argyle
+reporting the account connected again starts it afresh: a fully_synced, partially_synced or
+accounts.connected received after the removal, *and* Argyle answering for the account again (a
+late copy of an old event, delivered out of order, is not a reconnection).
 
 accounts.removed is a claim like any webhook: Argyle must answer 404 for the account before
 anything is deleted. While Argyle still has it, the message fails and is retried (a forged
@@ -62,15 +63,26 @@ class Purge:
         marker = self.ctx.state.purge_marker(account)
         if marker is None:
             return True
+        if event == ACCOUNTS_REMOVED and marker.get("status") == "purging":
+            return True  # a purge that failed part-way, retried: it resumes (its steps are idempotent)
         removed_at = int(marker.get("removed_received_at_ms") or 0)
         restart = (event in RESTART_EVENTS and isinstance(data, EventData)
                    and message.received_at_ms > removed_at)
-        if not restart:
+        if not restart or not self._connected_at_argyle(account):
             return False
         if marker.get("status") != "purged":
             # Still purging (its next part is queued behind this message): finish it here first.
             self._finish_inline(account, removed_at, str(marker.get("purge_reason") or "erasure"))
         self.ctx.state.forget_purge(account)
+        return True
+
+    def _connected_at_argyle(self, account: str) -> bool:
+        """A restart event may be an old one delivered late: only Argyle answering for the account
+        says it was really connected again."""
+        try:
+            self.ctx.argyle.get_account(account)
+        except AccountNotFound:
+            return False
         return True
 
     def _finish_inline(self, account: str, removed_at: int, reason: str) -> None:

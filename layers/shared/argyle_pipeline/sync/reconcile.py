@@ -18,6 +18,9 @@ account's group (`ReconcileJob`, like a listing's continuation):
   more calls than its pages (d * log2(pages) >= pages) is listed outright instead.
 - full: re-list the whole account with a marker, then check every live stored activity the listing
   did not mark (a re-sync); chosen by scope (weekly), or when Argyle's response has no `count`.
+- gone: when Argyle lists nothing for an account, it is asked for the account itself; a 404
+  means the worker revoked access and its accounts.removed never reached us: a purge is queued
+  (sync/purge.py), exactly as that webhook would have.
 Counts that agree cannot prove the sets agree (one missing and one extra cancel out): the weekly
 full pass is what closes that gap.
 """
@@ -30,9 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from argyle_pipeline.argyle.client import AccountNotFound
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext
-from argyle_pipeline.sync.messages import RECONCILE_EVENT, ReconcileJob, SyncMessage, Window
+from argyle_pipeline.sync.messages import (
+    ACCOUNTS_REMOVED,
+    PURGE_EVENT,
+    RECONCILE_EVENT,
+    PurgeJob,
+    ReconcileJob,
+    SyncMessage,
+    Window,
+)
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import UNDATED_KEY, StoredKey, UpsertResult
 from argyle_pipeline.timestamps import parse_timestamp
@@ -78,7 +90,7 @@ class Reconciler:
         ctx = self.ctx
         outcome = outcome or SyncOutcome(RECONCILE_EVENT, part=job.part)
         calls_before = ctx.argyle_calls
-        run = _Run(self, job, outcome)
+        run = _Run(self, job, outcome, message)
         steps = 0
         while job.stage != "done":
             if steps and remaining_ms() < ctx.options.continuation_margin_ms:
@@ -107,10 +119,12 @@ class Reconciler:
 class _Run:
     """One invocation's share of a reconcile: `step()` does one bounded unit of the current stage."""
 
-    def __init__(self, reconciler: Reconciler, job: ReconcileJob, outcome: SyncOutcome) -> None:
+    def __init__(self, reconciler: Reconciler, job: ReconcileJob, outcome: SyncOutcome,
+                 message: SyncMessage) -> None:
         self.ctx = reconciler.ctx
         self.job = job
         self.outcome = outcome
+        self.message = message
         self._index: _StoredIndex | None = None
 
     @property
@@ -149,6 +163,8 @@ class _Run:
         self._note(ctx.activities.upsert_many(page.activities, ctx.now(),
                                               resync_marker=self._marker if full else None))
         self.outcome.pages += 1
+        if full:
+            job.full_rows += len(page.activities)
         if page.next_cursor:
             job.cursor = dict(page.next_cursor)
             return
@@ -164,13 +180,17 @@ class _Run:
         written by an event between the listing's parts; one GET each tells which."""
         ctx, job = self.ctx, self.job
         candidates = ctx.activities.live_ids_not_marked(job.account, self._marker)
-        self._check_stored(candidates, resync_marker=self._marker)
+        if not (job.full_rows == 0 and self._account_gone()):
+            self._check_stored(candidates, resync_marker=self._marker)
         job.stage = "done"
 
     def _count(self) -> None:
         ctx, job = self.ctx, self.job
         total = ctx.argyle.count_activities(job.account)
         dated = ctx.argyle.count_activities(job.account, iso_seconds(EARLIEST), iso_seconds(LATEST))
+        if total == 0 and self._account_gone():
+            job.stage = "done"
+            return
         if total is None or dated is None or total - dated != self.index.undated:
             # Without counts, or when the undated activities differ (no filter isolates them): a
             # full pass is the only exact comparison.
@@ -217,6 +237,24 @@ class _Run:
         else:
             middle = window.first + (window.last - window.first) // 2
         return min(max(middle, window.first), window.last - 1)
+
+    def _account_gone(self) -> bool:
+        """Argyle lists nothing for an account we hold: is the account itself gone (revoked, and
+        its accounts.removed lost)? Then a purge is queued in the account's group, as that webhook
+        would have started one."""
+        job, ctx = self.job, self.ctx
+        try:
+            ctx.argyle.get_account(job.account)
+        except AccountNotFound:
+            purge = PurgeJob(account=job.account, user=job.user, request_id=f"reconcile-{job.request_id}",
+                             reason=ACCOUNTS_REMOVED, removed_received_at_ms=self.message.received_at_ms)
+            ctx.continuations.send(QueuedEvent(
+                body=purge.body(), event_name=PURGE_EVENT,
+                group_id=self.message.group_id or f"account:{job.account}", dedupe_key=purge.idempotency_key,
+                correlation_id=self.message.correlation_id, received_at_ms=self.message.received_at_ms))
+            self.outcome.purge_queued = True
+            return True
+        return False
 
     # --- repairs --------------------------------------------------------------------------------
 

@@ -8,6 +8,13 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from argyle_pipeline.sync.retry_schedule import (
+    DEFAULT_DELAYS_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    RetrySchedule,
+    parse_delays,
+)
+
 DAY_SECONDS = 86_400
 
 
@@ -24,6 +31,11 @@ def _flag(name: str, default: bool) -> bool:
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
+
+
+def _delays(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = os.environ.get(name, "").strip()
+    return parse_delays(value) if value else default
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,13 @@ class SyncSettings:
     # fully_synced lists the whole account (catches activities with a null start_date) instead of
     # only [available_from, available_to].
     full_sync_whole_account: bool = True
+    # A failed record's delay before each retry, and the queue's maxReceiveCount (retry_schedule.py).
+    retry_delays_seconds: tuple[int, ...] = DEFAULT_DELAYS_SECONDS
+    max_receive_count: int = DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def retry_schedule(self) -> RetrySchedule:
+        return RetrySchedule(self.retry_delays_seconds, self.max_receive_count)
     # activities.updated / .removed: ids checked with Argyle per invocation (the rest continue).
     changes_per_part: int = 500
     # A reconcile of scope "recent" re-lists this many days back.
@@ -99,6 +118,8 @@ def sync_settings() -> SyncSettings:
         secret_max_age_seconds=_int("SECRET_MAX_AGE_SECONDS", 300),
         dynamodb_max_rounds=_int("DYNAMODB_MAX_ROUNDS", 8),
         full_sync_whole_account=_flag("FULL_SYNC_WHOLE_ACCOUNT", True),
+        retry_delays_seconds=_delays("RETRY_DELAYS_SECONDS", DEFAULT_DELAYS_SECONDS),
+        max_receive_count=_int("MAX_RECEIVE_COUNT", DEFAULT_MAX_ATTEMPTS),
         changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
         reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
         activity_retention_days=max(0, _int("ACTIVITY_RETENTION_DAYS", 0)),
