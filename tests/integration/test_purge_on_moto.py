@@ -126,3 +126,33 @@ def test_account_status_is_recorded_newest_first_and_an_error_clears_when_connec
     found = state.account_state(ACCOUNT)
     assert found is not None and found["connection_status"] == "connected" and "error_code" not in found
     assert found["scanned_at"] == "2024-05-01T00:00:00Z"
+
+
+def test_a_purge_resends_the_deletes_dynamodb_leaves_unprocessed(stack_on_server: StackResources) -> None:
+    # Given a DynamoDB client that, as DynamoDB under load does (moto never), leaves part of the
+    # first BatchWriteItem unprocessed
+    client = boto3.client("dynamodb")
+    calls = {"n": 0, "dropped": []}
+
+    def drop_some(params: dict[str, Any], **_: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            (table, requests), = params["RequestItems"].items()
+            calls["dropped"] = requests[:3]
+            params["RequestItems"] = {table: requests[3:]}
+
+    def report_them(parsed: dict[str, Any], **_: Any) -> None:
+        if calls["n"] == 1:
+            parsed["UnprocessedItems"] = {stack_on_server.tables["SyncStateTable"]: calls["dropped"]}
+
+    client.meta.events.register("provide-client-params.dynamodb.BatchWriteItem", drop_some)
+    client.meta.events.register("after-call.dynamodb.BatchWriteItem", report_them)
+    state = SyncStateStore(stack_on_server.tables["SyncStateTable"], client)
+    for i in range(8):
+        state.archive_event(f"{ACCOUNT}-{i}".ljust(64, "0"), "activities.added", b"{}", received_at_ms=1,
+                            processed_at="t", expires_at=2**31, group_id=f"account:{ACCOUNT}")
+    # When the account's archive is deleted
+    deleted = state.delete_keys(state.archived_keys(f"account:{ACCOUNT}"))
+    # Then the unprocessed three were sent again and nothing of the archive is left
+    assert deleted == 8 and calls["n"] == 2
+    assert state.archived_keys(f"account:{ACCOUNT}") == []
