@@ -58,8 +58,11 @@ sam-venv: $(SAM_VENV)/.installed ## Create .venv-sam with the SAM CLI (it pins i
 
 checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with checkov (it pins its own boto3)
 
-test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end
-	SAM_CLI=$(abspath $(SAM)) CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest
+# The suite runs on TEST_WORKERS processes (pytest-xdist): each has its own moto server and ports.
+TEST_WORKERS ?= 2
+
+test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end (TEST_WORKERS=2)
+	SAM_CLI=$(abspath $(SAM)) CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
