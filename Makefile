@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 FN ?= ReceiverFunction
 EVENT ?= events/activities_fully_synced.json
 
-.PHONY: help venv sam-venv checkov-venv test lint typecheck demo dev invoke events bench load build validate redrive sandbox clean
+.PHONY: help venv sam-venv checkov-venv test lint typecheck demo dev invoke events bench mutate load build validate redrive sandbox clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -66,7 +66,7 @@ test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integr
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy layers/shared functions argyle_sandbox argyle_ops local_stack
+	$(VENV)/bin/mypy layers/shared functions argyle_sandbox argyle_ops local_stack mutation
 
 typecheck: lint
 
@@ -90,6 +90,9 @@ build: sam-venv ## sam build (needs python3.13 on PATH, or pyenv's)
 
 validate: sam-venv ## sam validate --lint
 	$(SAM) validate --lint
+
+mutate: venv ## Mutation testing of the critical files (about an hour, resumable): make mutate ARGS="--minutes 30"
+	$(PY) -m mutation $(ARGS)
 
 load: venv ## A bounded burst of signed webhooks at the local stack: accepted/s, drain time, nothing lost
 	$(PY) -m bench.load_run $(ARGS)
