@@ -12,6 +12,9 @@
       resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
       reconcile ACCOUNT | --all [--scope recent|full|counts]
                                queue a reconcile (compare with Argyle, repair the drift) now
+      health [ACCOUNT] [--json] [--stale-after-hours H] [--scan-behind-hours H]
+                               every account's health, worst first (failing, stale, behind
+                               Argyle's scan, drifted, disconnected); a table, or --json
       purge ACCOUNT | --user USER [--dry-run] [--no-wait]
                                erase an account's (or a user's) data; prints a receipt to keep
 
@@ -32,8 +35,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from argyle_ops.health_report import account_healths, as_json, as_table, now_utc
 from argyle_ops.operator_errors import EXIT_NOT_FOUND, EXIT_USAGE, OperatorError, configured_region, run_command
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
 from argyle_pipeline.aws.activity_store import ActivityStore
@@ -41,6 +46,7 @@ from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.receiving.webhook_intake import message_group
+from argyle_pipeline.sync.account_health import HealthThresholds
 from argyle_pipeline.sync.messages import PURGE_EVENT, RESYNC_EVENT, PurgeJob, ReconcileJob, ResyncRequest
 from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 
@@ -97,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--scope", choices=["recent", "full", "counts"], default="recent",
                            help="recent (default): re-list the recent days, then compare counts; full: re-list "
                                 "everything; counts: compare counts only")
+    health = commands.add_parser("health", help="every account's health, worst first (or one account's)")
+    health.add_argument("account", nargs="?")
+    health.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    health.add_argument("--stale-after-hours", type=float, default=24.0,
+                        help="stale: connected, and no successful sync for this long (default 24)")
+    health.add_argument("--scan-behind-hours", type=float, default=6.0,
+                        help="behind_scan: Argyle's last scan newer than our data-as-of by this much (default 6)")
     purge = commands.add_parser("purge", help="erase an account's or a user's data (a data-subject request)")
     purge.add_argument("account", nargs="?")
     purge.add_argument("--user", help="every account of this user, and the user's profile")
@@ -276,6 +289,8 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
             if not any(result["activities"].values()) and state.account_state(account) is None:
                 return NOT_FOUND, {"error": _unknown_account(account)}
         return 0, result
+    if args.command == "health":
+        return _health(args, state)
     if args.command == "event":
         found = state.archived_event(args.dedupe_key)
         if not found:
@@ -284,6 +299,28 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
             return 0, found["body"]
         return 0, {k: v for k, v in found.items() if k != "body"} | {"body_bytes": len(found["body"])}
     return USAGE, {"error": f"unknown command {args.command}"}
+
+
+def _health(args: argparse.Namespace, state: SyncStateStore) -> tuple[int, Any]:
+    """Exit 0 with the findings (problems are data, not errors); 1 only for an unknown ACCOUNT."""
+    thresholds = HealthThresholds(stale_after_seconds=int(args.stale_after_hours * 3600),
+                                  scan_behind_seconds=int(args.scan_behind_hours * 3600))
+    if args.account:
+        found = state.account_state(args.account)
+        if found is None:
+            return NOT_FOUND, {"error": _unknown_account(args.account)}
+        states: list[dict[str, Any]] = [found]
+    else:
+        states = list(state.accounts())
+    healths = account_healths(states, now_utc(), thresholds)
+    return 0, HealthOutput(as_json(healths) if args.json else as_table(healths))
+
+
+@dataclass
+class HealthOutput:
+    """What `health` prints: a table (text) or JSON; its exit code 1 is a finding, not an error."""
+
+    value: Any
 
 
 def _unknown_account(account: str) -> str:
@@ -337,6 +374,11 @@ def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
                                   user=args.user, dry_run=True, wait_seconds=None)
     else:
         code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
+    if isinstance(value, HealthOutput):
+        text = value.value if isinstance(value.value, str) else dumps_exact(value.value,
+                                                                            indent=None if args.compact else 2)
+        print(text)
+        return code
     if code != 0:
         # The error is one line on stderr; what goes with it (a queued purge's request id) is on stdout.
         details = {k: v for k, v in value.items() if k != "error"} if isinstance(value, dict) else {}

@@ -108,6 +108,18 @@ class MemoryState:
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None:
         self._account(account_id, user_id).update(resynced_at=synced_at, resync_removed=removed)
 
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> None:
+        state = self._account(account_id, user_id)
+        state["account_id"] = account_id
+        state["last_sync"] = {k: v for k, v in {"event": event, "at": synced_at, "from": covered_from,
+                                                 "to": covered_to}.items() if v is not None}
+        if exact:
+            state["data_as_of"] = synced_at
+        if counts is not None:
+            state["last_counts"] = {**counts, "at": synced_at}
+
     def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
                          drift: Mapping[str, int], argyle_calls: int) -> None:
         self._account(account_id, user_id).update(

@@ -116,6 +116,12 @@ class ActivitySync:
         started_at_ms = int(self.ctx.clock() * 1000)
         outcome = self._apply(message, parsed, remaining_ms)
         outcome.started_at_ms = started_at_ms
+        account = getattr(parsed.data, "account", None)
+        if outcome.completed and isinstance(account, str) and account:
+            # The account's health (sync/account_health.py): its last successful sync, "data as of".
+            self.ctx.state.record_sync(account, getattr(parsed.data, "user", None), self.ctx.now(),
+                                       event=outcome.event, covered_from=outcome.covered_from,
+                                       covered_to=outcome.covered_to, exact=outcome.exact, counts=outcome.counts)
         return outcome
 
     def _apply(self, message: SyncMessage, parsed: ParsedMessage,

@@ -178,6 +178,9 @@ class ReconcileJob(BaseModel):
     drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
     argyle_calls: int = 0
     full_rows: int = 0  # rows the full pass has listed so far
+    # The count stage's figures (Argyle's count, the stored live keys), for the account's health.
+    argyle_total: int | None = None
+    stored_total: int | None = None
 
     @property
     def idempotency_key(self) -> str:

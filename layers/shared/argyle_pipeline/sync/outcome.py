@@ -35,6 +35,14 @@ class SyncOutcome:
     connection_status: str | None = None  # accounts.*: the connection status Argyle reported
     archived: bool | None = None  # False: this body was archived (and counted) before
     started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
+    # Health (sync/account_health.py): the event's work is complete (its last part); the range a
+    # listing covered (None: the whole account); the stored copy was found equal to Argyle; and the
+    # counts a reconcile compared (stored_live, argyle_count).
+    completed: bool = False
+    covered_from: str | None = None
+    covered_to: str | None = None
+    exact: bool = False
+    counts: dict[str, int] | None = None
 
     def add(self, result: UpsertResult) -> None:
         self.upserted += result.written

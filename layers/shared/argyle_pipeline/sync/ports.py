@@ -96,6 +96,10 @@ class StateWriter(Protocol):
 
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None: ...
 
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> None: ...
+
     def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
                          drift: Mapping[str, int], argyle_calls: int) -> None: ...
 
