@@ -168,6 +168,9 @@ class LocalStack:
             raise PortInUse("the webhook receiver", cfg.host, cfg.receiver_port) from None
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
+        # The reconcile schedule's subscription check looks for this URL at Argyle (the template's
+        # WEBHOOK_URL names the API Gateway URL, which the local stack does not have).
+        self._exit.enter_context(environment({"WEBHOOK_URL": self.webhook_url}))
         # Loaded once, before any sync runs: loading a handler resets module caches.
         self._reconcile_handler = load_handler("ReconcileFunction", self._template)
 
