@@ -30,9 +30,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient, RetryWait
 from argyle_pipeline.argyle.webhook_events import MalformedWebhook
 from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.change_event_bus import ChangeEventBus
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import argyle_credentials
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.sync.change_events import change_events, should_publish
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync, run_unless_covered
 from argyle_pipeline.sync.messages import (
@@ -74,6 +76,7 @@ class SyncRuntime:
     queue: EventQueue
     retry_schedule: RetrySchedule
     state: SyncStateStore | None = None  # where a failed record's note goes (the account's health)
+    change_bus: ChangeEventBus | None = None  # change events, when PublishChangeEvents is on
 
 
 _runtime: SyncRuntime | None = None
@@ -81,7 +84,7 @@ _runtime: SyncRuntime | None = None
 
 def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[Any] | None = None,
                   dynamodb: Any = None, sqs: Any = None, idempotency_dynamodb: Any = None,
-                  sleep: Callable[[float], None] | None = None) -> SyncRuntime:
+                  sleep: Callable[[float], None] | None = None, events: Any = None) -> SyncRuntime:
     """The per-container objects; each argument replaces what would be made from `settings`."""
     import boto3
     import urllib3
@@ -116,7 +119,8 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                     full_sync_whole_account=settings.full_sync_whole_account,
                     page_limit=settings.argyle_page_limit,
                     changes_per_part=settings.changes_per_part,
-                    reconcile_recent_days=settings.reconcile_recent_days),
+                    reconcile_recent_days=settings.reconcile_recent_days,
+                    track_changes=bool(settings.change_event_bus)),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(
@@ -138,7 +142,9 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         return sync.process(message, parsed, remaining_ms).as_dict()
 
     return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config, queue=queue,
-                       retry_schedule=settings.retry_schedule, state=state)
+                       retry_schedule=settings.retry_schedule, state=state,
+                       change_bus=ChangeEventBus(settings.change_event_bus, events) if settings.change_event_bus
+                       else None)
 
 
 def runtime() -> SyncRuntime:
@@ -190,6 +196,7 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
                            reason=str(exc)[:300])
             metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
+        _publish_changes(rt, outcome, parsed, message, int(record.attributes.approximate_receive_count or 1))
         _record_metrics(outcome, message)
         logger.info("message processed", **_log_fields(outcome))
         return outcome
@@ -198,6 +205,20 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         if retries:
             metrics.add_metric(name="ArgyleRetries", unit=MetricUnit.Count, value=retries)
         logger.remove_keys(_PER_RECORD_KEYS)
+
+
+def _publish_changes(rt: SyncRuntime, outcome: dict[str, Any], parsed: ParsedMessage, message: SyncMessage,
+                     receive_count: int) -> None:
+    """After the idempotent step, so a failed PutEvents fails the record and its retry publishes the
+    stored outcome's change set again (sync/change_events.py: at least once, stable event ids)."""
+    account = getattr(parsed.data, "account", None)
+    if rt.change_bus is None or not isinstance(account, str) or not should_publish(outcome, receive_count):
+        return
+    events = change_events(outcome, account=account, user=getattr(parsed.data, "user", None),
+                           message_id=message.message_id or parsed.run_key)
+    if events:
+        rt.change_bus.publish(events)
+        metrics.add_metric(name="ChangeEventsPublished", unit=MetricUnit.Count, value=len(events))
 
 
 def _log_argyle_wait(wait: RetryWait) -> None:

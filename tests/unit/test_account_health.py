@@ -11,8 +11,8 @@ from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVE
 from argyle_pipeline.sync.account_health import HealthThresholds, assess, problem_counts, worst_first
 from argyle_pipeline.sync.messages import ReconcileJob
 from argyle_pipeline.sync.subscription_check import REQUIRED_EVENTS, check_subscriptions
-from tests.unit.test_sync_logic import ACCOUNT, USER, World, fully_synced
 from tests.support.fake_argyle import webhook_body
+from tests.unit.test_sync_logic import ACCOUNT, USER, World, fully_synced
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 THRESHOLDS = HealthThresholds(stale_after_seconds=24 * 3600, scan_behind_seconds=6 * 3600)

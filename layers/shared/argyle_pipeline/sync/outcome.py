@@ -43,6 +43,11 @@ class SyncOutcome:
     covered_to: str | None = None
     exact: bool = False
     counts: dict[str, int] | None = None
+    data_as_of: str | None = None  # the time recorded as the account's data_as_of (exact)
+    # Change events (sync/change_events.py): the net ids this message changed, when they are on;
+    # `quiet`: a replay or re-sync that was not asked to publish.
+    changes: dict[str, Any] | None = None
+    quiet: bool = False
 
     def add(self, result: UpsertResult) -> None:
         self.upserted += result.written
