@@ -62,8 +62,10 @@ def least_privilege_problems(template: dict[str, Any], function: str, code: Code
     granted = role_grants(template, role)
     found, problems = needs(template, function, code)
     needed = {n.grant: n for n in found}
-    plain = {g.grant: g for g in granted if not g.conditional}
-    with_key = {g.grant: g for g in granted if g.conditional}
+    # Inside !If: the customer key's grants (kms:*), or a feature's (PublishChangeEvents' PutEvents),
+    # which the code needs like any other once its resource is named.
+    with_key = {g.grant: g for g in granted if g.conditional and g.grant.action.startswith("kms:")}
+    plain = {g.grant: g for g in granted if g.grant not in with_key}
 
     def missing(grant: Grant, why: str, statements: dict[Grant, RoleGrant], where: str) -> str:
         same_resource = [g for g in statements.values() if g.grant.resource == grant.resource]
