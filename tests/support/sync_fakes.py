@@ -121,8 +121,9 @@ class MemoryState:
 
     def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
                     covered_from: str | None, covered_to: str | None, exact: bool,
-                    counts: Mapping[str, int] | None = None) -> None:
+                    counts: Mapping[str, int] | None = None) -> bool:
         state = self._account(account_id, user_id)
+        first_exact = exact and "data_as_of" not in state
         state["account_id"] = account_id
         state["last_sync"] = {k: v for k, v in {"event": event, "at": synced_at, "from": covered_from,
                                                  "to": covered_to}.items() if v is not None}
@@ -130,6 +131,7 @@ class MemoryState:
             state["data_as_of"] = synced_at
         if counts is not None:
             state["last_counts"] = {**counts, "at": synced_at}
+        return first_exact
 
     def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
                          drift: Mapping[str, int], argyle_calls: int) -> None:

@@ -122,10 +122,11 @@ class SyncStateStore:
 
     def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
                     covered_from: str | None, covered_to: str | None, exact: bool,
-                    counts: Mapping[str, int] | None = None) -> None:
+                    counts: Mapping[str, int] | None = None) -> bool:
         """An event's work finished: the account's last successful sync and what it covered (None:
         the whole account, or the ids the event named); `exact`: the stored copy was just found
-        equal to Argyle ("data as of"); `counts`: stored live and Argyle's count, when compared."""
+        equal to Argyle ("data as of"); `counts`: stored live and Argyle's count, when compared.
+        True when this is the account's first data_as_of (its first exact copy)."""
         sync: dict[str, Any] = {"event": event, "at": synced_at}
         if covered_from or covered_to:
             sync["from"], sync["to"] = covered_from, covered_to
@@ -139,7 +140,9 @@ class SyncStateStore:
             sets.append("#counts = :counts")
             names["#counts"] = "last_counts"
             values[":counts"] = {**counts, "at": synced_at}
-        self._update_account(account_id, user_id, synced_at, sets=sets, names=names, values=values)
+        old = self._update_account(account_id, user_id, synced_at, sets=sets, names=names, values=values,
+                                   return_old=True)
+        return exact and "data_as_of" not in old
 
     def record_failure(self, account_id: str, *, event: str, failed_at: str, reason: str, attempts: int) -> bool:
         """A record of the account failed (it is retried by SQS): when, why (one line), which attempt.
@@ -247,7 +250,8 @@ class SyncStateStore:
 
     def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
                         names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
-                        adds: list[str] | None = None, condition: str | None = None) -> None:
+                        adds: list[str] | None = None, condition: str | None = None,
+                        return_old: bool = False) -> dict[str, Any]:
         names = {**names, "#account": "account_id", "#updated": "updated_at", "#lookup": "lookup"}
         values = {**values, ":account": account_id, ":updated": updated_at, ":lookup": account_shard(account_id)}
         # The shard never changes, so this SET never rewrites the index entry.
@@ -270,7 +274,7 @@ class SyncStateStore:
         }
         if condition:
             kwargs["ConditionExpression"] = condition
-        if user_id:
+        if user_id or return_old:
             kwargs["ReturnValues"] = "UPDATED_OLD"
         self.write_calls += 1
         response = self._client.update_item(**kwargs)
@@ -280,6 +284,8 @@ class SyncStateStore:
             self._client.put_item(TableName=self.table_name, Item={
                 "pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"},
                 "account_id": {"S": account_id}})
+        old: dict[str, Any] = response.get("Attributes") or {}
+        return old
 
     def account_state(self, account_id: str) -> dict[str, Any] | None:
         return self._get(account_key(account_id))

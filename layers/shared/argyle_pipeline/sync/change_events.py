@@ -4,7 +4,7 @@ field. The schema (docs/change-events.schema.json) is generated from these model
 
     activities.changed  account, user, ids added / updated / removed (and their counts)
     account.synced      the account is exact again (a listing of the whole account, a re-sync, a
-                        reconcile), with its data_as_of
+                        reconcile) after a change, or for the first time, with its data_as_of
     account.purged      the account's data was erased (counts of what went)
 
 Nothing is published for a write that changed nothing (a duplicate webhook, a re-listing of the same
@@ -98,7 +98,7 @@ def change_events(outcome: Mapping[str, Any], *, account: str, user: str | None,
                 added=[i for k, i in chunk if k == "added"], updated=[i for k, i in chunk if k == "updated"],
                 removed=[i for k, i in chunk if k == "removed"], counts=changes["counts"],
                 ids_complete=bool(changes.get("ids_complete", True)), part=n, parts=len(chunks))))
-    if outcome.get("exact") and outcome.get("data_as_of"):
+    if outcome.get("newly_exact") and outcome.get("data_as_of"):
         events.append(("account.synced", AccountSynced(
             event_id=_event_id(message_id, "account.synced", 1), account=account, user=user,
             data_as_of=str(outcome["data_as_of"]), cause=str(outcome.get("event", "")))))

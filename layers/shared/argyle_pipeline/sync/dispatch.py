@@ -133,10 +133,15 @@ class ActivitySync:
         if outcome.completed and isinstance(account, str) and account:
             # The account's health (sync/account_health.py): its last successful sync, "data as of".
             now = self.ctx.now()
-            self.ctx.state.record_sync(account, getattr(parsed.data, "user", None), now,
-                                       event=outcome.event, covered_from=outcome.covered_from,
-                                       covered_to=outcome.covered_to, exact=outcome.exact, counts=outcome.counts)
+            first_exact = self.ctx.state.record_sync(
+                account, getattr(parsed.data, "user", None), now, event=outcome.event,
+                covered_from=outcome.covered_from, covered_to=outcome.covered_to, exact=outcome.exact,
+                counts=outcome.counts)
             outcome.data_as_of = now if outcome.exact else None
+            # account.synced: exact *again*, i.e. its first exact copy, or after this message changed
+            # something (a reconcile's repairs included); not when nothing moved (a duplicate).
+            outcome.newly_exact = outcome.exact and (first_exact or bool(changes)
+                                                     or any((outcome.drift or {}).values()))
         if changes is not None:
             outcome.changes = summarise(changes)
             outcome.quiet = _quiet(parsed, message)

@@ -44,6 +44,7 @@ class SyncOutcome:
     exact: bool = False
     counts: dict[str, int] | None = None
     data_as_of: str | None = None  # the time recorded as the account's data_as_of (exact)
+    newly_exact: bool = False  # exact again after a change (or for the first time): account.synced
     # Change events (sync/change_events.py): the net ids this message changed, when they are on;
     # `quiet`: a replay or re-sync that was not asked to publish.
     changes: dict[str, Any] | None = None
