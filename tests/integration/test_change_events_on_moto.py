@@ -64,7 +64,7 @@ def changed_ids(events: list[dict[str, Any]]) -> list[tuple[list[str], list[str]
             for e in events if e["detail-type"] == "activities.changed"]
 
 
-def scan_webhooks(sandbox: SandboxServer, recorder: RecordingServer, **changes: Any) -> list[bytes]:  # noqa: F811
+def scan_webhooks(sandbox: SandboxServer, recorder: RecordingServer, **changes: Any) -> list[bytes]:
     """A periodic scan at Argyle; the bodies of the activities.* webhooks it sent."""
     before = len(recorder.requests)
     sandbox.periodic_scan(sandbox_account(sandbox), **changes)
@@ -78,7 +78,7 @@ def sandbox_account(sandbox: SandboxServer) -> str:
 
 def test_each_real_change_is_published_once_and_a_duplicate_or_relisting_publishes_nothing(
         harness: SyncHarness, sandbox: SandboxServer, consumer_queue: str,
-        recorder: RecordingServer) -> None:  # noqa: F811
+        recorder: RecordingServer) -> None:
     _, account = sandbox.connect_account(n_activities=12)
     sandbox.subscribe(recorder.url, events=["*"], secret="s")
     truth = {a["id"] for a in sandbox.truth(account)}
