@@ -4,8 +4,8 @@ DLQ, and Argyle's 429 waits as such; and `make dev` itself stops on SIGTERM as o
 from __future__ import annotations
 
 import contextlib
-import json
 import io
+import json
 import os
 import queue
 import re
