@@ -8,8 +8,10 @@
       user USER                the user's record from users.fully_synced
       counts [ACCOUNT]         events processed by name; with an account, its live and removed activities
       event DEDUPE_KEY [--body] an archived webhook (with --body, its exact bytes, for replay)
-      replay DEDUPE_KEY        queue an archived webhook again (processed even if seen before)
-      resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
+      replay DEDUPE_KEY [--publish-changes]  queue an archived webhook again (processed even if seen before)
+      resync ACCOUNT [--user U] [--force] [--publish-changes]
+                               queue a re-sync from scratch of one account the sync knows; a replay or
+                               re-sync publishes no change events unless --publish-changes
       reconcile ACCOUNT | --all [--scope recent|full|counts]
                                queue a reconcile (compare with Argyle, repair the drift) now
       health [ACCOUNT] [--json] [--stale-after-hours H] [--scan-behind-hours H]
@@ -92,11 +94,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="the events queue (replay, resync)")
     replay = commands.add_parser("replay", help="queue an archived webhook again")
     replay.add_argument("dedupe_key")
+    replay.add_argument("--publish-changes", action="store_true",
+                        help="publish its change events (a replay publishes none by default)")
     resync = commands.add_parser("resync", help="re-sync one account from scratch")
     resync.add_argument("account")
     resync.add_argument("--user", help="the account's user id (default: the one in its sync state)")
     resync.add_argument("--force", action="store_true",
                         help="queue it even though the sync has no state for the account (all its webhooks missed)")
+    resync.add_argument("--publish-changes", action="store_true",
+                        help="publish its change events (a re-sync, a backfill, publishes none by default)")
     reconcile = commands.add_parser("reconcile", help="compare accounts with Argyle now and repair what differs")
     reconcile.add_argument("account", nargs="?")
     reconcile.add_argument("--all", action="store_true", help="every account with a sync state")
@@ -119,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple[int, Any]:
+def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str,
+                 publish_changes: bool = False) -> tuple[int, Any]:
     """Put an archived body back on the queue, in its account's group, marked as a replay so the
     sync processes it again instead of recognising it as already done."""
     found = state.archived_event(dedupe)
@@ -136,13 +143,15 @@ def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple
                          group_id=message_group(payload if isinstance(payload, dict) else {}, event_name),
                          dedupe_key=dedupe_key(body + replay_id.encode()), correlation_id=f"replay-{replay_id}",
                          received_at_ms=int(time.time() * 1000))
-    message_id = queue.send(queued, extra_attributes={"replay_id": replay_id})
+    # A replay publishes no change events unless asked (docs/change-events.md).
+    extra = {"replay_id": replay_id, **({"publish_changes": "true"} if publish_changes else {})}
+    message_id = queue.send(queued, extra_attributes=extra)
     return 0, {"queued": "replay", "event": event_name, "group": queued.group_id, "replay_id": replay_id,
                "message_id": message_id}
 
 
 def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncStateStore | None = None,
-                 force: bool = False) -> tuple[int, Any]:
+                 force: bool = False, publish_changes: bool = False) -> tuple[int, Any]:
     """Queue a re-sync of an account the sync knows (`state` given): an unknown id is most often a
     typo, and a re-sync of it would only store nothing. `force` queues it anyway."""
     known = state.account_state(account) if state is not None else None
@@ -151,7 +160,7 @@ def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncS
                                     "accounts` lists the known ones), or pass --force to re-sync an account whose "
                                     "webhooks were all missed"}
     user = user or (str(known["user_id"]) if known and known.get("user_id") else None)
-    request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex)
+    request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex, publish_changes=publish_changes)
     body = request.body()
     queued = QueuedEvent(body=body, event_name=RESYNC_EVENT, group_id=f"account:{account}",
                          dedupe_key=dedupe_key(body), correlation_id=f"resync-{request.request_id}",
@@ -364,11 +373,11 @@ def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
                                       account=args.account, user=args.user, dry_run=False,
                                       wait_seconds=None if args.no_wait else args.wait_seconds)
         elif args.command == "replay":
-            code, value = queue_replay(state, queue, args.dedupe_key)
+            code, value = queue_replay(state, queue, args.dedupe_key, args.publish_changes)
         elif args.command == "reconcile":
             code, value = queue_reconcile(state, queue, args.account, args.all, args.scope)
         else:
-            code, value = queue_resync(queue, args.account, args.user, state, args.force)
+            code, value = queue_resync(queue, args.account, args.user, state, args.force, args.publish_changes)
     elif args.command == "purge":  # --dry-run: reads only
         code, value = queue_purge(state, ActivityStore(args.activities_table, dynamodb), None, account=args.account,
                                   user=args.user, dry_run=True, wait_seconds=None)

@@ -169,3 +169,15 @@ def test_the_net_change_set_and_its_cap() -> None:
 def test_the_documented_schema_is_the_models() -> None:
     regenerate = "regenerate: .venv/bin/python scripts/change_events_schema.py"
     assert json.loads(SCHEMA.read_text()) == json_schema(), regenerate
+
+
+def test_a_replay_asks_for_change_events_through_a_message_attribute() -> None:
+    from argyle_pipeline.sync.messages import message_from_sqs_record
+
+    record = {"body": "{}", "attributes": {"MessageGroupId": "account:a"}, "messageAttributes": {
+        "replay_id": {"stringValue": "r1", "dataType": "String"},
+        "publish_changes": {"stringValue": "true", "dataType": "String"}}}
+    asked = message_from_sqs_record(record)
+    del record["messageAttributes"]["publish_changes"]  # type: ignore[attr-defined]
+    assert asked.publish_changes and asked.replay_id == "r1"
+    assert not message_from_sqs_record(record).publish_changes
