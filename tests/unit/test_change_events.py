@@ -6,6 +6,7 @@ field of an activity besides its id."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,25 @@ def test_a_replay_asks_for_change_events_through_a_message_attribute() -> None:
     del record["messageAttributes"]["publish_changes"]  # type: ignore[attr-defined]
     assert asked.publish_changes and asked.replay_id == "r1"
     assert not message_from_sqs_record(record).publish_changes
+
+
+def test_the_example_consumer_starts_one_job_per_exact_account_whatever_the_duplicates(
+        monkeypatch: Any) -> None:
+    import importlib.util
+
+    path = SCHEMA.parent / "examples" / "change_event_consumer.py"
+    spec = importlib.util.spec_from_file_location("change_event_consumer", path)
+    assert spec is not None and spec.loader is not None
+    consumer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(consumer)
+    jobs: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(consumer, "ready", lambda account, as_of, changed: jobs.append((account, as_of, changed)))
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 3)
+    envelopes = [{"detail-type": t, "detail": json.loads(d.model_dump_json())} for t, d in
+                 world.publish(fully_synced(docs))]
+    seen: OrderedDict[str, None] = OrderedDict()
+    changed: dict[str, int] = {}
+    for envelope in envelopes + envelopes:  # every event delivered twice
+        consumer.handle(envelope, seen, changed)
+    assert jobs == [(ACCOUNT, world.state.accounts[ACCOUNT]["data_as_of"], 3)]
