@@ -196,7 +196,7 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
                            reason=str(exc)[:300])
             metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
-        _publish_changes(rt, outcome, parsed, message, int(record.attributes.approximate_receive_count or 1))
+        _publish_changes(rt, outcome, parsed, message)
         _record_metrics(outcome, message)
         logger.info("message processed", **_log_fields(outcome))
         return outcome
@@ -207,12 +207,11 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         logger.remove_keys(_PER_RECORD_KEYS)
 
 
-def _publish_changes(rt: SyncRuntime, outcome: dict[str, Any], parsed: ParsedMessage, message: SyncMessage,
-                     receive_count: int) -> None:
+def _publish_changes(rt: SyncRuntime, outcome: dict[str, Any], parsed: ParsedMessage, message: SyncMessage) -> None:
     """After the idempotent step, so a failed PutEvents fails the record and its retry publishes the
     stored outcome's change set again (sync/change_events.py: at least once, stable event ids)."""
     account = getattr(parsed.data, "account", None)
-    if rt.change_bus is None or not isinstance(account, str) or not should_publish(outcome, receive_count):
+    if rt.change_bus is None or not isinstance(account, str) or not should_publish(outcome, message.message_id):
         return
     events = change_events(outcome, account=account, user=getattr(parsed.data, "user", None),
                            message_id=message.message_id or parsed.run_key)

@@ -82,21 +82,25 @@ def test_each_real_change_is_published_once_and_a_duplicate_or_relisting_publish
     _, account = sandbox.connect_account(n_activities=12)
     sandbox.subscribe(recorder.url, events=["*"], secret="s")
     truth = {a["id"] for a in sandbox.truth(account)}
-    # Given the account's first sync: every activity added, and the account exact for the first time
+    # Given the account's first sync, its webhook delivered twice before the sync ran (the second
+    # copy finds the first's stored outcome, changes and all, and must not publish them again)
     body = fully_synced_body(sandbox, account)
     harness.receive_webhook(body)
-    assert harness.drain().failed == 0
+    harness.receive_webhook(body)
+    assert harness.drain().processed == 2
+    # Then every activity is added once, and the account exact for the first time
     first = consumed(consumer_queue)
     assert [e["detail-type"] for e in first] == ["activities.changed", "account.synced"]
     assert {e["source"] for e in first} == {SOURCE}
     assert set(first[0]["detail"]["added"]) == truth and first[0]["detail"]["counts"]["added"] == 12
-    # When the same webhook is delivered again (Argyle's retry: a new delivery, processed again)
+    # When the same webhook is delivered twice more (Argyle's retries: new deliveries)
+    harness.receive_webhook(body)
     harness.receive_webhook(body)
     calls = harness.argyle_calls
     report = harness.drain()
-    # Then it re-listed the unchanged account (a copy received after the first run began) and
-    # published nothing
-    assert report.processed == 1 and harness.argyle_calls > calls
+    # Then the first copy re-listed the unchanged account (received after the first run began), the
+    # second found that re-run's stored outcome, and neither published anything
+    assert report.processed == 2 and harness.argyle_calls > calls
     assert consumed(consumer_queue) == []
 
     # When Argyle's scan adds one, updates one and removes one, and its webhooks arrive

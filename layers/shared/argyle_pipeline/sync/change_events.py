@@ -109,12 +109,12 @@ def change_events(outcome: Mapping[str, Any], *, account: str, user: str | None,
     return events
 
 
-def should_publish(outcome: Mapping[str, Any], receive_count: int) -> bool:
+def should_publish(outcome: Mapping[str, Any], message_id: str) -> bool:
     """A fresh outcome is published. A stored one (`duplicate`: the idempotency table answered) is
-    published again only for a redelivery of the same SQS message (its earlier attempt may have
-    failed after processing, before or while publishing): a duplicate webhook, a new message,
-    publishes nothing."""
-    return not outcome.get("duplicate") or receive_count > 1
+    published again only for a redelivery of the message that produced it (its earlier attempt
+    failed after processing, before or while publishing): a duplicate webhook is another message,
+    and publishes nothing, however often SQS handed it out before."""
+    return not outcome.get("duplicate") or (bool(message_id) and outcome.get("message_id") == message_id)
 
 
 def json_schema() -> dict[str, Any]:

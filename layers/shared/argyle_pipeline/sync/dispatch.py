@@ -129,6 +129,7 @@ class ActivitySync:
         changes = self.ctx.activities.track_changes() if self.ctx.options.track_changes else None
         outcome = self._apply(message, parsed, remaining_ms)
         outcome.started_at_ms = started_at_ms
+        outcome.message_id = message.message_id
         account = getattr(parsed.data, "account", None)
         if outcome.completed and isinstance(account, str) and account:
             # The account's health (sync/account_health.py): its last successful sync, "data as of".

@@ -35,6 +35,7 @@ class SyncOutcome:
     connection_status: str | None = None  # accounts.*: the connection status Argyle reported
     archived: bool | None = None  # False: this body was archived (and counted) before
     started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
+    message_id: str = ""  # the SQS message processed: a redelivery of it publishes its change events again
     # Health (sync/account_health.py): the event's work is complete (its last part); the range a
     # listing covered (None: the whole account); the stored copy was found equal to Argyle; and the
     # counts a reconcile compared (stored_live, argyle_count).
