@@ -10,7 +10,7 @@ from typing import Any
 from argyle_pipeline.sync.account_health import AccountHealth, HealthThresholds, assess, worst_first
 
 _PURGED = ("purging", "purged")
-HEADERS = ["ACCOUNT", "PROBLEMS", "LAST SYNC", "DATA AS OF", "STORED/ARGYLE", "LAST FAILURE"]
+HEADERS = ["ACCOUNT", "PROBLEMS", "LAST WEBHOOK", "LAST SYNC", "DATA AS OF", "STORED/ARGYLE", "LAST FAILURE"]
 
 
 def account_healths(states: Iterable[Mapping[str, Any]], now: datetime,
@@ -39,7 +39,11 @@ def as_table(healths: list[AccountHealth]) -> str:
         counts = f"{_count(h.stored_live)}/{_count(h.argyle_count)}"
         failed = (f"{_short(failure.get('at'))} attempt {failure.get('attempts')}: {failure.get('reason', '')}"[:90]
                   if failure else "-")
-        rows.append([h.account, ",".join(h.problems) or "ok",
+        webhook = "-"
+        if h.last_webhook_at_ms is not None:
+            received = datetime.fromtimestamp(h.last_webhook_at_ms / 1000, UTC).isoformat()
+            webhook = f"{_short(received)} {h.last_webhook_event or ''}"
+        rows.append([h.account, ",".join(h.problems) or "ok", webhook.strip(),
                      f"{_short(sync.get('at'))} {sync.get('event', '')}".strip(), _short(h.data_as_of), counts, failed])
     widths = [max(len(head), *(len(r[i]) for r in rows)) if rows else len(head) for i, head in enumerate(HEADERS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(HEADERS, widths, strict=True)).rstrip()]
