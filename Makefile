@@ -82,7 +82,7 @@ invoke: venv ## Run FN on EVENT in-process (moto; the sync against a sandbox): m
 events: venv ## Regenerate and re-sign the samples in events/
 	$(PY) scripts/make_events.py
 
-bench: venv ## Benchmarks: receiver cold start and warm path, sync throughput
+bench: venv ## Benchmarks: receiver cold start and warm path, sync throughput, reconcile, freshness, load
 	$(PY) -m bench
 
 build: sam-venv ## sam build (needs python3.13 on PATH, or pyenv's)
