@@ -9,6 +9,8 @@ tables are template.yaml's in moto's server; the queue is drained through the ha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 from collections import defaultdict
 from collections.abc import Iterator
@@ -117,9 +119,6 @@ def test_no_item_is_written_by_two_message_groups_and_load_errors_fail_no_record
         assert live_activities(stack_on_server.tables["ActivitiesTable"], account) == {
             doc["id"]: doc for doc in sandbox.truth(account)}
     # And every distinct body was counted once (a repeated body shares its dedupe key)
-    import hashlib
-    import json
-
     distinct = {hashlib.sha256(b).hexdigest(): json.loads(b)["event"] for b in bodies}
     expected: dict[str, int] = defaultdict(int)
     for event in distinct.values():
