@@ -444,7 +444,8 @@ class SyncStateStore:
                                            ":event": {"S": event}, ":group": {"S": group_id}})
         except ClientError as exc:
             if not _conditional_failed(exc):
-                raise  # counted already by a failed attempt of this record: archive it now
+                raise
+            # Counted already, by an attempt of this record that failed before the archive: archive it now.
         self.write_calls += 1
         try:
             self._client.put_item(
