@@ -35,6 +35,7 @@ from local_stack.lambda_runtime import (
     sync_sends_through,
 )
 from local_stack.receiver_http import ReceiverHttpServer
+from local_stack.serialized_moto import serialize_requests
 from local_stack.sqs_poller import SqsPoller
 from local_stack.sync_console import SyncConsole
 from local_stack.template_resources import TEMPLATE_PATH, StackResources, create_stack_resources, load_template
@@ -135,6 +136,8 @@ class LocalStack:
         moto = ThreadedMotoServer(ip_address=cfg.host, port=cfg.moto_port, verbose=False)
         self._start_moto(moto)
         self._exit.callback(moto.stop)
+        # One request at a time into moto, whose backends are not thread-safe (see serialized_moto).
+        serialize_requests(moto._server)
         self._count_aws_calls(moto)
         host, port = moto.get_host_and_port()
         host = advertised_host(str(host))

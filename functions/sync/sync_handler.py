@@ -31,6 +31,7 @@ from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient, RetryWa
 from argyle_pipeline.argyle.webhook_events import MalformedWebhook
 from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_pipeline.aws.change_event_bus import ChangeEventBus
+from argyle_pipeline.aws.dynamodb_client import sync_dynamodb_client
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import argyle_credentials
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
@@ -86,13 +87,11 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                   dynamodb: Any = None, sqs: Any = None, idempotency_dynamodb: Any = None,
                   sleep: Callable[[float], None] | None = None, events: Any = None) -> SyncRuntime:
     """The per-container objects; each argument replaces what would be made from `settings`."""
-    import boto3
     import urllib3
-    from botocore.config import Config
 
     if dynamodb is None:
-        # Standard retry mode backs off on throttling; what still fails is raised and SQS retries.
-        dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        # Retries throttling and transaction conflicts; what still fails is raised and SQS retries.
+        dynamodb = sync_dynamodb_client()
     if argyle is None:
         def credentials() -> Any:  # Powertools caches the secret; a rotation is picked up within max_age
             return argyle_credentials(settings.argyle_credentials_secret_id, settings.secret_max_age_seconds)

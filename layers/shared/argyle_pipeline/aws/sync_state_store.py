@@ -24,7 +24,13 @@ Items (pk, sk):
 The sparse GSI Lookups (lookup + pk, projecting status and connection_status) serves both reads
 by something other than the key: every account (16 shards, so that no index partition takes
 every account's writes) and an account's archived bodies.
-    COUNTS             EVENT#<event>  count, last_processed_at
+    COUNTS#<nn>        EVENT#<event>#<group>
+                                      count, event, group_id, last_key (the dedupe key counted last),
+                                      last_processed_at: one counter per message group and event,
+                                      nn = the group's shard (COUNT_SHARDS)
+    COUNTS             EVENT#<event>  count, last_processed_at: written by stacks before the
+                                      per-group counters (every record's transaction touched it);
+                                      still summed by event_counts()
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ PARTIALLY_SYNCED = "partially_synced"
 PURGING = "purging"
 PURGED = "purged"
 COUNTS_PK = "COUNTS"
+# Event counters: one item per message group and event, spread over this many partitions so that
+# event_counts() reads them with a few queries.
+COUNT_SHARDS = 16
 ACCOUNT_SHARDS = 16
 LOOKUP_INDEX = "Lookups"
 _BATCH_WRITE = 25
@@ -65,6 +74,13 @@ def account_shard(account_id: str) -> str:
     """Which of ACCOUNT_SHARDS partitions of the Lookups index lists the account: spread so that no
     index partition takes every account's writes."""
     return f"SHARD#{int(hashlib.sha256(account_id.encode()).hexdigest()[:8], 16) % ACCOUNT_SHARDS:02d}"
+
+
+def count_key(event: str, group_id: str) -> dict[str, Any]:
+    """A group's counter of one event: written only by that group's records, which SQS FIFO hands
+    out one at a time, so no two concurrent records ever write the same counter."""
+    shard = int(hashlib.sha256(group_id.encode()).hexdigest()[:8], 16) % COUNT_SHARDS
+    return {"pk": {"S": f"{COUNTS_PK}#{shard:02d}"}, "sk": {"S": f"EVENT#{event}#{group_id}"}}
 
 
 def archive_lookup(group_id: str) -> str:
@@ -476,33 +492,48 @@ class SyncStateStore:
 
     def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
                       processed_at: str, expires_at: int, group_id: str = "") -> bool:
-        """Keep the exact body for replay and count the event, in one transaction: an event
-        archived before (a redelivery after its idempotency record expired) is not counted again.
-        Returns False in that case."""
+        """Keep the exact body for replay and count the event once, touching no item that other
+        message groups write (no transaction: concurrent records never cancel each other).
+
+        1. A consistent read of the archive item: there already, the event was counted when it was
+           archived (a redelivery after its idempotency record expired). Returns False.
+        2. The group's counter of the event: ADD 1, unless its last counted key is this one. An
+           earlier attempt of this record that counted and then failed left its own key there, and
+           nothing else of the group ran since (FIFO hands out a group's next record only after this
+           one), so a retry never counts twice.
+        3. The archive item, conditional on not existing.
+        A failure at any step raises; the record is retried and resumes where the last one stopped.
+        """
         from botocore.exceptions import ClientError
 
+        if self._client.get_item(TableName=self.table_name, Key=event_key(dedupe_key), ConsistentRead=True,
+                                 ProjectionExpression="pk").get("Item"):
+            return False
         self.write_calls += 1
         try:
-            self._client.transact_write_items(TransactItems=[
-                {"Put": {
-                    "TableName": self.table_name,
-                    "Item": {**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
-                             "received_at_ms": {"N": str(received_at_ms)},
-                             "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)},
-                             **({"lookup": {"S": archive_lookup(group_id)}} if group_id else {})},
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }},
-                {"Update": {
-                    "TableName": self.table_name,
-                    "Key": {"pk": {"S": COUNTS_PK}, "sk": {"S": f"EVENT#{event}"}},
-                    "UpdateExpression": "ADD #count :one SET #last = :at",
-                    "ExpressionAttributeNames": {"#count": "count", "#last": "last_processed_at"},
-                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":at": {"S": processed_at}},
-                }},
-            ])
+            self._client.update_item(
+                TableName=self.table_name, Key=count_key(event, group_id),
+                UpdateExpression="ADD #count :one SET #last = :at, #key = :key, #event = :event, #group = :group",
+                ConditionExpression="attribute_not_exists(#key) OR #key <> :key",
+                ExpressionAttributeNames={"#count": "count", "#last": "last_processed_at", "#key": "last_key",
+                                          "#event": "event", "#group": "group_id"},
+                ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"S": processed_at}, ":key": {"S": dedupe_key},
+                                           ":event": {"S": event}, ":group": {"S": group_id}})
         except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            if not _conditional_failed(exc):
+                raise
+            # Counted already, by an attempt of this record that failed before the archive: archive it now.
+        self.write_calls += 1
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item={**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
+                      "received_at_ms": {"N": str(received_at_ms)},
+                      "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)},
+                      **({"lookup": {"S": archive_lookup(group_id)}} if group_id else {})},
+                ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
                 return False
             raise
         return True
@@ -514,18 +545,23 @@ class SyncStateStore:
         return item
 
     def event_counts(self) -> dict[str, int]:
+        """Events archived, by name: the sum of every group's counters (COUNT_SHARDS queries), and of
+        the unsharded COUNTS items a stack kept before them."""
         counts: dict[str, int] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name, "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": COUNTS_PK}},
-        }
-        while True:
-            response = self._client.query(**kwargs)
-            for item in response.get("Items", []):
-                counts[item["sk"]["S"].removeprefix("EVENT#")] = int(item["count"]["N"])
-            if "LastEvaluatedKey" not in response:
-                return counts
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for pk in [*(f"{COUNTS_PK}#{shard:02d}" for shard in range(COUNT_SHARDS)), COUNTS_PK]:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name, "KeyConditionExpression": "pk = :p",
+                "ExpressionAttributeValues": {":p": {"S": pk}},
+            }
+            while True:
+                response = self._client.query(**kwargs)
+                for item in response.get("Items", []):
+                    event = item["event"]["S"] if "event" in item else item["sk"]["S"].removeprefix("EVENT#")
+                    counts[event] = counts.get(event, 0) + int(item["count"]["N"])
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return counts
 
     def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
         response = self._client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)
