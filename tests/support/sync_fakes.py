@@ -91,6 +91,7 @@ class MemoryState:
         self.users: dict[str, dict[str, Any]] = {}
         self.archive: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
+        self.group_counters: set[tuple[str, str]] = set()  # (group, event): the per-group counters
         self.links: set[tuple[str, str]] = set()
 
 
@@ -150,6 +151,7 @@ class MemoryState:
             return False
         self.archive[dedupe_key] = {"event": event, "body": body, "expires_at": expires_at, "group": group_id}
         self.counts[event] = self.counts.get(event, 0) + 1
+        self.group_counters.add((group_id, event))
         return True
 
     def record_account_status(self, account_id: str, user_id: str | None, *, event: str, received_at_ms: int,
@@ -189,9 +191,15 @@ class MemoryState:
     def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
         return [{"key": k} for k, v in self.archive.items() if v.get("group") == group_id][:limit]
 
+    def counter_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        return [{"counter": c} for c in sorted(self.group_counters) if c[0] == group_id][:limit]
+
     def delete_keys(self, keys: list[dict[str, Any]]) -> int:
         for key in keys:
-            self.archive.pop(key["key"], None)
+            if "counter" in key:
+                self.group_counters.discard(key["counter"])
+            else:
+                self.archive.pop(key["key"], None)
         return len(keys)
 
     def user_accounts(self, user_id: str) -> list[str]:

@@ -23,11 +23,12 @@ Items (pk, sk):
 
 The sparse GSI Lookups (lookup + pk, projecting status and connection_status) serves both reads
 by something other than the key: every account (16 shards, so that no index partition takes
-every account's writes) and an account's archived bodies.
+every account's writes), an account's archived bodies and its event counters.
     COUNTS#<nn>        EVENT#<event>#<group>
                                       count, event, group_id, last_key (the dedupe key counted last),
                                       last_processed_at: one counter per message group and event,
-                                      nn = the group's shard (COUNT_SHARDS)
+                                      nn = the group's shard (COUNT_SHARDS); lookup
+                                      ("COUNTERS#account:<id>" or "COUNTERS#user:<id>", for purging)
     COUNTS             EVENT#<event>  count, last_processed_at: written by stacks before the
                                       per-group counters (every record's transaction touched it);
                                       still summed by event_counts()
@@ -85,6 +86,10 @@ def count_key(event: str, group_id: str) -> dict[str, Any]:
 
 def archive_lookup(group_id: str) -> str:
     return f"ARCHIVE#{group_id}"
+
+
+def counters_lookup(group_id: str) -> str:
+    return f"COUNTERS#{group_id}"
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -426,6 +431,15 @@ class SyncStateStore:
                 break
         return keys
 
+    def counter_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Up to `limit` keys of a message group's event counters: a purge takes them too."""
+        keys = []
+        for item in self._query_lookup(counters_lookup(group_id)):
+            keys.append({"pk": item["pk"], "sk": item["sk"]})
+            if len(keys) >= limit:
+                break
+        return keys
+
     def user_accounts(self, user_id: str) -> list[str]:
         """The accounts linked to the user (the links written the first time each was seen)."""
         kwargs: dict[str, Any] = {
@@ -513,12 +527,15 @@ class SyncStateStore:
         try:
             self._client.update_item(
                 TableName=self.table_name, Key=count_key(event, group_id),
-                UpdateExpression="ADD #count :one SET #last = :at, #key = :key, #event = :event, #group = :group",
+                UpdateExpression="ADD #count :one SET #last = :at, #key = :key, #event = :event, #group = :group"
+                                 + (", #lookup = :lookup" if group_id else ""),
                 ConditionExpression="attribute_not_exists(#key) OR #key <> :key",
                 ExpressionAttributeNames={"#count": "count", "#last": "last_processed_at", "#key": "last_key",
-                                          "#event": "event", "#group": "group_id"},
+                                          "#event": "event", "#group": "group_id",
+                                          **({"#lookup": "lookup"} if group_id else {})},
                 ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"S": processed_at}, ":key": {"S": dedupe_key},
-                                           ":event": {"S": event}, ":group": {"S": group_id}})
+                                           ":event": {"S": event}, ":group": {"S": group_id},
+                                           **({":lookup": {"S": counters_lookup(group_id)}} if group_id else {})})
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
