@@ -18,6 +18,7 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from argyle_pipeline.argyle.api_versions import api_version
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.sync.reconcile_schedule import ReconcileSchedule, reconcile_message
@@ -29,8 +30,10 @@ _CHUNK = 1_000  # accounts read, then sent, per round: memory stays flat whateve
 
 
 def schedule_from_environment() -> ReconcileSchedule:
+    api = api_version(os.environ.get("ARGYLE_API_VERSION"))
     return ReconcileSchedule(interval_seconds=int(os.environ.get("RECONCILE_INTERVAL_MINUTES", "1440")) * 60,
-                             full_every_days=int(os.environ.get("RECONCILE_FULL_EVERY_DAYS", "7")))
+                             full_every_days=int(os.environ.get("RECONCILE_FULL_EVERY_DAYS", "7")),
+                             counts=api.list_counts)
 
 
 def queue_reconciles(state: SyncStateStore, queue: EventQueue, schedule: ReconcileSchedule, now: float,
