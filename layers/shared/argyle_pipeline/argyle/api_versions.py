@@ -41,8 +41,11 @@ class ApiVersion:
     # The id lists of `<objects>.updated` and `<objects>.removed`.
     updated_ids_field: str
     removed_ids_field: str
-    # What `users.fully_synced`'s resource lists the user's connections by.
+    # What `users.fully_synced`'s resource lists the user's connections by, and whether the event
+    # is sent again each time another account of the user finishes syncing (v2; v1 says nothing).
+    # v2's resource also has `items_connected` and `external_id`; the sync stores it as sent.
     user_connections_field: str
+    user_synced_per_account: bool
     # v1's lists are DRF limit/offset pages with a `count`; v2's `next` carries a keyset cursor
     # (stable under change) and documents no `count`.
     pagination: Literal["offset", "keyset"]
@@ -83,13 +86,14 @@ V1 = ApiVersion(
     objects="activities", object_name="activity", from_filter="from_start_date", to_filter="to_start_date",
     start_field="start_date", end_field="end_date", updated_ids_field="updated_activities",
     removed_ids_field="removed_activities", user_connections_field="data_providers_connected",
+    user_synced_per_account=False,
     pagination="offset", list_counts=True,
 )
 V2 = ApiVersion(
     name="v2", production_url="https://api.argyle.com/v2", sandbox_url="https://api-sandbox.argyle.com/v2",
     objects="gigs", object_name="gig", from_filter="from_start_datetime", to_filter="to_start_datetime",
     start_field="start_datetime", end_field="end_datetime", updated_ids_field="updated_gigs",
-    removed_ids_field="removed_gigs", user_connections_field="accounts_connected",
+    removed_ids_field="removed_gigs", user_connections_field="accounts_connected", user_synced_per_account=True,
     pagination="keyset", list_counts=False,
 )
 API_VERSIONS: dict[str, ApiVersion] = {"v1": V1, "v2": V2}
