@@ -271,3 +271,40 @@ def test_without_list_counts_every_scheduled_reconcile_is_a_full_pass() -> None:
 
     assert {job.scope for job in without.requests(accounts, 1_000_000.0)} == {"full"}
     assert {job.scope for job in with_counts.requests(accounts, 1_000_000.0)} == {"full", "recent"}
+
+
+# --- the stack's parameter and settings ------------------------------------------------------------
+
+
+def test_the_template_defaults_to_v2_and_gives_the_version_to_the_sync_and_the_reconciler() -> None:
+    from local_stack.template_resources import load_template
+
+    template = load_template()
+    version, url = template["Parameters"]["ArgyleApiVersion"], template["Parameters"]["ArgyleApiUrl"]
+    assert version["Default"] == "v2" and version["AllowedValues"] == ["v1", "v2"]
+    assert url["Default"] == ""  # the version's own URL, resolved by api_base_url
+    for function in ("SyncFunction", "ReconcileFunction"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["ARGYLE_API_VERSION"] == {"Ref": "ArgyleApiVersion"}, function
+
+
+def test_sync_settings_resolve_the_versions_url_and_refuse_a_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from argyle_pipeline.sync.settings import sync_settings
+
+    for name in ("ACTIVITIES_TABLE", "SYNC_STATE_TABLE", "IDEMPOTENCY_TABLE", "EVENTS_QUEUE_URL"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("ARGYLE_API_VERSION", "v2")
+    monkeypatch.setenv("ARGYLE_API_URL", "")
+    sync_settings.cache_clear()
+    try:
+        settings = sync_settings()
+        assert settings.argyle_api is V2 and settings.argyle_api_url == "https://api.argyle.com/v2"
+        monkeypatch.setenv("ARGYLE_API_URL", "https://api-sandbox.argyle.com/v1")
+        sync_settings.cache_clear()
+        with pytest.raises(UnknownApiVersion, match="v1 URL"):
+            sync_settings()
+        monkeypatch.delenv("ARGYLE_API_VERSION")  # a stack deployed before v2: v1, its own URL
+        sync_settings.cache_clear()
+        assert sync_settings().argyle_api is V1
+    finally:
+        sync_settings.cache_clear()

@@ -123,12 +123,18 @@ def api_base_url(version: ApiVersion, url: str | None) -> str:
     text = (url or "").strip().rstrip("/")
     if not text:
         return version.production_url
-    last = urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1].lower()
-    if last in API_VERSIONS and last != version.name:
+    named = api_version_of_url(text)
+    if named is not None and named is not version:
         raise UnknownApiVersion(
-            f"the Argyle API URL {text} is a {last} URL, but the API version is {version.name}: "
+            f"the Argyle API URL {text} is a {named.name} URL, but the API version is {version.name}: "
             f"set both to the same version (ArgyleApiVersion / ARGYLE_API_VERSION)")
     return text
+
+
+def api_version_of_url(url: str | None) -> ApiVersion | None:
+    """The version an API URL names by its last path segment (`.../v2`), or None."""
+    last = urlsplit((url or "").strip()).path.rstrip("/").rsplit("/", 1)[-1].lower()
+    return API_VERSIONS.get(last)
 
 
 def rule_event(event: str) -> str:

@@ -119,6 +119,12 @@ def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | N
     return item
 
 
+def stored_api_version(item: Mapping[str, Any]) -> str:
+    """The API version of a stored item (plain Python, as `from_dynamodb` gives it): items written
+    before v2 support carry none, and are v1's."""
+    return str(item.get("api_version") or "v1")
+
+
 def tombstone_item(account_id: str, activity_id: str, removed_at: str, expires_at: int) -> dict[str, Any]:
     return {
         "account_id": {"S": account_id},
