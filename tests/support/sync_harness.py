@@ -90,7 +90,8 @@ class SyncHarness:
             settings = dataclasses.replace(settings, continuation_margin_ms=margin_ms)
         self.dynamodb = dynamodb or boto3.client("dynamodb")
         self.clients = [ArgyleClient(self.base_url, _credentials(*self.api_key), sleep=self.sleeps,
-                                     max_attempts=max_attempts, timeout=5.0, page_limit=page_limit)
+                                     max_attempts=max_attempts, timeout=5.0, page_limit=page_limit,
+                                     api=settings.argyle_api)
                         for _ in range(fetch_concurrency + 1)]
         self.runtime = sync_handler.build_runtime(
             settings, argyle=self.clients[0], fetchers=self.clients[1:], dynamodb=self.dynamodb,
