@@ -170,18 +170,43 @@ def harness(stack_in_process: StackResources, sandbox: SandboxServer,
 
 # No shrinking: the sandbox lives for the whole module, so a failing history cannot be replayed
 # against the same Argyle state; the failure is reported as found, with its history.
-@settings(max_examples=12, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(history=histories, rng=st.randoms(use_true_random=False))
+CONVERGENCE_SETTINGS = settings(deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 # Always tried: the same activity updated in two scans, each update processed before the next scan
-# (Argyle's two activities.updated bodies are then byte-identical), and a continuation per page.
-@example(history=History(activities=1, undated=1, page_limit=4, continue_every_page=True, p_unprocessed=0.3,
-                         p_throttle=0.0, rounds=[Round(0, 1, 0, 1.0, 0, 3), Round(0, 1, 0, 1.0, 0, 3)]),
-         rng=random.Random(1))
+# (Argyle's two updated bodies are then byte-identical), and a continuation per page.
+ALWAYS_TRIED = example(history=History(activities=1, undated=1, page_limit=4, continue_every_page=True,
+                                       p_unprocessed=0.3, p_throttle=0.0,
+                                       rounds=[Round(0, 1, 0, 1.0, 0, 3), Round(0, 1, 0, 1.0, 0, 3)]),
+                       rng=random.Random(1))
+
+
+@pytest.mark.parametrize("sandbox", ["v1"], indirect=True)
+@settings(CONVERGENCE_SETTINGS, max_examples=12)
+@given(history=histories, rng=st.randoms(use_true_random=False))
+@ALWAYS_TRIED
 def test_the_stored_activities_converge_on_argyles_truth(history: History, rng: random.Random,
                                                          stack_in_process: StackResources,
                                                          sandbox: SandboxServer, inbox: RecordingServer,
                                                          harness: SyncHarness):
+    check_convergence(history, rng, stack_in_process, sandbox, inbox, harness)
+
+
+# API v2: the same property over gigs, keyset pages (Argyle's changes between pages move nothing),
+# gigs.* webhooks and no list counts (every reconcile a full pass). Fewer histories than v1's: the
+# rules are the same code, only the API's shape differs (and the suite's time is bounded).
+@pytest.mark.parametrize("sandbox", ["v2"], indirect=True)
+@settings(CONVERGENCE_SETTINGS, max_examples=6)
+@given(history=histories, rng=st.randoms(use_true_random=False))
+@ALWAYS_TRIED
+def test_the_stored_gigs_converge_on_argyles_truth(history: History, rng: random.Random,
+                                                   stack_in_process: StackResources,
+                                                   sandbox: SandboxServer, inbox: RecordingServer,
+                                                   harness: SyncHarness):
+    check_convergence(history, rng, stack_in_process, sandbox, inbox, harness)
+
+
+def check_convergence(history: History, rng: random.Random, stack_in_process: StackResources,
+                      sandbox: SandboxServer, inbox: RecordingServer, harness: SyncHarness) -> None:
     # Given a fresh account at Argyle and a sync whose DynamoDB misbehaves as this history says
     flaky = FlakyDynamoDB(harness.dynamodb if not isinstance(harness.dynamodb, FlakyDynamoDB)
                           else harness.dynamodb._client, seed=rng.randrange(2**32),
@@ -281,6 +306,7 @@ repeat_histories = st.builds(
 )
 
 
+@pytest.mark.parametrize("sandbox", ["v1"], indirect=True)  # v2's gigs.updated: tests/e2e, unit tests
 @settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(history=repeat_histories, rng=st.randoms(use_true_random=False))
