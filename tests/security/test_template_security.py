@@ -16,7 +16,7 @@ template.yaml. The rules below read the real output:
 - queues have SSE (SQS-managed or KMS) and a policy denying access without TLS, tables
   SSESpecification.SSEEnabled; with a customer key, every table, queue, secret and log group uses it;
 - Lambda permissions name their source; no environment variable carries a secret's value;
-- ArgyleApiUrl admits https:// only.
+- ArgyleApiUrl admits https:// only (or empty: the API version's https production URL).
 
 The same check runs on mutated templates, to prove it reports what it is meant to. What each role
 may do (and nothing more) is tests/security/test_iam_least_privilege.py.
