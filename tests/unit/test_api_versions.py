@@ -308,3 +308,24 @@ def test_sync_settings_resolve_the_versions_url_and_refuse_a_mismatch(monkeypatc
         assert sync_settings().argyle_api is V1
     finally:
         sync_settings.cache_clear()
+
+
+def test_a_v2_reconcile_is_a_full_pass_that_finds_a_missed_gig_and_a_removed_one() -> None:
+    from argyle_pipeline.sync.messages import ReconcileJob
+
+    # Given a synced v2 account; then Argyle adds a gig whose webhook never came and removes one
+    world = GigWorld(page_limit=4)
+    docs = world.argyle.add(ACCOUNT, 9)
+    world.deliver(webhook_body("gigs.fully_synced", account=ACCOUNT, user=USER, available_count=9))
+    world.argyle.add(ACCOUNT, 1, first=100)
+    world.argyle.remove(ACCOUNT, docs[0]["id"])
+    world.argyle.count_requests.clear()
+
+    # When a reconcile of scope "recent" (the CLI's default) runs
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="reconcile-v2-0001", scope="recent")
+    outcome = world.deliver(job.body(), received_at_ms=5)
+
+    # Then it went straight to a full pass (no count asked: v2 has none) and repaired both
+    assert world.argyle.count_requests == []
+    assert outcome["drift"] == {"missing": 1, "extra": 1, "stale": 0}
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
