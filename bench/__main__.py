@@ -16,7 +16,7 @@ from bench.receiver_bench import run_receiver_bench
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "load"], help="run one group")
+    parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "freshness", "load"], help="run one group")
     parser.add_argument("--sizes", default="1000,10000,100000", help="sync: activities per account")
     parser.add_argument("--apis", default="v1,v2", help="sync: Argyle API versions (v1 activities, v2 gigs)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.reconcile_bench import run_reconcile_bench
 
         results += run_reconcile_bench()
+    if args.only in (None, "freshness"):
+        from bench.freshness_bench import print_freshness, run_freshness_bench
+
+        freshness = run_freshness_bench()
+        print_freshness(freshness)
+        results += freshness
     if args.only in (None, "load"):
         from bench.load_run import print_load, run_load
 

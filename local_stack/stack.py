@@ -17,11 +17,13 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
 
+from local_stack.change_event_watcher import ChangeEventWatcher
 from local_stack.dev_config import LOCAL_DEV_SECRET, LOCAL_PREFIX, REGION
 from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
 from local_stack.lambda_runtime import (
@@ -65,6 +67,10 @@ class StackConfig:
     dedupe_window_seconds: float = SQS_WINDOW_SECONDS
     # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
     reconcile_every: float = 0.0
+    # Change events (PublishChangeEvents) to a bus in moto, shown as console lines (`report`) and
+    # written as JSON lines to `change_events_file` (`make dev`, `make demo`).
+    change_events: bool = False
+    change_events_file: Path | None = None
 
 
 @dataclass
@@ -119,6 +125,7 @@ class LocalStack:
         self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
         self._reconciles = 0
         self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self.change_events: ChangeEventWatcher | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -155,6 +162,11 @@ class LocalStack:
         env = {}
         for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))
+        if cfg.change_events:
+            self.change_events = ChangeEventWatcher(session, prefix=cfg.prefix, report=self._report,
+                                                    path=cfg.change_events_file).start()
+            self._exit.callback(self.change_events.stop)
+            env["CHANGE_EVENT_BUS"] = self.change_events.bus_name
         if cfg.retry_delays is not None:
             env["RETRY_DELAYS_SECONDS"] = ",".join(str(d) for d in cfg.retry_delays)
         env.update(cfg.extra_env)
@@ -170,6 +182,9 @@ class LocalStack:
             raise PortInUse("the webhook receiver", cfg.host, cfg.receiver_port) from None
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
+        # The reconcile schedule's subscription check looks for this URL at Argyle (the template's
+        # WEBHOOK_URL names the API Gateway URL, which the local stack does not have).
+        self._exit.enter_context(environment({"WEBHOOK_URL": self.webhook_url}))
         # Loaded once, before any sync runs: loading a handler resets module caches.
         self._reconcile_handler = load_handler("ReconcileFunction", self._template)
 

@@ -8,7 +8,10 @@ Items (pk, sk):
                                       reconciled_at, reconciled_full_at, last_reconcile (scope, drift
                                       by kind, argyle_calls), drift_<kind>_total (summed),
                                       connection_status, error_code, scanned_at, last_account_event,
-                                      lookup ("SHARD#00".."SHARD#15": the reconcile scheduler's view)
+                                      lookup ("SHARD#00".."SHARD#15": the reconcile scheduler's view),
+                                      health: last_sync (event, at, from, to), data_as_of,
+                                      last_counts (stored_live, argyle_count, at), last_failure
+                                      (event, at, reason, attempts): see sync/account_health.py
                       (purged)        status "purged" or "purging", purged_at, removed_received_at_ms,
                                       purge_reason, deleted (counts): no personal data, no lookup
     USER#<user>        ACCOUNT#<acc>  a link: the user holds this account (written once per account)
@@ -117,6 +120,77 @@ class SyncStateStore:
         self._update_account(account_id, user_id, reconciled_at, sets=sets, names=names, values=values,
                              adds=adds)
 
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> bool:
+        """An event's work finished: the account's last successful sync and what it covered (None:
+        the whole account, or the ids the event named); `exact`: the stored copy was just found
+        equal to Argyle ("data as of"); `counts`: stored live and Argyle's count, when compared.
+        True when this is the account's first data_as_of (its first exact copy)."""
+        sync: dict[str, Any] = {"event": event, "at": synced_at}
+        if covered_from or covered_to:
+            sync["from"], sync["to"] = covered_from, covered_to
+        sets, names = ["#sync = :sync"], {"#sync": "last_sync"}
+        values: dict[str, Any] = {":sync": {k: v for k, v in sync.items() if v is not None}}
+        if exact:
+            sets.append("#asof = :at")
+            names["#asof"] = "data_as_of"
+            values[":at"] = synced_at
+        if counts is not None:
+            sets.append("#counts = :counts")
+            names["#counts"] = "last_counts"
+            values[":counts"] = {**counts, "at": synced_at}
+        old = self._update_account(account_id, user_id, synced_at, sets=sets, names=names, values=values,
+                                   return_old=True)
+        return exact and "data_as_of" not in old
+
+    def record_failure(self, account_id: str, *, event: str, failed_at: str, reason: str, attempts: int) -> bool:
+        """A record of the account failed (it is retried by SQS): when, why (one line), which attempt.
+        Best effort by design: one unconditional SET of its own attribute (it contends with no other
+        write), never on a purged account; False when it could not be written (the caller logs it
+        and the record's failure goes on as before)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.write_calls += 1
+            self._client.update_item(
+                TableName=self.table_name, Key=account_key(account_id),
+                UpdateExpression="SET #account = :account, #lookup = :lookup, #failure = :failure",
+                ConditionExpression="attribute_not_exists(#status) OR NOT #status IN (:purging, :purged)",
+                ExpressionAttributeNames={"#account": "account_id", "#lookup": "lookup", "#failure": "last_failure",
+                                          "#status": "status"},
+                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in {
+                    ":account": account_id, ":lookup": account_shard(account_id),
+                    ":failure": {"event": event, "at": failed_at, "reason": reason.splitlines()[0][:300] if reason
+                                 else "", "attempts": attempts},
+                    ":purging": PURGING, ":purged": PURGED}.items()})
+        except (BotoCoreError, ClientError):  # the record failed already; this note must not fail it otherwise
+            return False
+        return True
+
+    def account_states(self, account_ids: list[str], attributes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The state items of these accounts (BatchGetItem, 100 a call; `attributes` projects them):
+        the scheduled health check reads what the Lookups index does not project."""
+        states: list[dict[str, Any]] = []
+        projection: dict[str, Any] = {}
+        if attributes:
+            projection = {"ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(attributes))),
+                          "ExpressionAttributeNames": {f"#a{i}": a for i, a in enumerate(attributes)}}
+        for start in range(0, len(account_ids), 100):
+            pending: dict[str, Any] = {self.table_name: {
+                "Keys": [account_key(a) for a in account_ids[start:start + 100]], **projection}}
+            for round_no in range(8):
+                if round_no:
+                    time.sleep(min(2.0, 0.05 * 2 ** round_no))  # throttled: back off before asking again
+                response = self._client.batch_get_item(RequestItems=pending)
+                states.extend(from_dynamodb(item) for item in response.get("Responses", {}).get(self.table_name, []))
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                raise RuntimeError("BatchGetItem left account states unread")
+        return states
+
     def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
                               synced_at: str) -> None:
         """Records days_synced; the status becomes partially_synced only when the account has none
@@ -176,7 +250,8 @@ class SyncStateStore:
 
     def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
                         names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
-                        adds: list[str] | None = None, condition: str | None = None) -> None:
+                        adds: list[str] | None = None, condition: str | None = None,
+                        return_old: bool = False) -> dict[str, Any]:
         names = {**names, "#account": "account_id", "#updated": "updated_at", "#lookup": "lookup"}
         values = {**values, ":account": account_id, ":updated": updated_at, ":lookup": account_shard(account_id)}
         # The shard never changes, so this SET never rewrites the index entry.
@@ -199,7 +274,7 @@ class SyncStateStore:
         }
         if condition:
             kwargs["ConditionExpression"] = condition
-        if user_id:
+        if user_id or return_old:
             kwargs["ReturnValues"] = "UPDATED_OLD"
         self.write_calls += 1
         response = self._client.update_item(**kwargs)
@@ -209,6 +284,8 @@ class SyncStateStore:
             self._client.put_item(TableName=self.table_name, Item={
                 "pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"},
                 "account_id": {"S": account_id}})
+        old: dict[str, Any] = response.get("Attributes") or {}
+        return old
 
     def account_state(self, account_id: str) -> dict[str, Any] | None:
         return self._get(account_key(account_id))

@@ -33,6 +33,8 @@ class SyncOptions:
     reconcile_recent_days: int = 30
     # The stack's Argyle API version: its data-set events are synced, the other version's archived.
     api: ApiVersion = UNSET_VERSION
+    # Record each message's real changes for change events (CHANGE_EVENT_BUS set).
+    track_changes: bool = False
 
 
 def iso_or_none(value: datetime | None) -> str | None:

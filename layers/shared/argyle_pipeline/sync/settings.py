@@ -82,6 +82,8 @@ class SyncSettings:
     reconcile_recent_days: int = 30
     # Activities expire (DynamoDB TTL) this many days after their last sync; 0 keeps them.
     activity_retention_days: int = 0
+    # The EventBridge bus change events go to (PublishChangeEvents); empty: none are published.
+    change_event_bus: str = ""
 
     @property
     def event_archive_seconds(self) -> int:
@@ -129,4 +131,5 @@ def sync_settings() -> SyncSettings:
         changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
         reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
         activity_retention_days=max(0, _int("ACTIVITY_RETENTION_DAYS", 0)),
+        change_event_bus=os.environ.get("CHANGE_EVENT_BUS", "").strip(),
     )
