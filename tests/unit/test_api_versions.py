@@ -329,3 +329,18 @@ def test_a_v2_reconcile_is_a_full_pass_that_finds_a_missed_gig_and_a_removed_one
     assert world.argyle.count_requests == []
     assert outcome["drift"] == {"missing": 1, "extra": 1, "stale": 0}
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+
+
+def test_the_subscription_check_of_a_v2_stack_requires_the_gig_events() -> None:
+    from argyle_pipeline.argyle.client import WebhookSubscription
+    from argyle_pipeline.sync.subscription_check import check_subscriptions, required_events
+
+    url = "https://hooks.example/webhooks/argyle"
+    v1_only = [WebhookSubscription(id="s1", url=url, events=list(sync_events(V1))),
+               WebhookSubscription(id="s2", url=url, events=["accounts.updated"])]
+
+    report = check_subscriptions(v1_only, url, required_events(V2))
+
+    # A v2 stack still subscribed as v1 gets none of its data-set events: all five are missing
+    assert not report.ok and report.missing == list(V2.data_events)
+    assert check_subscriptions(v1_only, url, required_events(V1)).ok
