@@ -70,8 +70,8 @@ lint: venv ## ruff and mypy
 
 typecheck: lint
 
-demo: venv ## The whole pipeline locally against the Argyle sandbox (faults, duplicates), checked exactly
-	$(PY) -m local_stack.demo
+demo: venv ## The whole pipeline locally against the Argyle sandbox (faults, duplicates), checked exactly; API v2 unless API=v1
+	$(PY) -m local_stack.demo --api $(or $(API),v2)
 
 dev: venv ## The local stack (moto, receiver over HTTP, sync, sandbox) until Ctrl-C; ports: MOTO_PORT...
 	$(PY) -m local_stack.dev

@@ -67,9 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compact", action="store_true", help="one line of JSON instead of indented")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    activities = commands.add_parser("activities", help="an account's stored activities (JSON array)")
+    activities = commands.add_parser("activities", help="an account's stored activities or gigs (JSON array)")
     activities.add_argument("account")
-    activities.add_argument("--from", dest="start_from", help="start_date at or after (ISO 8601, as Argyle writes)")
+    activities.add_argument("--from", dest="start_from",
+                            help="start at or after (ISO 8601, as Argyle writes it: v1 start_date, v2 start_datetime)")
     activities.add_argument("--to", dest="start_to", help="start_date at or before")
     activities.add_argument("--include-removed", action="store_true", help="also the removal tombstones")
     activities.add_argument("--items", action="store_true", help="whole table items, not just Argyle's objects")

@@ -7,7 +7,9 @@
     argyle-webhooks subscribe-stack --stack-name argyle-activity-sync [--revoke-previous | --previous-valid-hours N]
     argyle-webhooks doctor --stack-name argyle-activity-sync | --webhook-url URL
 
-Configuration: --api-url or ARGYLE_API_URL (default production); credentials from
+Configuration: --api-version or ARGYLE_API_VERSION (v1 | v2; default: the version --api-url names,
+else the stack's ArgyleApiVersion output for subscribe-stack --stack-name, else v2), --api-url or
+ARGYLE_API_URL (default: the version's production URL); credentials from
 ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets Manager secret
 {"api_key_id", "api_key_secret"}). --json prints JSON for scripts. Secrets are never printed.
 
@@ -42,12 +44,20 @@ from argyle_ops.operator_errors import (
 )
 from argyle_ops.stack_outputs import boto3_client
 from argyle_ops.stack_outputs import stack_outputs as read_stack_outputs
+from argyle_pipeline.argyle.api_versions import (
+    API_VERSIONS,
+    DEFAULT_STACK_VERSION,
+    ApiVersion,
+    UnknownApiVersion,
+    api_base_url,
+    api_version,
+    api_version_of_url,
+)
 from argyle_pipeline.argyle.client import (
-    DEFAULT_BASE_URL,
     ArgyleClient,
     WebhookSubscription,
 )
-from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVENTS
+from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, sync_events
 from argyle_pipeline.aws.secret_values import (
     DEFAULT_PREVIOUS_VALID_SECONDS,
     ArgyleCredentials,
@@ -55,7 +65,7 @@ from argyle_pipeline.aws.secret_values import (
     parse_argyle_credentials,
     rotated_webhook_secret_value,
 )
-from argyle_pipeline.sync.subscription_check import check_subscriptions
+from argyle_pipeline.sync.subscription_check import check_subscriptions, required_events
 
 # The operator tools' shared codes (argyle_ops/operator_errors.py), under this CLI's names.
 EXIT_OK = 0
@@ -88,7 +98,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     default = argparse.SUPPRESS if suppress else None
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
-        "--api-url", default=default, help=f"Argyle v1 base URL (env ARGYLE_API_URL; default {DEFAULT_BASE_URL})"
+        "--api-url", default=default, help="Argyle API base URL (env ARGYLE_API_URL; default: the version's "
+        "production URL, e.g. https://api.argyle.com/v2)"
+    )
+    parser.add_argument(
+        "--api-version", default=default, choices=sorted(API_VERSIONS),
+        help="Argyle API version (env ARGYLE_API_VERSION; default: the one --api-url names, else v2); "
+        "subscribe-stack subscribes its events",
     )
     parser.add_argument(
         "--credentials-secret-id",
@@ -277,12 +293,26 @@ def credentials(args: argparse.Namespace, fallback_secret_id: str | None = None)
         raise AwsError(f"secret {secret_id}: {exc}") from exc
 
 
-def make_client(args: argparse.Namespace, creds: ArgyleCredentials) -> ArgyleClient:
-    api_url = args.api_url or os.environ.get("ARGYLE_API_URL") or DEFAULT_BASE_URL
+def api_of(args: argparse.Namespace, stack_version: str | None = None) -> ApiVersion:
+    """--api-version, ARGYLE_API_VERSION, the version the API URL names, the stack's output, or v2."""
+    url = getattr(args, "api_url", None) or os.environ.get("ARGYLE_API_URL")
+    name = getattr(args, "api_version", None) or os.environ.get("ARGYLE_API_VERSION", "").strip()
     try:
+        if name:
+            return api_version(name)
+        named = api_version_of_url(url)
+        return named or api_version(stack_version or DEFAULT_STACK_VERSION.name)
+    except UnknownApiVersion as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def make_client(args: argparse.Namespace, creds: ArgyleCredentials, api: ApiVersion | None = None) -> ArgyleClient:
+    api = api or api_of(args)
+    try:
+        api_url = api_base_url(api, args.api_url or os.environ.get("ARGYLE_API_URL"))
         # A person is waiting: fewer, shorter retries than the sync uses.
-        return ArgyleClient(api_url, creds, max_attempts=3, backoff_cap=5.0, timeout=30.0)
-    except ValueError as exc:
+        return ArgyleClient(api_url, creds, max_attempts=3, backoff_cap=5.0, timeout=30.0, api=api)
+    except ValueError as exc:  # UnknownApiVersion included: a URL of the other version
         raise UsageError(str(exc)) from exc
 
 
@@ -377,8 +407,9 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
     if not webhook_url or not secret_id:
         raise AwsError(f"stack {args.stack_name} has no WebhookUrl / WebhookSecretArn output")
     _check_url(webhook_url, "the webhook URL")
-    events = _events(args.events) if args.events else list(SYNC_EVENTS)
-    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")))
+    api = api_of(args, outputs.get("ArgyleApiVersion"))
+    events = _events(args.events) if args.events else list(sync_events(api))
+    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")), api)
     # Argyle must answer before anything changes: wrong keys should not rotate the secret.
     existing = [s for s in client.list_webhooks() if s.url == webhook_url]
 
@@ -437,8 +468,9 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     if not webhook_url:
         raise UsageError("doctor needs --stack-name or --webhook-url")
     _check_url(webhook_url, "the webhook URL")
-    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")))
-    report = check_subscriptions(client.list_webhooks(), webhook_url)
+    api = api_of(args, outputs.get("ArgyleApiVersion"))
+    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")), api)
+    report = check_subscriptions(client.list_webhooks(), webhook_url, required_events(api))
     target = f"--stack-name {args.stack_name}" if args.stack_name else f"--webhook-url {webhook_url} --secret-id SECRET"
     fix = f"argyle-webhooks subscribe-stack {target}"
     if args.json:

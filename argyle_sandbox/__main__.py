@@ -14,12 +14,13 @@ import contextlib
 import json
 import sys
 
+from argyle_pipeline.argyle.api_versions import API_VERSIONS
 from argyle_sandbox.pagination import PAGINATION_MODES
 from argyle_sandbox.server import SandboxServer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="argyle-sandbox", description="A local Argyle v1 API and webhooks.")
+    parser = argparse.ArgumentParser(prog="argyle-sandbox", description="A local Argyle API (v1 or v2) and webhooks.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8010, help="port (0 picks a free one; default 8010)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic data (default 1)")
@@ -29,10 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--activities", type=int, default=200, help="activities per account at start")
     parser.add_argument("--years", type=float, default=3.0, help="years the start dates spread over")
     parser.add_argument(
+        "--api-version",
+        choices=sorted(API_VERSIONS),
+        default="v1",
+        help="v1 (/v1/activities, activities.* webhooks; the default) or v2 (/v2/gigs, gigs.* webhooks)",
+    )
+    parser.add_argument(
         "--pagination",
         choices=PAGINATION_MODES,
-        default="offset",
-        help="how GET /v1/activities pages: offset (DRF limit/offset, the default) or keyset (a stable cursor)",
+        default=None,
+        help="how the list pages: offset (DRF limit/offset, v1's default) or keyset (a stable cursor, v2's)",
     )
     parser.add_argument("--subscribe", metavar="URL", help="subscribe URL to every event before connecting")
     parser.add_argument("--secret", help="signing secret of --subscribe's subscription")
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         pagination=args.pagination,
+        api=args.api_version,
         verbose=args.verbose,
     )
     try:

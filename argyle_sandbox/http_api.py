@@ -1,5 +1,5 @@
-"""The sandbox's HTTP routes: Argyle's v1 API (activities, accounts, webhooks) and a /_sandbox
-control plane.
+"""The sandbox's HTTP routes: Argyle's API of the sandbox's version (v1: /v1/activities; v2:
+/v2/gigs; accounts and webhooks under the same prefix) and a /_sandbox control plane.
 
 Errors follow Django REST framework, which Argyle's v1 API answers with (see api_errors.py);
 lists page as pagination.py says. Every /v1 route needs HTTP Basic auth; the /_sandbox control
@@ -20,12 +20,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pydantic import ValidationError
 
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 from argyle_pipeline.timestamps import parse_timestamp
 from argyle_sandbox.api_errors import ApiError, field_error
 from argyle_sandbox.pagination import decode_cursor, encode_cursor, offset_links, parse_limit, parse_offset
 from argyle_sandbox.scenario import check_error_code
 from argyle_sandbox.state import StartRange, subscription_config
-from argyle_sandbox.synthetic import render
+from argyle_sandbox.synthetic import render_object
 
 if TYPE_CHECKING:
     from argyle_sandbox.server import SandboxServer
@@ -48,9 +49,9 @@ def _instant(query: dict[str, str], name: str, end_of_day: bool) -> float | None
     return value
 
 
-def start_range(query: dict[str, str]) -> StartRange:
-    first = _instant(query, "from_start_date", end_of_day=False)
-    last = _instant(query, "to_start_date", end_of_day=True)
+def start_range(query: dict[str, str], api: ApiVersion = V1) -> StartRange:
+    first = _instant(query, api.from_filter, end_of_day=False)
+    last = _instant(query, api.to_filter, end_of_day=True)
     # Starts are whole seconds: round the bounds inward.
     first_s = None if first is None else int(-(-first // 1))
     last_s = None if last is None else int(last // 1)
@@ -147,7 +148,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             if segments[:1] != ["_sandbox"] and not self._authorized():
                 raise ApiError(401, {"detail": "Invalid username/password."}, {"WWW-Authenticate": 'Basic realm="api"'})
             route = self._route(method, segments)
-            if segments and segments[0] == "v1":
+            if segments and segments[0] == self.sandbox.api.name:
                 self._apply_faults()
             status, body = route(self, segments, query)
         except ApiError as exc:
@@ -171,14 +172,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, segments: list[str]) -> Route:
         shape = tuple(segments[:2]) + (("{id}",) if len(segments) == 3 else ())
+        version, objects = self.sandbox.api.name, self.sandbox.api.objects
         routes: dict[tuple[str, tuple[str, ...]], Route] = {
-            ("GET", ("v1", "activities")): SandboxHandler.list_activities,
-            ("GET", ("v1", "activities", "{id}")): SandboxHandler.get_activity,
-            ("GET", ("v1", "accounts", "{id}")): SandboxHandler.get_account,
-            ("GET", ("v1", "webhooks")): SandboxHandler.list_webhooks,
-            ("POST", ("v1", "webhooks")): SandboxHandler.create_webhook,
-            ("GET", ("v1", "webhooks", "{id}")): SandboxHandler.get_webhook,
-            ("DELETE", ("v1", "webhooks", "{id}")): SandboxHandler.delete_webhook,
+            ("GET", (version, objects)): SandboxHandler.list_activities,
+            ("GET", (version, objects, "{id}")): SandboxHandler.get_activity,
+            ("GET", (version, "accounts", "{id}")): SandboxHandler.get_account,
+            ("GET", (version, "webhooks")): SandboxHandler.list_webhooks,
+            ("POST", (version, "webhooks")): SandboxHandler.create_webhook,
+            ("GET", (version, "webhooks", "{id}")): SandboxHandler.get_webhook,
+            ("DELETE", (version, "webhooks", "{id}")): SandboxHandler.delete_webhook,
             ("GET", ("_sandbox", "truth")): SandboxHandler.control_truth,
             ("GET", ("_sandbox", "faults")): SandboxHandler.control_faults,
             ("POST", ("_sandbox", "faults")): SandboxHandler.control_faults,
@@ -207,25 +209,37 @@ class SandboxHandler(BaseHTTPRequestHandler):
         origin = self.sandbox.faults.foreign_next_host or f"http://{self.headers.get('Host') or self.sandbox.host}"
         return f"{origin.rstrip('/')}{path}?{urlencode(query)}"
 
-    # --- /v1/activities -------------------------------------------------------------------------
+    # --- /v1/activities, /v2/gigs --------------------------------------------------------------
 
     def list_activities(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
         # Every parameter is checked before anything (a fault's scan included) happens.
-        limit = parse_limit(query)
-        window = start_range(query)
-        account = query.get("account") or None
         sandbox = self.sandbox
+        api = sandbox.api
+        path = f"/{api.name}{api.list_path}"
+        limit = parse_limit(query)
+        after, carried = decode_cursor(query["cursor"]) if query.get("cursor") else (None, None)
+        filter_names = ("account", api.from_filter, api.to_filter)
+        if carried is not None:
+            # v2: the cursor's own filters; a request that names others does not continue this listing.
+            if any(query.get(name) and query[name] != carried.get(name) for name in filter_names):
+                raise field_error("cursor", "The cursor belongs to a listing with other filters.")
+            query = {**query, **carried}
+        window = start_range(query, api)
+        account = query.get("account") or None
         if sandbox.settings.pagination == "keyset":
-            after = decode_cursor(query["cursor"]) if query.get("cursor") else None
             if account is not None and after is not None:
                 sandbox.scenario.scan_before_page(account, window, after=after)
             page = sandbox.state.page(account, window, after, limit)
             next_link = None
             if page.next_after is not None:
-                params = {k: v for k, v in query.items() if k != "cursor"}
-                params["limit"] = str(limit)
-                params["cursor"] = encode_cursor(page.next_after)
-                next_link = self._url("/v1/activities", params)
+                if api.pagination == "keyset":  # the version's own keyset: the cursor carries the filters
+                    filters = {name: query[name] for name in filter_names if query.get(name)}
+                    params = {"limit": str(limit), "cursor": encode_cursor(page.next_after, filters)}
+                else:
+                    params = {k: v for k, v in query.items() if k != "cursor"}
+                    params["limit"] = str(limit)
+                    params["cursor"] = encode_cursor(page.next_after)
+                next_link = self._url(path, params)
             previous_link = None
         else:
             offset = parse_offset(query)
@@ -233,16 +247,19 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 sandbox.scenario.scan_before_page(account, window, offset=offset)
             page = sandbox.state.offset_page(account, window, offset, limit)
             next_query, previous_query = offset_links(query, offset, limit, page.count)
-            next_link = None if next_query is None else self._url("/v1/activities", next_query)
-            previous_link = None if previous_query is None else self._url("/v1/activities", previous_query)
-        results = [render(acc, rec) for acc, rec in page.items]
-        return 200, {"count": page.count, "next": next_link, "previous": previous_link, "results": results}
+            next_link = None if next_query is None else self._url(path, next_query)
+            previous_link = None if previous_query is None else self._url(path, previous_query)
+        results = [render_object(acc, rec, api) for acc, rec in page.items]
+        body: dict[str, Any] = {"next": next_link, "previous": previous_link, "results": results}
+        if api.list_counts:  # v2 documents no count
+            body = {"count": page.count, **body}
+        return 200, body
 
     def get_activity(self, segments: list[str], query: dict[str, str]) -> tuple[int, Any]:
         found = self.sandbox.state.find(segments[2])
         if found is None:
             raise ApiError(404, {"detail": "Not found."})
-        return 200, render(*found)
+        return 200, render_object(*found, self.sandbox.api)
 
     # --- /v1/accounts ---------------------------------------------------------------------------
 
@@ -325,8 +342,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         next_query, previous_query = offset_links(query, offset, limit, len(subs))
         return 200, {
             "count": len(subs),
-            "next": None if next_query is None else self._url("/v1/webhooks", next_query),
-            "previous": None if previous_query is None else self._url("/v1/webhooks", previous_query),
+            "next": None if next_query is None else self._url(f"/{self.sandbox.api.name}/webhooks", next_query),
+            "previous": None if previous_query is None else self._url(f"/{self.sandbox.api.name}/webhooks",
+                                                                       previous_query),
             "results": results,
         }
 

@@ -1,6 +1,10 @@
 """How /v1 lists page: Django REST framework's LimitOffsetPagination (the default: v1's
 `{count, next, previous, results}` is its shape) or a keyset cursor (what v2 documents).
 
+v2's keyset cursor also carries the listing's filters (API-NOTES.md: follow `next` as given), so
+its `next` link holds only `cursor` and `limit`; a request that sends the cursor with other
+filters than the cursor's is refused (400), as a keyset cursor is only valid for its own listing.
+
 An offset is a position, counted afresh at every request: a change at Argyle before the offset,
 between two page requests, shifts what the following page holds (a removal skips a live item, an
 addition repeats one). A keyset cursor names the last item served, so changes move nothing.
@@ -74,16 +78,25 @@ def offset_links(
     return next_query, previous_query
 
 
-def encode_cursor(key: SortKey) -> str:
-    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode().rstrip("=")
+def encode_cursor(key: SortKey, filters: dict[str, str] | None = None) -> str:
+    """The last key served; with `filters`, the listing's filters too (v2's cursor)."""
+    value: list[object] = [key[0], key[1]]
+    if filters is not None:
+        value.append(dict(sorted(filters.items())))
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> SortKey:
+def decode_cursor(text: str) -> tuple[SortKey, dict[str, str] | None]:
+    """(last key served, the filters it carries or None)."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value = json.loads(raw)
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and isinstance(value[1], str):
-            return value[0], value[1]
+        if (isinstance(value, list) and len(value) in (2, 3) and isinstance(value[0], int)
+                and isinstance(value[1], str)):
+            filters = value[2] if len(value) == 3 else None
+            if filters is None or (isinstance(filters, dict)
+                                   and all(isinstance(v, str) for v in filters.values())):
+                return (value[0], value[1]), filters
     except (binascii.Error, ValueError):
         pass
     raise field_error("cursor", "Invalid cursor.")

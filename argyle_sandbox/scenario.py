@@ -1,5 +1,8 @@
 """What Argyle's scans do to the data, and the webhooks its documentation promises for each.
 
+The event names below are v1's; a v2 sandbox sends each one's `gigs.*` twin (ids in
+`updated_gigs` / `removed_gigs`), and v2's `users.fully_synced` after every account's first scan.
+
 - connect_account: the initial scan. `accounts.connected`, then per subscription
   `activities.partially_synced` (its config.days_synced, default 30; skipped when that window
   already holds every activity, as the docs allow), `activities.fully_synced`,
@@ -35,6 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 from argyle_pipeline.receiving.signature import sign
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
@@ -89,8 +93,9 @@ def webhook_body(event: str, name: str, data: dict[str, Any]) -> bytes:
 
 
 class Scenario:
-    def __init__(self, state: SandboxState, outbox: Outbox, faults: Faults) -> None:
+    def __init__(self, state: SandboxState, outbox: Outbox, faults: Faults, api: ApiVersion = V1) -> None:
         self.state = state
+        self.api = api  # whose events it sends: activities.* (v1) or gigs.* (v2)
         self.outbox = outbox
         self.faults = faults
         self.page_shifts: list[PageShift] = []  # every scan the page_shift_* faults caused
@@ -132,8 +137,8 @@ class Scenario:
         account.fully_synced = True
         state.mark_scanned(account)
         messages: list[tuple[str, dict[str, Any] | None]] = [
-            ("activities.partially_synced", None),  # per subscription, below
-            ("activities.fully_synced", self._available(account)),
+            (self.api.event("partially_synced"), None),  # per subscription, below
+            (self.api.event("fully_synced"), self._available(account)),
         ]
         deliveries = connected
         for event, data in messages:
@@ -145,7 +150,9 @@ class Scenario:
         user = state.users[account.user]
         others = [state.accounts[a] for a in user.accounts]
         # An account that failed to connect has no data to sync: it does not hold the user back.
-        if all(a.fully_synced or a.connection_status == "error" for a in others):
+        # v2 sends it again whenever another account of the user finishes (API-NOTES.md).
+        if self.api.user_synced_per_account or all(
+                a.fully_synced or a.connection_status == "error" for a in others):
             data = self._user_payload(user.id)
             subscribers = state.subscribers("users.fully_synced")
             deliveries += [self._delivery(sub.id, "users.fully_synced", data) for sub in subscribers]
@@ -248,8 +255,8 @@ class Scenario:
             if unknown or not ids:
                 raise ValueError(f"not activities of account {account_id}: {unknown or 'none given'}")
             data = self._changed(account, [account.records[i] for i in ids], "removed")
-            subscribers = state.subscribers("activities.removed")
-            deliveries = [self._delivery(sub.id, "activities.removed", data) for sub in subscribers]
+            event = self.api.event("removed")
+            deliveries = [self._delivery(sub.id, event, data) for sub in state.subscribers(event)]
         self._queue(deliveries)
         return list(ids)
 
@@ -335,9 +342,9 @@ class Scenario:
         """`activities.added` / `.updated` / `.removed` to their subscribers, each only when something changed."""
         deliveries = []
         for event, records, prefix in (
-            ("activities.added", added, "added"),
-            ("activities.updated", updated, "updated"),
-            ("activities.removed", removed, "removed"),
+            (self.api.event("added"), added, "added"),
+            (self.api.event("updated"), updated, "updated"),
+            (self.api.event("removed"), removed, "removed"),
         ):
             if not records:
                 continue
@@ -356,7 +363,7 @@ class Scenario:
             f"{prefix}_count": len(records),
         }
         if prefix != "added":
-            data[f"{prefix}_activities"] = [r.id for r in records]
+            data[self.api.ids_field(prefix)] = [r.id for r in records]
         available = self._available(account)
         data.update({k: v for k, v in available.items() if k.startswith("available_")})
         return data
@@ -365,16 +372,20 @@ class Scenario:
         user = self.state.users[user_id]
         # Accounts that failed to connect are not connected providers.
         accounts = [self.state.accounts[a] for a in user.accounts if self.state.accounts[a].fully_synced]
-        return {
-            "user": user.id,
-            "resource": {
-                "id": user.id,
-                "data_providers_connected": sorted({a.link_item for a in accounts}),
-                "employers_connected": sorted({a.employer for a in accounts}),
-                "external_metadata": dict(user.external_metadata),
-                "created_at": iso_micros(user.created_us),
-            },
+        # v2 lists connected accounts; v1 the data providers (link items).
+        connections = (sorted(a.id for a in accounts) if self.api.user_synced_per_account
+                       else sorted({a.link_item for a in accounts}))
+        resource: dict[str, Any] = {
+            "id": user.id,
+            self.api.user_connections_field: connections,
+            "employers_connected": sorted({a.employer for a in accounts}),
+            "external_metadata": dict(user.external_metadata),
+            "created_at": iso_micros(user.created_us),
         }
+        if self.api.user_synced_per_account:  # v2's resource: items and external id
+            resource["items_connected"] = sorted({a.link_item for a in accounts})
+            resource["external_id"] = None
+        return {"user": user.id, "resource": resource}
 
     # --- delivery -------------------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """SandboxServer: the sandbox as one object, for tests, the local stack and `python -m argyle_sandbox`.
 
 with SandboxServer(seed=1, api_key_id="k", api_key_secret="s", pagination="offset") as sb:
+    # api_version="v2" serves /v2/gigs (keyset pages), gigs.* webhooks and v2's users.fully_synced
     sb.subscribe("http://127.0.0.1:8080/webhooks/argyle", events=["*"], secret="x")
     user_id, account_id = sb.connect_account(n_activities=1000)
     sb.wait_for_deliveries(10)
-    client = ArgyleClient(sb.base_url, ArgyleCredentials("k", "s"))
+    client = ArgyleClient(sb.base_url, ArgyleCredentials("k", "s"), api=sb.api)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import ApiVersion, api_version
 from argyle_sandbox.delivery import Delivery, Outbox
 from argyle_sandbox.faults import Faults
 from argyle_sandbox.http_api import SandboxHTTPServer
@@ -34,7 +36,8 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         now: datetime = DEFAULT_NOW,
-        pagination: PaginationMode = "offset",
+        pagination: PaginationMode | None = None,
+        api: ApiVersion | str = "v1",
         delivery_attempts: int = 5,
         delivery_backoff: float = 0.2,
         delivery_timeout: float = 5.0,
@@ -45,12 +48,15 @@ class SandboxServer:
         self.host = host
         self._requested_port = port
         self.verbose = verbose
-        self.state = SandboxState(seed=seed, now=now)
-        # "offset" (DRF's LimitOffsetPagination, as v1's list shape implies) or "keyset"
-        self.settings = SandboxSettings(pagination=pagination)
+        # The API version it serves: v1 (activities) or v2 (gigs); UnknownApiVersion (a ValueError) otherwise.
+        self.api = api if isinstance(api, ApiVersion) else api_version(api)
+        self.state = SandboxState(seed=seed, now=now, api=self.api)
+        # "offset" (DRF's LimitOffsetPagination, as v1's list shape implies) or "keyset" (v2's);
+        # by default the version's own.
+        self.settings = SandboxSettings(pagination=pagination or self.api.pagination)
         self.faults = Faults()
         self.outbox = Outbox(max_attempts=delivery_attempts, backoff=delivery_backoff, timeout=delivery_timeout)
-        self.scenario = Scenario(self.state, self.outbox, self.faults)
+        self.scenario = Scenario(self.state, self.outbox, self.faults, self.api)
         self._httpd: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,8 +115,8 @@ class SandboxServer:
 
     @property
     def base_url(self) -> str:
-        """What ArgyleClient and ARGYLE_API_URL take: http://127.0.0.1:PORT/v1."""
-        return f"{self.root_url}/v1"
+        """What ArgyleClient and ARGYLE_API_URL take: http://127.0.0.1:PORT/v1 (or /v2)."""
+        return f"{self.root_url}/{self.api.name}"
 
     # --- scenario -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 from argyle_sandbox.synthetic import (
     EMPLOYERS,
     NULL_START_KEY,
@@ -27,8 +28,8 @@ from argyle_sandbox.synthetic import (
     User,
     iso_micros,
     new_uuid,
-    render,
     render_account,
+    render_object,
 )
 
 # The sandbox's clock starts here (not at the wall clock), so a seed always gives the same data.
@@ -127,8 +128,9 @@ class StartRange:
 
 
 class SandboxState:
-    def __init__(self, seed: int = 1, now: datetime = DEFAULT_NOW) -> None:
+    def __init__(self, seed: int = 1, now: datetime = DEFAULT_NOW, api: ApiVersion = V1) -> None:
         self.seed = seed
+        self.api = api  # whose objects (activities or gigs) the API and the truth render
         self.lock = threading.RLock()
         self._rng = random.Random(seed)
         self._ids = random.Random(seed * 7919 + 1)  # subscription ids: independent of data order
@@ -200,7 +202,7 @@ class SandboxState:
         """The account object, as GET /v1/accounts/{id} answers it; KeyError when unknown or revoked."""
         with self.lock:
             account = self.account(account_id)
-            return render_account(account, *self.date_span(account))
+            return render_account(account, *self.date_span(account), api=self.api)
 
     def mark_scanned(self, account: Account) -> None:
         """A scan of the account ended now: scanned_at (and so the account object) changes. The
@@ -375,7 +377,7 @@ class SandboxState:
         with self.lock:
             account = self.account(account_id)
             records = [account.records[key[1]] for key in account.keys]
-        return [render(account, rec) for rec in records]
+        return [render_object(account, rec, self.api) for rec in records]
 
     def date_span(self, account: Account) -> tuple[int | None, int | None]:
         """(oldest, newest) start of the account's dated activities."""

@@ -1,4 +1,5 @@
-"""Deterministic synthetic Argyle data: compact records, rendered into full v1 documents on demand.
+"""Deterministic synthetic Argyle data: compact records, rendered into full v1 activities or v2
+gigs on demand (`render_object`: the API version's shape of the same record).
 
 A record holds only what changes (ids, start, timestamps, a revision) and a per-activity seed;
 everything else (income, locations, circumstances...) is drawn from that seed whenever the
@@ -14,6 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 
 # (employer, link_item, activity type, service types)
 EMPLOYERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -227,6 +230,51 @@ def render(account: Account, rec: ActivityRecord) -> dict[str, Any]:
     }
 
 
+def render_gig(account: Account, rec: ActivityRecord) -> dict[str, Any]:
+    """The same record as Argyle's v2 API returns a gig (API-NOTES.md, "API v2"): `start_datetime`
+    / `end_datetime`, `task_count`, `task_details`, `income` with `customer_price` and `other`, no
+    v1-only fields (link_item, data_partner, all_timestamps, route, complete_data_available)."""
+    doc = render(account, rec)
+    income = doc.pop("income")
+    stamps = doc.pop("all_timestamps")
+    tasks = doc.pop("num_tasks")
+    for legacy in ("link_item", "data_partner", "route", "complete_data_available"):
+        doc.pop(legacy)
+    gig: dict[str, Any] = {
+        "id": doc.pop("id"),
+        "account": doc.pop("account"),
+        "start_datetime": doc.pop("start_date"),
+        "end_datetime": doc.pop("end_date"),
+        "task_count": tasks,
+        "task_details": {"events": [], "orders": [{"id": f"order-{rec.serial}", "items": tasks}] if tasks else []},
+        "income": {
+            "currency": income["currency"],
+            "total_charge": income["total_charge"],
+            "customer_price": income["total_charge"],
+            "fees": income["fees"],
+            "total": income["total"],
+            "pay": income["pay"],
+            "tips": income["tips"],
+            "bonus": income["bonus"],
+            "other": "0.00" if stamps.get("cancel_at") is None else None,
+        },
+        **doc,
+    }
+    gig["all_datetimes"] = {k: v for k, v in doc["all_datetimes"].items() if k not in ("break_start", "break_end")}
+    gig["all_datetimes"]["breaks"] = (
+        [{"start": doc["all_datetimes"]["break_start"], "end": doc["all_datetimes"]["break_end"]}]
+        if doc["all_datetimes"].get("break_start") else [])
+    return gig
+
+
+# Each version's shape of a record, by the version's objects ("activities" / "gigs").
+_RENDERERS = {"activities": render, "gigs": render_gig}
+
+
+def render_object(account: Account, rec: ActivityRecord, api: ApiVersion = V1) -> dict[str, Any]:
+    return _RENDERERS[api.objects](account, rec)
+
+
 # What Argyle says for a few connection error codes; any other snake_case code gets the generic
 # message (Argyle adds codes, and tests may send codes the sandbox has never heard of).
 CONNECTION_ERROR_MESSAGES: dict[str, str] = {
@@ -243,10 +291,10 @@ def connection_error_message(code: str) -> str:
     return CONNECTION_ERROR_MESSAGES.get(code, f"The connection failed ({code}).")
 
 
-def render_account(account: Account, oldest: int | None, newest: int | None) -> dict[str, Any]:
+def render_account(account: Account, oldest: int | None, newest: int | None, api: ApiVersion = V1) -> dict[str, Any]:
     """The account object (GET /v1/accounts/{id}, an accounts.* webhook's data.resource).
-    `oldest`/`newest` are its dated activities' first and last start. `availability.activities`
-    is modelled on v2's `availability.gigs`."""
+    `oldest`/`newest` are its dated activities' first and last start. `availability.gigs` is v2's;
+    v1's `availability.activities` is modelled on it."""
     failed = account.connection_status == "error"
     return {
         "id": account.id,
@@ -264,7 +312,7 @@ def render_account(account: Account, oldest: int | None, newest: int | None) -> 
             "updated_at": iso_micros(account.connection_updated_us or account.created_us),
         },
         "availability": {
-            "activities": {
+            api.objects: {
                 "status": "synced" if account.fully_synced else "failed",
                 "updated_at": None if account.scanned_us is None else iso_micros(account.scanned_us),
                 "available_count": len(account.records),

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "freshness", "load"], help="run one group")
     parser.add_argument("--sizes", default="1000,10000,100000", help="sync: activities per account")
+    parser.add_argument("--apis", default="v1,v2", help="sync: Argyle API versions (v1 activities, v2 gigs)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     print(f"# bench on {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "sync"):
         from bench.sync_bench import run_sync_bench
 
-        results += run_sync_bench(sizes=[int(n) for n in args.sizes.split(",")])
+        results += run_sync_bench(sizes=[int(n) for n in args.sizes.split(",")], apis=tuple(args.apis.split(",")))
     if args.only in (None, "reconcile"):
         from bench.reconcile_bench import run_reconcile_bench
 

@@ -51,7 +51,7 @@ def run_reconcile_bench(n: int = 10_000) -> list[dict[str, Any]]:
             _, account = sandbox.connect_account(n_activities=n)
             stack = _fresh_stack(endpoint, "benchrec")
             os.environ.update({**_aws_environment(endpoint), **stack.environment(),
-                               "ARGYLE_API_URL": sandbox.base_url})
+                               "ARGYLE_API_URL": sandbox.base_url, "ARGYLE_API_VERSION": sandbox.api.name})
             sync_settings.cache_clear()
             client = ArgyleClient(sandbox.base_url, ArgyleCredentials(KEY_ID, KEY_SECRET), page_limit=200)
             runtime = sync_handler.build_runtime(sync_settings(), argyle=client, fetchers=[client],

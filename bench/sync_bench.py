@@ -1,4 +1,5 @@
-"""Sync benchmark: one account's activities.fully_synced for N = 1,000, 10,000 and 100,000 activities,
+"""Sync benchmark: one account's activities.fully_synced (API v1) and gigs.fully_synced (API v2: gigs,
+keyset pages) for N = 1,000, 10,000 and 100,000 activities,
 through the real handler, against moto's server and the Argyle sandbox over HTTP; then a naive sync
 (pages of 10, one PutItem per activity) of the same data, and the ratio of the two.
 
@@ -7,8 +8,8 @@ child process, so that the child's peak RSS is the sync's memory alone (the 100,
 moto and the sandbox are elsewhere). The handler runs as Lambda would run it: SQS messages from the
 queue as Lambda-shaped events, a 900 s context, continuations when that budget runs low.
 
-Targets: Argyle calls = ceil(N/200); activity write calls = ceil(N/25); peak memory at 100,000 no
-more than 30 MB above that at 1,000.
+Targets, the same for both versions: Argyle calls = ceil(N/200); activity write calls = ceil(N/25);
+peak memory at 100,000 no more than 30 MB above that at 1,000.
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def _ours(job: dict[str, Any], out: Any) -> None:
     _count_calls(dynamodb, counts)
     settings = sync_settings()
     credentials = ArgyleCredentials(KEY_ID, KEY_SECRET)
-    clients = [ArgyleClient(settings.argyle_api_url, credentials, page_limit=200) for _ in range(3)]
+    clients = [ArgyleClient(settings.argyle_api_url, credentials, page_limit=200, api=settings.argyle_api)
+               for _ in range(3)]
     sync_handler.set_runtime(sync_handler.build_runtime(settings, argyle=clients[0], fetchers=clients[1:],
                                                         dynamodb=dynamodb))
     sqs = boto3.client("sqs")
     body = job["body"].encode()
     EventQueue(settings.queue_url, sqs).send(QueuedEvent(
-        body=body, event_name="activities.fully_synced", group_id=f"account:{job['account']}",
+        body=body, event_name=settings.argyle_api.event("fully_synced"), group_id=f"account:{job['account']}",
         dedupe_key=dedupe_key(body), correlation_id="bench", received_at_ms=int(time.time() * 1000)))
     baseline = _peak_rss_mb()
     invocations = failed = 0
@@ -140,6 +142,7 @@ def _naive(job: dict[str, Any], out: Any) -> None:
     os.environ.update(job["env"])
     import boto3
 
+    from argyle_pipeline.argyle.api_versions import api_version
     from argyle_pipeline.argyle.client import ArgyleClient
     from argyle_pipeline.aws.activity_store import activity_item
     from argyle_pipeline.aws.secret_values import ArgyleCredentials
@@ -148,7 +151,7 @@ def _naive(job: dict[str, Any], out: Any) -> None:
     counts: dict[str, int] = {}
     _count_calls(dynamodb, counts)
     client = ArgyleClient(job["env"]["ARGYLE_API_URL"], ArgyleCredentials(KEY_ID, KEY_SECRET), page_limit=10,
-                          max_pages=1_000_000)
+                          max_pages=1_000_000, api=api_version(job["env"]["ARGYLE_API_VERSION"]))
     baseline = _peak_rss_mb()
     started = time.perf_counter()
     synced_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -188,12 +191,20 @@ def _webhook(sandbox: Any, account: str) -> str:
     start, end = sandbox.available_range(account)
     data = {"account": account, "user": sandbox.state.account(account).user, "available_from": start,
             "available_to": end, "available_count": len(sandbox.state.account(account).records)}
-    return json.dumps({"event": "activities.fully_synced", "name": "bench", "data": data})
+    return json.dumps({"event": sandbox.api.event("fully_synced"), "name": "bench", "data": data})
 
 
-def run_sync_bench(sizes: list[int] | None = None, *, naive_up_to: int | None = None) -> list[dict[str, Any]]:
-    """Print and return one row per N. `naive_up_to`: skip the naive run above this N (default: none
-    skipped; SYNC_BENCH_NAIVE_UP_TO overrides)."""
+def run_sync_bench(sizes: list[int] | None = None, *, naive_up_to: int | None = None,
+                   apis: tuple[str, ...] = ("v1", "v2")) -> list[dict[str, Any]]:
+    """Print and return one row per API version and N. `naive_up_to`: skip the naive run above this
+    N (default: none skipped; SYNC_BENCH_NAIVE_UP_TO overrides)."""
+    rows: list[dict[str, Any]] = []
+    for api in apis:
+        rows += _run_sync_bench_of(api, sizes, naive_up_to)
+    return rows
+
+
+def _run_sync_bench_of(api: str, sizes: list[int] | None, naive_up_to: int | None) -> list[dict[str, Any]]:
     sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT / "functions" / "sync"), str(ROOT)]
     from argyle_sandbox.server import SandboxServer
 
@@ -204,23 +215,24 @@ def run_sync_bench(sizes: list[int] | None = None, *, naive_up_to: int | None = 
     saved_env = dict(os.environ)
     os.environ.update(_aws_environment(endpoint))
     rows: list[dict[str, Any]] = []
-    print("\n## Sync: one account's activities.fully_synced (moto server + sandbox over HTTP)")
+    print(f"\n## Sync, API {api}: one account's fully_synced (moto server + sandbox over HTTP)")
     print(f"{'N':>8} {'run':>6} {'wall s':>8} {'act/s':>8} {'Argyle calls':>13} {'target':>7} "
           f"{'act. writes':>11} {'target':>7} {'all writes':>10} {'peak MB':>8} {'+base MB':>8}")
     try:
-        with SandboxServer(seed=5, api_key_id=KEY_ID, api_key_secret=KEY_SECRET) as sandbox:
+        with SandboxServer(seed=5, api_key_id=KEY_ID, api_key_secret=KEY_SECRET, api=api) as sandbox:
             for n in sizes:
                 _, account = sandbox.connect_account(n_activities=n)
-                stack = _fresh_stack(endpoint, f"bench{n}")
-                env = {**_aws_environment(endpoint), **stack.environment(), "ARGYLE_API_URL": sandbox.base_url}
+                stack = _fresh_stack(endpoint, f"bench{api}{n}")
+                env = {**_aws_environment(endpoint), **stack.environment(), "ARGYLE_API_URL": sandbox.base_url,
+                       "ARGYLE_API_VERSION": sandbox.api.name}
                 ours = _run_child(_ours, {"env": env, "account": account, "body": _webhook(sandbox, account)})
-                row: dict[str, Any] = {"bench": "sync", "n": n, **ours,
+                row: dict[str, Any] = {"bench": "sync", "api": api, "n": n, **ours,
                                        "activities_per_s": n / ours["wall_s"],
                                        "argyle_calls_target": math.ceil(n / 200),
                                        "activity_write_calls_target": math.ceil(n / 25)}
                 _print_row(n, "ours", row, row["argyle_calls_target"], row["activity_write_calls_target"])
                 if naive_up_to is None or n <= naive_up_to:
-                    naive_stack = _fresh_stack(endpoint, f"naive{n}")
+                    naive_stack = _fresh_stack(endpoint, f"naive{api}{n}")
                     naive = _run_child(_naive, {"env": env, "account": account,
                                                 "table": naive_stack.tables["ActivitiesTable"]})
                     row["naive"] = naive

@@ -8,6 +8,9 @@ sends, a signed removal of activities Argyle still has), sends a forged webhook,
 then compares DynamoDB with the sandbox's truth. Each step is announced as it starts. Exits 0 only
 if the copy is exact.
 
+Argyle's API v2 (gigs, gigs.* webhooks) by default, as a new stack; `--api v1` (`make demo API=v1`)
+runs the same story on v1 (activities, offset pages that shift under a listing).
+
 `python -m local_stack.demo --samples` instead runs the receiver on every sample in events/.
 """
 
@@ -71,14 +74,19 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 def compare(stack: Any, sandbox: Any, accounts: list[str]) -> tuple[int, int, list[str]]:
     """(stored, expected, problems): every account's stored activities against the sandbox's truth."""
-    from argyle_pipeline.aws.activity_store import ActivityStore
+    from argyle_pipeline.aws.activity_store import ActivityStore, stored_api_version
 
     store = ActivityStore(stack.outputs()["ActivitiesTableName"])
     stored_total = expected_total = 0
     problems: list[str] = []
     for account in accounts:
         truth = {doc["id"]: doc for doc in sandbox.truth(account)}
-        stored = {item["activity_id"]: item["activity"] for item in store.activities(account)}
+        items = list(store.activities(account))
+        stored = {item["activity_id"]: item["activity"] for item in items}
+        # Every item says which API's object it holds (none: written before v2, i.e. v1).
+        versions = {stored_api_version(item) for item in items} - {sandbox.api.name}
+        if versions:
+            problems.append(f"account {account}: items of API {', '.join(sorted(versions))}")
         stored_total += len(stored)
         expected_total += len(truth)
         missing, extra = truth.keys() - stored.keys(), stored.keys() - truth.keys()
@@ -94,7 +102,8 @@ def subscribe_stack(stack: Any, sandbox: Any) -> None:
     from argyle_ops import webhooks_cli
 
     outputs = stack.outputs()
-    args = ["--api-url", sandbox.base_url, "subscribe-stack", "--webhook-url", outputs["WebhookUrl"],
+    args = ["--api-url", sandbox.base_url, "--api-version", sandbox.api.name,
+            "subscribe-stack", "--webhook-url", outputs["WebhookUrl"],
             "--secret-id", outputs["WebhookSecretArn"], "--endpoint-url", stack.aws_endpoint]
     env = {"ARGYLE_API_KEY_ID": sandbox.api_key_id, "ARGYLE_API_KEY_SECRET": sandbox.api_key_secret}
     out = io.StringIO()
@@ -104,7 +113,7 @@ def subscribe_stack(stack: Any, sandbox: Any) -> None:
         raise SystemExit(f"argyle-webhooks subscribe-stack failed ({code}): {out.getvalue()}")
 
 
-def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
+def full_demo(seed: int, accounts_plan: list[list[int]], scans: int, api_name: str = "v2") -> int:
     from argyle_pipeline.receiving.signature import sign
     from argyle_sandbox.server import SandboxServer
     from local_stack.dev_config import SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
@@ -122,13 +131,17 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     with open(log_path, "w", encoding="utf-8") as log_file:
         sys.stdout = log_file  # the functions' JSON logs go to the file, the story to the terminal
         try:
-            with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET) as sb:
+            with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET,
+                               api=api_name) as sb:
+                api = sb.api
                 events_path = ROOT / ".local-stack" / "demo-change-events.jsonl"
                 events_path.unlink(missing_ok=True)
                 config = StackConfig(argyle_api_url=sb.base_url, argyle_api_key_id=SANDBOX_API_KEY_ID,
-                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, retry_delays=DEMO_RETRY_DELAYS,
-                                     change_events=True, change_events_file=events_path)
-                say(f"Argyle sandbox up: {sb.base_url}; starting the local stack (moto, receiver, sync)...")
+                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, argyle_api_version=api.name,
+                                     retry_delays=DEMO_RETRY_DELAYS, change_events=True,
+                                     change_events_file=events_path)
+                say(f"Argyle sandbox up: API {api.name} ({api.objects}, {api.pagination} pages) at {sb.base_url}; "
+                    "starting the local stack (moto, receiver, sync)...")
                 with LocalStack(config) as stack:
                     say(f"local stack up: webhook URL {stack.webhook_url}, AWS endpoint {stack.aws_endpoint}")
                     say("a failed record is retried after " + ", ".join(f"{d} s" for d in DEMO_RETRY_DELAYS)
@@ -141,8 +154,9 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     say("sandbox faults on: 429 every 9th call, 500 every 13th, every webhook delivered twice, "
                         "each step's webhooks in reverse order")
                     sb.faults.update({"page_shift_remove": 2, "page_shift_add": 1, "page_shift_times": 6})
-                    say("sandbox fault on: during the first listings, a scan removes 2 and adds 1 activity "
-                        "before the next page (offset pages then skip live activities)")
+                    say(f"sandbox fault on: during the first listings, a scan removes 2 and adds 1 {api.object_name} "
+                        "before the next page" + (" (offset pages then skip live activities)"
+                                                  if api.pagination == "offset" else " (a keyset cursor holds)"))
                     accounts: list[str] = []
                     for plan in accounts_plan:
                         user: str | None = None
@@ -153,14 +167,16 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     wait(sb, stack, say, "initial sync")
                     shifts = len(sb.page_shifts)
                     say(f"Argyle changed accounts between listing pages {shifts} time(s); "
-                        "the sync listed those accounts again before recording them as synced")
+                        + ("the sync listed those accounts again before recording them as synced"
+                           if api.pagination == "offset" else
+                           "the keyset cursors skipped nothing, and the changes' own webhooks followed"))
                     for scan in range(1, scans + 1):
                         if scan == 1:  # Argyle forgets one webhook: nothing but a reconcile can find it
-                            sb.faults.update({"drop_next_deliveries": 1, "drop_events": ["activities.added"]})
+                            sb.faults.update({"drop_next_deliveries": 1, "drop_events": [api.event("added")]})
                         for account in accounts:
                             sb.periodic_scan(account, add=25, update=10, remove=5)
                         say(f"periodic scan {scan}: +25 added, 10 updated, 5 removed on each account"
-                            + (" (Argyle never sends one account's activities.added)" if scan == 1 else ""))
+                            + (f" (Argyle never sends one account's {api.event('added')})" if scan == 1 else ""))
                         wait(sb, stack, say, f"scan {scan}")
                     revoked = accounts.pop(1)
                     sb.revoke(revoked)
@@ -168,11 +184,11 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                     purged = purge_state(stack, revoked)
                     say(f"  purged: {purged}")
                     lied = sb.lying_removal(accounts[-1], 5)
-                    wait(sb, stack, say, "a signed activities.removed of 5 activities Argyle still has")
+                    wait(sb, stack, say, f"a signed {api.event('removed')} of 5 {api.objects} Argyle still has")
                     kept = sum(1 for i in lied if store_has(stack, accounts[-1], i))
                     say(f"  Argyle contradicted it: {kept} of 5 kept (RemovalsContradicted counts them)")
-                    body = json.dumps({"event": "activities.removed", "name": "forged",
-                                       "data": {"account": accounts[0], "removed_activities": ["everything"]}}).encode()
+                    forged_data = {"account": accounts[0], api.removed_ids_field: ["everything"]}
+                    body = json.dumps({"event": api.event("removed"), "name": "forged", "data": forged_data}).encode()
                     forged = post(stack.webhook_url, body, {"x-argyle-signature": sign(body, "attacker-secret")})
                     unsigned = post(stack.webhook_url, body, {})
                     say(f"forged webhook answered {forged}, unsigned webhook answered {unsigned}")
@@ -312,13 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", action="store_true", help="only run the receiver on the samples in events/")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scans", type=int, default=SCANS)
+    parser.add_argument("--api", choices=("v1", "v2"), default="v2",
+                        help="Argyle API version of the sandbox and the stack (default v2: gigs)")
     args = parser.parse_args(argv)
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         os.environ.setdefault(name, value)
     if args.samples:
         return receiver_samples()
-    return full_demo(args.seed, DEMO_ACCOUNTS, args.scans)
+    return full_demo(args.seed, DEMO_ACCOUNTS, args.scans, args.api)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ serves the activities API and sends signed webhooks. The functions' own JSON log
 .local-stack/functions.log; the terminal gets one line per event, and why a record failed.
 
 Environment (all optional):
-  ARGYLE_API_URL           Argyle-compatible API (default: the sandbox started here)
+  ARGYLE_API_VERSION       v2 (gigs, the default, as a new stack) or v1 (activities)
+  ARGYLE_API_URL           Argyle-compatible API of that version (default: the sandbox started here)
   ARGYLE_API_KEY_ID        API key id for it          (default: the sandbox's)
   ARGYLE_API_KEY_SECRET    API key secret for it      (default: the sandbox's)
   LOCAL_WEBHOOK_SECRET     webhook secret the receiver accepts (default: argyle-local-dev-secret)
@@ -34,6 +35,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import (
+    DEFAULT_STACK_VERSION,
+    ApiVersion,
+    UnknownApiVersion,
+    api_base_url,
+    api_version,
+)
 from local_stack.dev_config import (
     DEFAULT_MOTO_PORT,
     DEFAULT_RECEIVER_PORT,
@@ -75,6 +83,17 @@ def _delays_env(name: str) -> tuple[int, ...] | None:
         raise BadSetting(str(exc)) from None
 
 
+def _api_version_env(api_url: str) -> ApiVersion:
+    """ARGYLE_API_VERSION (default v2, as a new stack), checked against ARGYLE_API_URL."""
+    try:
+        api = api_version(os.environ.get("ARGYLE_API_VERSION", "").strip() or DEFAULT_STACK_VERSION.name)
+        if api_url:
+            api_base_url(api, api_url)
+    except UnknownApiVersion as exc:
+        raise BadSetting(str(exc)) from None
+    return api
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the stack exactly as Ctrl-C does
 
@@ -94,9 +113,10 @@ def main() -> int:
         # The reconcile schedule, on a short period so that drift is found while you watch.
         reconcile_every = _int_env("RECONCILE_EVERY_SECONDS", 120)
         retry_delays = _delays_env("RETRY_DELAYS_SECONDS")
+        api_url = os.environ.get("ARGYLE_API_URL", "").strip()
+        api = _api_version_env(api_url)
     except BadSetting as exc:
         return fail(EXIT_SETTING, f"{exc}: fix or unset it")
-    api_url = os.environ.get("ARGYLE_API_URL", "").strip()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         # Before anything starts: a taken port is one line, not a half-started stack.
@@ -104,7 +124,7 @@ def main() -> int:
         check_port_free("the webhook receiver", host, ports["RECEIVER_PORT"])
         if not api_url:
             check_port_free("the Argyle sandbox", host, ports["SANDBOX_PORT"])
-        return run(host, ports, seed, workers, retry_delays, reconcile_every, api_url)
+        return run(host, ports, seed, workers, retry_delays, reconcile_every, api_url, api)
     except PortInUse as exc:
         variable = PORT_VARIABLES.get(exc.what, "the port")
         return fail(EXIT_CANNOT_START, f"{exc}: stop what holds it (another `make dev`?), or choose another "
@@ -116,7 +136,7 @@ def main() -> int:
 
 
 def run(host: str, ports: dict[str, int], seed: int, workers: int, retry_delays: tuple[int, ...] | None,
-        reconcile_every: int, api_url: str) -> int:
+        reconcile_every: int, api_url: str, api: ApiVersion = DEFAULT_STACK_VERSION) -> int:
     terminal = sys.stdout
     log_dir = ROOT / ".local-stack"
     log_dir.mkdir(exist_ok=True)
@@ -137,13 +157,14 @@ def run(host: str, ports: dict[str, int], seed: int, workers: int, retry_delays:
 
                 try:
                     sandbox = SandboxServer(seed=seed, api_key_id=key_id, api_key_secret=key_secret, host=host,
-                                            port=ports["SANDBOX_PORT"]).start()
+                                            port=ports["SANDBOX_PORT"], api=api).start()
                 except OSError:
                     raise PortInUse("the Argyle sandbox", host, ports["SANDBOX_PORT"]) from None
                 api_url = sandbox.base_url
             config = StackConfig(
                 argyle_api_url=api_url, argyle_api_key_id=key_id, argyle_api_key_secret=key_secret,
-                webhook_secret=os.environ.get("LOCAL_WEBHOOK_SECRET", LOCAL_DEV_SECRET), host=host,
+                argyle_api_version=api.name, host=host,
+                webhook_secret=os.environ.get("LOCAL_WEBHOOK_SECRET", LOCAL_DEV_SECRET),
                 moto_port=ports["MOTO_PORT"], receiver_port=ports["RECEIVER_PORT"], sync_workers=workers,
                 retry_delays=retry_delays, reconcile_every=reconcile_every, change_events=True,
                 change_events_file=log_dir / "change-events.jsonl")
@@ -172,7 +193,8 @@ def banner(stack: LocalStack, sandbox: Any, api_url: str, config: StackConfig, l
     for line in (
         f"webhook URL      {outputs['WebhookUrl']}",
         f"AWS endpoint     {stack.aws_endpoint}   (export AWS_ENDPOINT_URL={stack.aws_endpoint})",
-        f"Argyle API       {api_url}" + ("   (sandbox)" if sandbox else ""),
+        f"Argyle API       {api_url}" + ("   (sandbox)" if sandbox else "")
+        + f"   API {config.argyle_api_version} (ARGYLE_API_VERSION)",
         f"activities table {outputs['ActivitiesTableName']}",
         f"sync state table {outputs['SyncStateTableName']}",
         f"events queue     {outputs['EventsQueueUrl']}",

@@ -4,7 +4,9 @@ Runs the function in this process against moto (in-process), with the environmen
 gives it, and prints its response: for the receiver, what reached the queue; for the sync, what it
 stored. The sync needs an Argyle API: by default an in-process Argyle sandbox that holds the
 event's account (as `make demo` uses); `--argyle-api-url` (or ARGYLE_API_URL) names another, with
-ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET for its keys.
+ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET for its keys. The API version (the template's
+ArgyleApiVersion) is ARGYLE_API_VERSION, else the version of the event's data events (a gigs.*
+sample: v2), else the one the URL names, else the template's default (v2).
 
 Exit codes: 0 the function ran (its answer is printed, whatever it is), 2 usage (an unknown
 function, an event file that cannot be read or does not fit the function).
@@ -25,6 +27,15 @@ from typing import Any
 
 import boto3
 
+from argyle_pipeline.argyle.api_versions import (
+    DEFAULT_STACK_VERSION,
+    V1,
+    ApiVersion,
+    UnknownApiVersion,
+    api_version,
+    api_version_of_url,
+    data_event_version,
+)
 from local_stack.dev_config import LOCAL_DEV_SECRET, REGION, SANDBOX_API_KEY_ID, SANDBOX_API_KEY_SECRET
 from local_stack.lambda_runtime import LambdaContext, environment, function_environment, function_timeout, load_handler
 from local_stack.template_resources import StackResources, create_stack_resources, load_template
@@ -84,12 +95,13 @@ def check_event(function: str, event: Any, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def sandbox_for(event: dict[str, Any], key_id: str, key_secret: str) -> Iterator[Any]:
-    """An Argyle sandbox on loopback holding each account the event names (the sample's id), with
-    activities across the event's available range, so the sync has something to store."""
+def sandbox_for(event: dict[str, Any], key_id: str, key_secret: str, api: ApiVersion = V1) -> Iterator[Any]:
+    """An Argyle sandbox of API `api` on loopback holding each account the event names (the
+    sample's id), with activities across the event's available range, so the sync has something
+    to store."""
     from argyle_sandbox.server import SandboxServer
 
-    with SandboxServer(seed=1, api_key_id=key_id, api_key_secret=key_secret) as sandbox:
+    with SandboxServer(seed=1, api_key_id=key_id, api_key_secret=key_secret, api=api) as sandbox:
         state = sandbox.state
         for body in _webhooks(event):
             data = body["data"]
@@ -105,6 +117,21 @@ def sandbox_for(event: dict[str, Any], key_id: str, key_secret: str) -> Iterator
         yield sandbox
 
 
+def event_api_version(event: dict[str, Any], api_url: str | None) -> ApiVersion:
+    """ARGYLE_API_VERSION; else the version of the event's data events; else the URL's; else v2."""
+    named = os.environ.get("ARGYLE_API_VERSION", "").strip()
+    if named:
+        try:
+            return api_version(named)
+        except UnknownApiVersion as exc:
+            raise UsageError(str(exc)) from None
+    for body in _webhooks(event):
+        found = data_event_version(str(body.get("event", "")))
+        if found is not None:
+            return found
+    return api_version_of_url(api_url) or DEFAULT_STACK_VERSION
+
+
 def _epoch(value: Any) -> int | None:
     try:
         return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()) if value else None
@@ -113,7 +140,7 @@ def _epoch(value: Any) -> int | None:
 
 
 def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None = None,
-           quiet: bool = False) -> dict[str, Any]:
+           api: ApiVersion | None = None, quiet: bool = False) -> dict[str, Any]:
     """Create the template's resources in moto, run `function` on `event`; returns what happened."""
     credentials = json.dumps({"api_key_id": os.environ.get("ARGYLE_API_KEY_ID", SANDBOX_API_KEY_ID),
                               "api_key_secret": os.environ.get("ARGYLE_API_KEY_SECRET", SANDBOX_API_KEY_SECRET)})
@@ -122,6 +149,8 @@ def invoke(function: str, event: dict[str, Any], *, argyle_api_url: str | None =
         secret_values={"WebhookSecret": json.dumps({"current": LOCAL_DEV_SECRET, "previous": ""}),
                        "ArgyleCredentialsSecret": credentials})
     params = {"ArgyleApiUrl": argyle_api_url} if argyle_api_url else {}
+    if api is not None:
+        params["ArgyleApiVersion"] = api.name
     env = function_environment(function, resources, parameters=params)
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     with environment(env):
@@ -158,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read event {args.event}: {exc}") from None
         check_event(args.function, event, args.event)
+        api = event_api_version(event, args.argyle_api_url)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -171,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.function == "SyncFunction" and not api_url:
             sandbox = stack.enter_context(sandbox_for(
                 event, os.environ.get("ARGYLE_API_KEY_ID", SANDBOX_API_KEY_ID),
-                os.environ.get("ARGYLE_API_KEY_SECRET", SANDBOX_API_KEY_SECRET)))
+                os.environ.get("ARGYLE_API_KEY_SECRET", SANDBOX_API_KEY_SECRET), api))
             api_url = sandbox.base_url
             print(f"{PROG}: Argyle API: an in-process sandbox at {api_url} holding the event's account(s) "
                   f"({SANDBOX_ACTIVITIES} activities each); --argyle-api-url names another", file=sys.stderr)
         stack.enter_context(mock_aws())
-        outcome = invoke(args.function, event, argyle_api_url=api_url)
+        outcome = invoke(args.function, event, argyle_api_url=api_url, api=api)
     print(json.dumps(outcome, indent=2, default=str))
     return 0
 

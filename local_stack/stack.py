@@ -46,6 +46,8 @@ class StackConfig:
     argyle_api_url: str
     argyle_api_key_id: str
     argyle_api_key_secret: str
+    # The template's ArgyleApiVersion: "v1" or "v2", the version of the API at argyle_api_url.
+    argyle_api_version: str = "v1"
     webhook_secret: str = LOCAL_DEV_SECRET
     host: str = "127.0.0.1"
     moto_port: int = 0          # 0: any free port
@@ -159,7 +161,7 @@ class LocalStack:
                 "ArgyleCredentialsSecret": json.dumps({"api_key_id": cfg.argyle_api_key_id,
                                                        "api_key_secret": cfg.argyle_api_key_secret}),
             })
-        params = {"ArgyleApiUrl": cfg.argyle_api_url}
+        params = {"ArgyleApiUrl": cfg.argyle_api_url, "ArgyleApiVersion": cfg.argyle_api_version}
         env = {}
         for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))

@@ -81,6 +81,52 @@ WEBHOOKS: dict[str, dict[str, Any]] = {
     },
 }
 
+GIG_IDS = ["0b2a6f4e-8c1d-4d3e-9f5a-1c2b3d4e5f60", "7e9d8c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"]
+ITEM = "item_000012345"
+
+# API v2 (API-NOTES.md, "API v2"): the gigs.* events and v2's users.fully_synced, as captured
+# from Argyle's sandbox by public integrations (some counts as strings; an extra item_id).
+V2_WEBHOOKS: dict[str, dict[str, Any]] = {
+    "gigs_fully_synced": {
+        "event": "gigs.fully_synced", "name": "Gigs fully synced",
+        "data": {"account": ACCOUNT, "user": USER, "available_from": "2019-03-07T20:12:09Z",
+                 "available_to": "2019-09-23T23:57:31Z", "available_count": 432},
+    },
+    "gigs_partially_synced": {
+        "event": "gigs.partially_synced", "name": "Gigs 30 days synced",
+        "data": {"account": ACCOUNT, "user": USER, "item_id": ITEM, "days_synced": 30,
+                 "available_from": "2019-08-24T20:12:09Z", "available_to": "2019-09-23T23:57:31Z",
+                 "available_count": 61},
+    },
+    "gigs_added": {
+        "event": "gigs.added", "name": "Gigs added",
+        "data": {"account": ACCOUNT, "user": USER, "added_from": "2019-09-20T08:00:00Z",
+                 "added_to": "2019-09-23T23:57:31Z", "added_count": "3", "available_from": "2019-03-07T20:12:09Z",
+                 "available_to": "2019-09-23T23:57:31Z", "available_count": "435"},
+    },
+    "gigs_updated": {
+        "event": "gigs.updated", "name": "Gigs updated",
+        "data": {"account": ACCOUNT, "user": USER, "updated_from": "2019-09-10T10:00:00Z",
+                 "updated_to": "2019-09-12T12:00:00Z", "updated_count": "2", "updated_gigs": GIG_IDS,
+                 "available_from": "2019-03-07T20:12:09Z", "available_to": "2019-09-23T23:57:31Z",
+                 "available_count": 435},
+    },
+    "gigs_removed": {
+        "event": "gigs.removed", "name": "Gigs removed",
+        "data": {"account": ACCOUNT, "user": USER, "removed_from": "2019-09-12T12:00:00Z",
+                 "removed_to": "2019-09-12T12:00:00Z", "removed_count": 1, "removed_gigs": GIG_IDS[1:],
+                 "available_from": "2019-03-07T20:12:09Z", "available_to": "2019-09-23T23:57:31Z",
+                 "available_count": 434},
+    },
+    "users_fully_synced_v2": {
+        "event": "users.fully_synced", "name": "User fully synced",
+        "data": {"user": USER, "resource": {
+            "id": USER, "accounts_connected": [ACCOUNT], "items_connected": [ITEM],
+            "employers_connected": ["SprintCar"], "external_metadata": {}, "external_id": None,
+            "created_at": "2022-09-29T19:55:43.166095Z"}},
+    },
+}
+
 REQUEST_TIME_EPOCH_MS = 1732406400000  # fixed, so regenerating changes nothing
 
 
@@ -147,7 +193,10 @@ def sqs_event(body: bytes, event_name: str, group_id: str, index: int,
 
 def all_events() -> dict[str, dict[str, Any]]:
     files: dict[str, dict[str, Any]] = {}
-    for index, (stem, payload) in enumerate(WEBHOOKS.items(), start=1):
+    # v2's samples number after v1's and the reconcile sample, so adding them changed no v1 file.
+    numbered = [*enumerate(WEBHOOKS.items(), start=1),
+                *enumerate(V2_WEBHOOKS.items(), start=len(WEBHOOKS) + 2)]
+    for index, (stem, payload) in numbered:
         body = body_bytes(payload)
         files[f"{stem}.json"] = apigw_event(body, sign(body, LOCAL_DEV_SECRET), f"sample-{stem}")
         data = payload["data"]
@@ -184,13 +233,16 @@ def sam_local_env() -> dict[str, Any]:
         "ReceiverFunction": {**common, "WEBHOOK_SECRET_ID": f"{LOCAL_PREFIX}-WebhookSecret"},
         "SyncFunction": {
             **common,
-            "ARGYLE_API_URL": f"http://host.docker.internal:{DEFAULT_SANDBOX_PORT}/v1",
+            # `make dev`'s sandbox serves API v2 by default (ARGYLE_API_VERSION=v1 make dev: set both to v1)
+            "ARGYLE_API_VERSION": "v2",
+            "ARGYLE_API_URL": f"http://host.docker.internal:{DEFAULT_SANDBOX_PORT}/v2",
             "ARGYLE_CREDENTIALS_SECRET_ID": f"{LOCAL_PREFIX}-ArgyleCredentialsSecret",
             "ACTIVITIES_TABLE": f"{LOCAL_PREFIX}-ActivitiesTable",
             "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable",
             "IDEMPOTENCY_TABLE": f"{LOCAL_PREFIX}-IdempotencyTable",
         },
-        "ReconcileFunction": {**common, "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable"},
+        "ReconcileFunction": {**common, "SYNC_STATE_TABLE": f"{LOCAL_PREFIX}-SyncStateTable",
+                              "ARGYLE_API_VERSION": "v2"},
     }
 
 

@@ -22,11 +22,12 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from argyle_pipeline.argyle.api_versions import api_base_url, api_version
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.sync.account_health import HealthThresholds, assess, problem_counts
 from argyle_pipeline.sync.reconcile_schedule import ReconcileSchedule, reconcile_message
-from argyle_pipeline.sync.subscription_check import SubscriptionReport, check_subscriptions
+from argyle_pipeline.sync.subscription_check import SubscriptionReport, check_subscriptions, required_events
 
 SERVICE = "argyle-reconcile"
 logger = Logger(service=SERVICE)
@@ -42,8 +43,10 @@ HEALTH_METRICS = {"stale": "AccountsStale", "behind_scan": "AccountsBehindScan",
 
 
 def schedule_from_environment() -> ReconcileSchedule:
+    api = api_version(os.environ.get("ARGYLE_API_VERSION"))
     return ReconcileSchedule(interval_seconds=int(os.environ.get("RECONCILE_INTERVAL_MINUTES", "1440")) * 60,
-                             full_every_days=int(os.environ.get("RECONCILE_FULL_EVERY_DAYS", "7")))
+                             full_every_days=int(os.environ.get("RECONCILE_FULL_EVERY_DAYS", "7")),
+                             counts=api.list_counts)
 
 
 def thresholds_from_environment() -> HealthThresholds:
@@ -65,7 +68,9 @@ def count_health_problems(state: SyncStateStore, account_ids: list[str], now: fl
 
 
 def subscription_report(webhook_url: str, list_webhooks: Callable[[], list[Any]]) -> SubscriptionReport:
-    return check_subscriptions(list_webhooks(), webhook_url)
+    # The stack's API version says which data-set events it needs (gigs.* on v2).
+    api = api_version(os.environ.get("ARGYLE_API_VERSION"))
+    return check_subscriptions(list_webhooks(), webhook_url, required_events(api))
 
 
 def _argyle_webhooks() -> list[Any]:
@@ -73,8 +78,9 @@ def _argyle_webhooks() -> list[Any]:
     from argyle_pipeline.aws.secret_values import argyle_credentials
 
     secret_id = os.environ["ARGYLE_CREDENTIALS_SECRET_ID"]
-    client = ArgyleClient(os.environ.get("ARGYLE_API_URL") or "https://api.argyle.com/v1",
-                          lambda: argyle_credentials(secret_id), max_attempts=3, timeout=30.0)
+    api = api_version(os.environ.get("ARGYLE_API_VERSION"))
+    client = ArgyleClient(api_base_url(api, os.environ.get("ARGYLE_API_URL")),
+                          lambda: argyle_credentials(secret_id), max_attempts=3, timeout=30.0, api=api)
     return client.list_webhooks()
 
 

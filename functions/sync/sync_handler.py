@@ -101,7 +101,8 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                                 timeout=settings.argyle_timeout_seconds,
                                 max_attempts=settings.argyle_max_attempts,
                                 max_pages=settings.argyle_max_pages,
-                                page_limit=settings.argyle_page_limit, pool=pool, on_retry=_log_argyle_wait)
+                                page_limit=settings.argyle_page_limit, pool=pool, on_retry=_log_argyle_wait,
+                                api=settings.argyle_api)
                    for _ in range(settings.fetch_concurrency + 1)]
         argyle, fetchers = clients[0], clients[1:]
     queue = EventQueue(settings.queue_url, sqs)
@@ -119,6 +120,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                     page_limit=settings.argyle_page_limit,
                     changes_per_part=settings.changes_per_part,
                     reconcile_recent_days=settings.reconcile_recent_days,
+                    api=settings.argyle_api,
                     track_changes=bool(settings.change_event_bus)),
         fetchers=fetchers or [],
     )

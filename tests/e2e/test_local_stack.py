@@ -13,10 +13,13 @@ from argyle_pipeline.receiving.signature import sign
 from tests.support.e2e import WEBHOOK_SECRET, pipeline, post, settle, stored_activities, truth
 
 pytestmark = pytest.mark.e2e
+# Argyle's two APIs: v1 (activities, offset pages) and v2 (gigs, keyset pages, gigs.* webhooks)
+API_VERSIONS = pytest.mark.parametrize("api", ["v1", "v2"])
 
 
-def test_connect_scan_converge_exactly() -> None:
-    with pipeline(seed=21) as (sandbox, stack):
+@API_VERSIONS
+def test_connect_scan_converge_exactly(api: str) -> None:
+    with pipeline(seed=21, api=api) as (sandbox, stack):
         # Given a user who connects two accounts
         user, first = sandbox.connect_account(n_activities=400)
         _, second = sandbox.connect_account(user_id=user, n_activities=150)
@@ -33,10 +36,18 @@ def test_connect_scan_converge_exactly() -> None:
         state_store = SyncStateStore(stack.outputs()["SyncStateTableName"])
         state = state_store.account_state(first)
         assert state is not None and state["status"] == "fully_synced"
-        assert state_store.user(user) is not None
+        user_state = state_store.user(user)
+        assert user_state is not None
+        # And the user's record is the last users.fully_synced Argyle sent, exactly (v2 sends one
+        # after each account: the second lists both accounts)
+        last = [d for d in sandbox.deliveries if d.event == "users.fully_synced"][-1]
+        assert user_state["resource"] == json.loads(last.body)["data"]["resource"]
+        if api == "v2":
+            assert user_state["resource"]["accounts_connected"] == sorted([first, second])
 
 
 def test_faults_duplicates_and_reordering_still_converge_exactly() -> None:
+    # (v1; on v2 the demo below runs the same faults, duplicates and reordering)
     with pipeline(seed=22) as (sandbox, stack):
         sandbox.faults.update({"rate_limit_every": 5, "retry_after": "0", "fail_every": 7,
                                "duplicate_deliveries": 2, "reorder_deliveries": True})
@@ -122,14 +133,15 @@ def test_killing_the_worker_mid_sync_loses_nothing_and_duplicates_nothing() -> N
         assert stack.queue_depth("EventsDLQ") == 0
 
 
-def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureFixture[str]) -> None:
+@API_VERSIONS
+def test_the_demo_finds_and_repairs_drift_and_ends_exact(api: str, capsys: pytest.CaptureFixture[str]) -> None:
     # Given the demo's story on two small accounts: listings Argyle shifts mid-way, an activities.added
     # Argyle never sends, a worker revoking access, a signed removal of activities Argyle still has,
     # then a reconcile
     from local_stack.demo import full_demo
 
     # When it runs
-    code = full_demo(seed=3, accounts_plan=[[300], [200]], scans=1)
+    code = full_demo(seed=3, accounts_plan=[[300], [200]], scans=1, api_name=api)
     out = capsys.readouterr().out
     # Then the copy is exact, and the summary says what went wrong at Argyle and what was repaired
     assert code == 0, out

@@ -169,7 +169,8 @@ class SyncLambda:
         self.monkeypatch = monkeypatch
         environment = {**function_environment("SyncFunction", self.stack, template=_template()),
                        **self.stack.environment(),
-                       "ARGYLE_API_URL": sandbox.base_url, "ARGYLE_PAGE_LIMIT": str(page_limit),
+                       "ARGYLE_API_URL": sandbox.base_url, "ARGYLE_API_VERSION": sandbox.api.name,
+                       "ARGYLE_PAGE_LIMIT": str(page_limit),
                        "ARGYLE_MAX_ATTEMPTS": str(max_attempts), "ARGYLE_TIMEOUT_SECONDS": str(timeout_seconds),
                        "ARGYLE_FETCH_CONCURRENCY": "2", "DYNAMODB_MAX_ROUNDS": "3",
                        "POWERTOOLS_SERVICE_NAME": "argyle-sync", "AWS_LAMBDA_FUNCTION_NAME": "SyncFunction"}

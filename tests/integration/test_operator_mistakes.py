@@ -185,6 +185,17 @@ def test_make_dev_with_a_setting_that_is_not_a_number() -> None:
     assert answer.line == "make dev: error: SYNC_WORKERS='two' is not a whole number: fix or unset it"
 
 
+@pytest.mark.parametrize(("env", "says"), [
+    ({"ARGYLE_API_VERSION": "v3"}, "unknown Argyle API version 'v3': use one of v1, v2"),
+    ({"ARGYLE_API_VERSION": "v2", "ARGYLE_API_URL": "https://api-sandbox.argyle.com/v1"},
+     "the Argyle API URL https://api-sandbox.argyle.com/v1 is a v1 URL, but the API version is v2"),
+])
+def test_make_dev_with_an_api_version_it_cannot_use(env: dict[str, str | None], says: str) -> None:
+    answer = run(DEV, env=env, timeout=30)
+    assert answer.code == 2
+    assert answer.line.startswith(f"make dev: error: {says}") and answer.line.endswith(": fix or unset it")
+
+
 def test_make_sandbox_with_its_port_taken(taken_port: int) -> None:
     answer = run([sys.executable, "-m", "argyle_sandbox", "--port", str(taken_port)], timeout=30)
     assert answer.code == 3

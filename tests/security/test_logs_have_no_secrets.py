@@ -38,6 +38,7 @@ import argyle_sandbox.state
 import sync_handler
 import tests.support.sync_harness as sync_harness_module
 from argyle_ops import redrive
+from argyle_pipeline.argyle.api_versions import V1
 from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
@@ -239,10 +240,10 @@ class MarkedArgyle:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.malformed: set[str] = set()
-        original = argyle_sandbox.http_api.render
+        original = argyle_sandbox.http_api.render_object
 
-        def render(account: Any, record: Any) -> dict[str, Any]:
-            doc = original(account, record)
+        def render(account: Any, record: Any, api: Any = V1) -> dict[str, Any]:
+            doc = original(account, record, api)
             doc["start_location"]["formatted_address"] = ADDRESS
             doc["income"]["total"] = AMOUNT
             if record.id in self.malformed:
@@ -250,8 +251,8 @@ class MarkedArgyle:
             return doc
 
         # What the API serves, and what sandbox.truth() reports: the same documents.
-        monkeypatch.setattr(argyle_sandbox.http_api, "render", render)
-        monkeypatch.setattr(argyle_sandbox.state, "render", render)
+        monkeypatch.setattr(argyle_sandbox.http_api, "render_object", render)
+        monkeypatch.setattr(argyle_sandbox.state, "render_object", render)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ template.yaml. The rules below read the real output:
 - queues have SSE (SQS-managed or KMS) and a policy denying access without TLS, tables
   SSESpecification.SSEEnabled; with a customer key, every table, queue, secret and log group uses it;
 - Lambda permissions name their source; no environment variable carries a secret's value;
-- ArgyleApiUrl admits https:// only.
+- ArgyleApiUrl admits https:// only (or empty: the API version's https production URL).
 
 The same check runs on mutated templates, to prove it reports what it is meant to. What each role
 may do (and nothing more) is tests/security/test_iam_least_privilege.py.
@@ -364,7 +364,8 @@ def test_parameters_that_name_resources_admit_one_arn_and_no_wildcard() -> None:
         assert not [v for v in WIDENING_VALUES if re.fullmatch(pattern, v)], name
     api_url = parameters["ArgyleApiUrl"]["AllowedPattern"]
     assert re.fullmatch(api_url, "https://api-sandbox.argyle.com/v1")
-    assert not re.fullmatch(api_url, "http://api.argyle.com/v1") and not re.fullmatch(api_url, "")
+    # Empty is the API version's own production URL (https), resolved by the code
+    assert not re.fullmatch(api_url, "http://api.argyle.com/v1") and re.fullmatch(api_url, "")
 
 
 def test_with_a_customer_key_every_store_uses_it_and_by_default_none_is_needed() -> None:

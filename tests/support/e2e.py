@@ -20,15 +20,17 @@ WEBHOOK_SECRET = "e2e-webhook-secret"
 
 
 @contextlib.contextmanager
-def pipeline(seed: int = 11, **config: Any) -> Iterator[tuple[SandboxServer, LocalStack]]:
-    """The sandbox and the local stack, the stack subscribed to every event. A failed record is
-    retried after 1 s (deployed: 30 s, 2 min, 8 min, 30 min) unless `retry_delays` says otherwise."""
+def pipeline(seed: int = 11, api: str = "v1", **config: Any) -> Iterator[tuple[SandboxServer, LocalStack]]:
+    """The sandbox of Argyle API `api` and the local stack on the same version, the stack subscribed
+    to every event. A failed record is retried after 1 s (deployed: 30 s, 2 min, 8 min, 30 min)
+    unless `retry_delays` says otherwise."""
     config.setdefault("retry_delays", (1,))
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), \
-            SandboxServer(seed=seed, api_key_id=KEY_ID, api_key_secret=KEY_SECRET) as sandbox:
+            SandboxServer(seed=seed, api_key_id=KEY_ID, api_key_secret=KEY_SECRET, api=api) as sandbox:
         stack_config = StackConfig(argyle_api_url=sandbox.base_url, argyle_api_key_id=KEY_ID,
-                                   argyle_api_key_secret=KEY_SECRET, webhook_secret=WEBHOOK_SECRET, **config)
+                                   argyle_api_key_secret=KEY_SECRET, argyle_api_version=sandbox.api.name,
+                                   webhook_secret=WEBHOOK_SECRET, **config)
         with LocalStack(stack_config) as stack:
             sandbox.subscribe(stack.webhook_url, events=["*"], secret=WEBHOOK_SECRET)
             yield sandbox, stack

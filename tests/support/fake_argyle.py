@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from argyle_pipeline.argyle.activity import Activity, parse_json
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 from argyle_pipeline.argyle.client import AccountNotFound, ActivityNotFound, ActivityPage, ArgyleUnavailable
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.timestamps import parse_timestamp
@@ -47,9 +48,20 @@ def make_activity(account: str, n: int, *, updated: datetime | None = None, star
     }
 
 
+def as_gig(doc: dict[str, Any]) -> dict[str, Any]:
+    """A v1-shaped activity as v2 shapes a gig: the start and end under their v2 names."""
+    gig = {k: v for k, v in doc.items() if k not in ("start_date", "end_date")}
+    gig["start_datetime"], gig["end_datetime"] = doc.get("start_date"), doc.get("end_date")
+    gig["task_count"] = 1
+    return gig
+
+
 class FakeArgyle:
-    def __init__(self, page_limit: int = 200) -> None:
+    """`api`: the version whose objects it serves (V2: gigs, and no `count` in its pages)."""
+
+    def __init__(self, page_limit: int = 200, api: ApiVersion = V1) -> None:
         self.page_limit = page_limit
+        self.api = api
         self.accounts: dict[str, dict[str, dict[str, Any]]] = {}
         self.calls = 0
         self.retries = 0
@@ -74,7 +86,7 @@ class FakeArgyle:
         docs = self.accounts.setdefault(account, {})
         added = []
         for n in range(first, first + count):
-            doc = make_activity(account, n, updated=self.tick())
+            doc = self._shaped(make_activity(account, n, updated=self.tick()))
             docs[doc["id"]] = doc
             added.append(doc)
         return added
@@ -89,9 +101,12 @@ class FakeArgyle:
         del self.accounts[account][activity_id]
 
     def add_dated(self, account: str, n: int, start: datetime) -> dict[str, Any]:
-        doc = make_activity(account, n, updated=self.tick(), start=start)
+        doc = self._shaped(make_activity(account, n, updated=self.tick(), start=start))
         self.accounts.setdefault(account, {})[doc["id"]] = doc
         return doc
+
+    def _shaped(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc if self.api.start_field == "start_date" else as_gig(doc)
 
     def truth(self, account: str) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.accounts.get(account, {}))
@@ -118,7 +133,9 @@ class FakeArgyle:
             offset += self.page_limit
             next_cursor = {"offset": str(offset)} if offset < len(docs) else None
             # Through JSON, as over HTTP: the sync must not share objects with the source.
-            yield ActivityPage([Activity.from_api(parse_json(_dumps(d))) for d in page], next_cursor, len(docs))
+            count = len(docs) if self.api.list_counts else None
+            yield ActivityPage([Activity.from_api(parse_json(_dumps(d)), self.api) for d in page], next_cursor,
+                               count)
             if next_cursor is None:
                 return
 
@@ -126,12 +143,16 @@ class FakeArgyle:
                          to_start_date: str | None = None) -> int | None:
         self.count_requests.append((account, from_start_date, to_start_date))
         self._call()
+        if not self.api.list_counts:
+            return None
         return len(self._matching(account, from_start_date, to_start_date))
 
     def _matching(self, account: str | None, from_start_date: str | None,
                   to_start_date: str | None) -> list[dict[str, Any]]:
+        field = self.api.start_field
+
         def start(doc: dict[str, Any]) -> datetime | None:
-            return parse_timestamp(doc["start_date"]) if doc.get("start_date") else None
+            return parse_timestamp(doc[field]) if doc.get(field) else None
 
         low = parse_timestamp(from_start_date) if from_start_date else None
         high = parse_timestamp(to_start_date) if to_start_date else None
@@ -145,7 +166,7 @@ class FakeArgyle:
                 continue
             if (low is None or when >= low) and (high is None or when <= high):
                 found.append(doc)
-        return sorted(found, key=lambda d: (d.get("start_date") or "~", d["id"]))
+        return sorted(found, key=lambda d: (d.get(field) or "~", d["id"]))
 
     def get_account(self, account_id: str) -> dict[str, Any]:
         self._call()
@@ -163,7 +184,7 @@ class FakeArgyle:
         self._call()
         for docs in self.accounts.values():
             if activity_id in docs:
-                return Activity.from_api(parse_json(_dumps(docs[activity_id])))
+                return Activity.from_api(parse_json(_dumps(docs[activity_id])), self.api)
         raise ActivityNotFound(f"activity {activity_id} not found", status=404)
 
 
@@ -181,6 +202,6 @@ def webhook_body(event: str, name: str = "test subscription", **data: Any) -> by
     return dumps_exact({"event": event, "name": name, "data": data}).encode("utf-8")
 
 
-def range_of(docs: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    dates = sorted(d["start_date"] for d in docs)
+def range_of(docs: list[dict[str, Any]], field: str = "start_date") -> tuple[str | None, str | None]:
+    dates = sorted(d[field] for d in docs)
     return (dates[0], dates[-1]) if dates else (None, None)

@@ -19,6 +19,7 @@ import boto3
 import pytest
 
 import sync_handler
+from argyle_pipeline.argyle.api_versions import V1, api_version_of_url
 from argyle_pipeline.argyle.client import ArgyleClient
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.receiving.signature import sign
@@ -60,6 +61,8 @@ class SyncHarness:
         for name, value in stack.environment().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("ARGYLE_API_URL", base_url)
+        # The version the sandbox's URL names (/v1 or /v2), as the template's ArgyleApiVersion would.
+        monkeypatch.setenv("ARGYLE_API_VERSION", (api_version_of_url(base_url) or V1).name)
         monkeypatch.setenv("CONTINUATION_MARGIN_SECONDS", str(margin_seconds))
         monkeypatch.setenv("ARGYLE_FETCH_CONCURRENCY", str(fetch_concurrency))
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "argyle-sync")
@@ -87,7 +90,8 @@ class SyncHarness:
             settings = dataclasses.replace(settings, continuation_margin_ms=margin_ms)
         self.dynamodb = dynamodb or boto3.client("dynamodb")
         self.clients = [ArgyleClient(self.base_url, _credentials(*self.api_key), sleep=self.sleeps,
-                                     max_attempts=max_attempts, timeout=5.0, page_limit=page_limit)
+                                     max_attempts=max_attempts, timeout=5.0, page_limit=page_limit,
+                                     api=settings.argyle_api)
                         for _ in range(fetch_concurrency + 1)]
         self.runtime = sync_handler.build_runtime(
             settings, argyle=self.clients[0], fetchers=self.clients[1:], dynamodb=self.dynamodb,

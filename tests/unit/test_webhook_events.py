@@ -181,7 +181,7 @@ def test_unknown_fields_are_kept() -> None:
     assert model is not None and model.model_extra == {"brand_new": "x"}
 
 
-@pytest.mark.parametrize("event", ["accounts.added", "paystubs.added", "gigs.added", "something.new"])
+@pytest.mark.parametrize("event", ["accounts.added", "paystubs.added", "identities.added", "something.new"])
 def test_events_not_modelled_return_no_model(event: str) -> None:
     assert parse_webhook(body(event, {"account": "a"})) == (event, None)
 

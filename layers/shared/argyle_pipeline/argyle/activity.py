@@ -1,5 +1,9 @@
-"""Argyle's v1 Activity: a typed view for the few fields the pipeline reasons about, and the
-exact document as Argyle sent it (`raw`), which is what storage keeps.
+"""Argyle's v1 Activity or v2 gig: a typed view for the few fields the pipeline reasons about, and
+the exact document as Argyle sent it (`raw`), which is what storage keeps.
+
+A gig is read as an activity: its start and end (`start_datetime`, `end_datetime`) fill the typed
+view's `start_date` / `end_date`; `raw` keeps the gig's own field names, and `api_version` says
+which version's object it is.
 
 JSON numbers are parsed as Decimal (`parse_json`): money must never pass through float, and
 DynamoDB rejects floats anyway. Unknown fields are kept, as Argyle asks integrations to do.
@@ -13,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError
 
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
 from argyle_pipeline.timestamps import UtcDateTime
 
 
@@ -73,19 +78,31 @@ class Activity(BaseModel):
 
     # default=None, not default_factory: a factory costs pydantic ~20 us per activity.
     _raw: dict[str, Any] | None = PrivateAttr(default=None)
+    _api: ApiVersion = PrivateAttr(default=V1)
 
     @classmethod
-    def from_api(cls, doc: dict[str, Any]) -> Activity:
-        """`doc` as parsed by `parse_json`; it is kept as `raw`, not copied or re-rendered."""
+    def from_api(cls, doc: dict[str, Any], api: ApiVersion = V1) -> Activity:
+        """`doc` as parsed by `parse_json`; it is kept as `raw`, not copied or re-rendered. `api`:
+        the version whose object it is (which fields hold its start and end)."""
+        view = doc
+        if api.start_field != "start_date" and isinstance(doc, dict):
+            # A shallow copy for validation only: `raw` stays the gig exactly as sent.
+            view = {**doc, "start_date": doc.get(api.start_field), "end_date": doc.get(api.end_field)}
         try:
-            activity = cls.model_validate(doc)
+            activity = cls.model_validate(view)
         except ValidationError as exc:
             # pydantic's own message quotes the input: name the fields only, and drop the cause.
             fields = sorted({f"{'.'.join(str(p) for p in err['loc'])} ({err['type']})"
                              for err in exc.errors(include_input=False, include_url=False)})
             raise InvalidActivity(f"activity does not fit the model: {', '.join(fields)}") from None
         activity._raw = doc
+        activity._api = api
         return activity
+
+    @property
+    def api_version(self) -> ApiVersion:
+        """The API version whose object this is (V1 for an Activity built directly)."""
+        return self._api
 
     @property
     def raw(self) -> dict[str, Any]:

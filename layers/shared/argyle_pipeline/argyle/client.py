@@ -1,4 +1,7 @@
-"""Argyle v1 API client: activities (paged, resumable) and webhook subscriptions.
+"""Argyle API client: activities (v1) or gigs (v2), paged and resumable, and webhook subscriptions.
+
+The version's description (`api_versions.ApiVersion`) names the list path, the filters and the
+object's fields; the methods are the same for both (a gig is read as an Activity).
 
 Built on urllib3, which boto3 already brings into the Lambda runtime, so the layer needs no HTTP
 dependency of its own. Every request goes to the configured base URL with HTTP Basic auth; a
@@ -25,6 +28,7 @@ import urllib3
 from pydantic import BaseModel, ConfigDict, Field
 
 from argyle_pipeline.argyle.activity import Activity, parse_json
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion, api_base_url, api_version
 from argyle_pipeline.aws.secret_values import ArgyleCredentials, argyle_credentials
 from argyle_pipeline.timestamps import UtcDateTime
 
@@ -38,7 +42,7 @@ DEFAULT_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 
 # Query parameters this client sets itself: a `next` link may not change them (it could
 # otherwise switch the account or the date range under us); every other parameter is cursor.
-_ACTIVITY_FILTERS = frozenset({"account", "from_start_date", "to_start_date", "limit"})
+# The listing's own are the version's (`ApiVersion.list_filters`).
 _WEBHOOK_FILTERS = frozenset({"limit", "ordering", "from_created_at_date", "to_created_at_date"})
 
 # Failures where the request never reached Argyle: safe to retry even for a POST.
@@ -257,6 +261,7 @@ class ArgyleClient:
         on_foreign_next: Literal["rewrite", "refuse"] = "rewrite",
         rand: Callable[[], float] = random.random,
         on_retry: Callable[[RetryWait], None] | None = None,
+        api: ApiVersion = V1,
     ) -> None:
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1..{MAX_PAGE_LIMIT}")
@@ -269,6 +274,7 @@ class ArgyleClient:
             # Every request carries the API keys as Basic auth: plain http only to this machine.
             raise ValueError(f"base_url must be https (http only on loopback, for a local API), got {base_url!r}")
         self.base_url = base_url.rstrip("/")
+        self.api = api
         self._origin = (parts.scheme, parts.netloc.lower())
         self._credentials: CredentialsSource = credentials or _credentials_from_environment
         self.timeout = (
@@ -293,8 +299,10 @@ class ArgyleClient:
 
     @classmethod
     def from_environment(cls, **kwargs: Any) -> ArgyleClient:
-        """ARGYLE_API_URL (default production) and ARGYLE_CREDENTIALS_SECRET_ID, as template.yaml sets."""
-        return cls(os.environ.get("ARGYLE_API_URL") or DEFAULT_BASE_URL, None, **kwargs)
+        """ARGYLE_API_VERSION, ARGYLE_API_URL (empty: the version's production URL) and
+        ARGYLE_CREDENTIALS_SECRET_ID, as template.yaml sets them."""
+        api = api_version(os.environ.get("ARGYLE_API_VERSION"))
+        return cls(api_base_url(api, os.environ.get("ARGYLE_API_URL")), None, api=api, **kwargs)
 
     # --- activities -----------------------------------------------------------------------------
 
@@ -312,8 +320,8 @@ class ArgyleClient:
         """
         filters = {
             "account": account,
-            "from_start_date": from_start_date,
-            "to_start_date": to_start_date,
+            self.api.from_filter: from_start_date,
+            self.api.to_filter: to_start_date,
             "limit": str(self.page_limit),
         }
         base_params = {k: v for k, v in filters.items() if v}
@@ -322,16 +330,16 @@ class ArgyleClient:
         while True:
             if pages >= self.max_pages:
                 raise PageLimitExceeded(
-                    f"listing activities of account {account} needs more than {self.max_pages} pages",
+                    f"listing {self.api.objects} of account {account} needs more than {self.max_pages} pages",
                     next_cursor=current or None,
                 )
-            doc = self._get_json("/activities", {**base_params, **current})
+            doc = self._get_json(self.api.list_path, {**base_params, **current})
             results, next_link = self._page_parts(doc)
             pages += 1
-            next_cursor = self._cursor_from_next(next_link, _ACTIVITY_FILTERS) if next_link else None
+            next_cursor = self._cursor_from_next(next_link, self.api.list_filters) if next_link else None
             if next_cursor is not None and next_cursor == current:
                 raise UnexpectedResponse("Argyle's next link repeats the current page (pagination loop)")
-            yield ActivityPage([Activity.from_api(item) for item in results], next_cursor, _count(doc))
+            yield ActivityPage([Activity.from_api(item, self.api) for item in results], next_cursor, _count(doc))
             if next_cursor is None:
                 return
             current = next_cursor
@@ -350,21 +358,23 @@ class ArgyleClient:
         self, account: str, from_start_date: str | None = None, to_start_date: str | None = None
     ) -> int | None:
         """How many activities Argyle holds for these filters now: the `count` of a one-activity
-        page (one call, whatever the account's size). None when Argyle's response has no count."""
-        params = {"account": account, "from_start_date": from_start_date, "to_start_date": to_start_date,
+        page (one call, whatever the account's size). None when Argyle's response has no count
+        (v2 documents none: the reconciler then compares by a full pass)."""
+        params = {"account": account, self.api.from_filter: from_start_date, self.api.to_filter: to_start_date,
                   "limit": "1"}
-        doc = self._get_json("/activities", {k: v for k, v in params.items() if v})
+        doc = self._get_json(self.api.list_path, {k: v for k, v in params.items() if v})
         self._page_parts(doc)  # the same shape checks as a listing
         return _count(doc)
 
     def get_activity(self, activity_id: str) -> Activity:
         try:
-            doc = self._get_json(f"/activities/{quote(activity_id, safe='')}", {})
+            doc = self._get_json(self.api.object_path(activity_id), {})
         except ArgyleNotFound as exc:
-            raise ActivityNotFound(f"activity {activity_id} not found", status=404, body=exc.body) from exc
+            raise ActivityNotFound(f"{self.api.object_name} {activity_id} not found", status=404,
+                                   body=exc.body) from exc
         if not isinstance(doc, dict):
-            raise UnexpectedResponse("activity response is not a JSON object")
-        return Activity.from_api(doc)
+            raise UnexpectedResponse(f"{self.api.object_name} response is not a JSON object")
+        return Activity.from_api(doc, self.api)
 
     def get_account(self, account_id: str) -> dict[str, Any]:
         """The account object; AccountNotFound once the account is gone (revoked or deleted)."""

@@ -7,11 +7,21 @@ Dates become aware UTC datetimes; the exact strings Argyle sent stay available t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from argyle_pipeline.argyle.activity import parse_json
+from argyle_pipeline.argyle.api_versions import V1, V2, ApiVersion
 from argyle_pipeline.timestamps import UtcDateTime, iso_z
 
 __all__ = [
@@ -35,6 +45,7 @@ __all__ = [
     "WebhookEnvelope",
     "iso_z",
     "parse_webhook",
+    "sync_events",
 ]
 
 
@@ -82,13 +93,25 @@ class EventData(BaseModel):
         return self._webhook_name
 
 
+def _count_text(value: Any) -> Any:
+    # Some copies of Argyle's docs give the counts as strings ("12"); an empty one is no count.
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    return value
+
+
+# A count as Argyle sends it: an integer, or an integer's digits as a string.
+Count = Annotated[int | None, BeforeValidator(_count_text)]
+
+
 class _Available(EventData):
     account: str
     user: str | None = None
     # Null when available_count is 0 (seen in the wild).
     available_from: UtcDateTime | None = None
     available_to: UtcDateTime | None = None
-    available_count: int | None = None
+    available_count: Count = None
 
 
 class ActivitiesFullySynced(_Available):
@@ -96,29 +119,32 @@ class ActivitiesFullySynced(_Available):
 
 
 class ActivitiesPartiallySynced(_Available):
-    days_synced: int | None = None
+    days_synced: Count = None
 
 
 class ActivitiesAdded(_Available):
     added_from: UtcDateTime | None = None
     added_to: UtcDateTime | None = None
-    added_count: int | None = None
+    added_count: Count = None
 
 
 class ActivitiesUpdated(_Available):
     updated_from: UtcDateTime | None = None
     updated_to: UtcDateTime | None = None
-    updated_count: int | None = None
-    updated_activities: list[str] = Field(default_factory=list)
+    updated_count: Count = None
+    # v2's gigs.updated calls the list updated_gigs.
+    updated_activities: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices(V1.updated_ids_field, V2.updated_ids_field)
+    )
 
 
 class ActivitiesRemoved(_Available):
     removed_from: UtcDateTime | None = None
     removed_to: UtcDateTime | None = None
-    removed_count: int | None = None
-    # v2 events call the list removed_gigs.
+    removed_count: Count = None
+    # v2's gigs.removed calls the list removed_gigs.
     removed_activities: list[str] = Field(
-        default_factory=list, validation_alias=AliasChoices("removed_activities", "removed_gigs")
+        default_factory=list, validation_alias=AliasChoices(V1.removed_ids_field, V2.removed_ids_field)
     )
 
 
@@ -179,10 +205,16 @@ class AccountsUpdated(AccountEvent):
 
 
 class UserResource(BaseModel):
+    """v1 lists `data_providers_connected`; v2 `accounts_connected`, `items_connected` and
+    `external_id` (may be null). The stored resource is the one Argyle sent, not this view."""
+
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
     data_providers_connected: list[str] = Field(default_factory=list)
+    accounts_connected: list[str] = Field(default_factory=list)
+    items_connected: list[str] = Field(default_factory=list)
+    external_id: str | None = None
     employers_connected: list[str] = Field(default_factory=list)
     external_metadata: dict[str, Any] | None = None
     created_at: UtcDateTime | None = None
@@ -193,12 +225,16 @@ class UsersFullySynced(EventData):
     resource: UserResource | None = None
 
 
+_DATA_MODELS: dict[str, type[EventData]] = {
+    "fully_synced": ActivitiesFullySynced,
+    "partially_synced": ActivitiesPartiallySynced,
+    "added": ActivitiesAdded,
+    "updated": ActivitiesUpdated,
+    "removed": ActivitiesRemoved,
+}
+# gigs.X reads as activities.X: the same model (and, in the sync, the same rule).
 EVENT_MODELS: dict[str, type[EventData]] = {
-    "activities.fully_synced": ActivitiesFullySynced,
-    "activities.partially_synced": ActivitiesPartiallySynced,
-    "activities.added": ActivitiesAdded,
-    "activities.updated": ActivitiesUpdated,
-    "activities.removed": ActivitiesRemoved,
+    **{api.event(kind): model for api in (V1, V2) for kind, model in _DATA_MODELS.items()},
     "users.fully_synced": UsersFullySynced,
     "accounts.removed": AccountsRemoved,
     "accounts.connected": AccountsConnected,
@@ -209,7 +245,17 @@ EVENT_MODELS: dict[str, type[EventData]] = {
 # The events the stack subscribes to in one subscription (`argyle-webhooks subscribe-stack`);
 # accounts.updated has a subscription of its own, since Argyle allows `include_resource` only there.
 ACCOUNT_STATUS_EVENT = "accounts.updated"
-SYNC_EVENTS: tuple[str, ...] = tuple(e for e in EVENT_MODELS if e != ACCOUNT_STATUS_EVENT)
+_OTHER_SYNC_EVENTS: tuple[str, ...] = tuple(
+    e for e in EVENT_MODELS if e != ACCOUNT_STATUS_EVENT and e not in V1.data_events + V2.data_events)
+
+
+def sync_events(api: ApiVersion = V1) -> tuple[str, ...]:
+    """What a stack on `api` subscribes to in its main subscription: the version's data-set events,
+    users.fully_synced and the account events other than accounts.updated."""
+    return api.data_events + _OTHER_SYNC_EVENTS
+
+
+SYNC_EVENTS: tuple[str, ...] = sync_events(V1)
 
 
 def parse_webhook(body: bytes | str) -> tuple[str, EventData | None]:

@@ -2,14 +2,18 @@
 
 Item (key account_id + activity_id; GSI ByStartDate = account_id + start_date):
     account_id, activity_id   the activity's `account` and `id`
-    start_date                the string Argyle sent; absent when null (the item then stays out of the GSI)
+    start_date                the start string Argyle sent (v1 `start_date`, v2 `start_datetime`); absent
+                              when null (the item then stays out of the GSI)
     start_key                 start_date as a UTC instant in one fixed form ('2024-05-01T12:00:00.000000Z'),
                               '~' when null: the sort key of the keys-only GSI ByStartKey that the
                               reconciler reads (one small item per activity, whatever the activity's size)
     updated_at                the string Argyle sent, for people reading the table
     version                   updated_at as integer microseconds since the epoch (0 when null): the
                               number the monotonic checks compare, whatever the string's format
-    activity                  the whole Argyle object as a DynamoDB map (numbers exact, unknown fields kept)
+    activity                  the whole Argyle object as a DynamoDB map (numbers exact, unknown fields kept):
+                              a v1 activity or a v2 gig, with its own version's field names
+    api_version               "v1" or "v2": which API's object `activity` is. Items written before
+                              v2 support have none: they are v1 (see docs/sync.md, "API versions")
     synced_at                 when this copy was written
 A removal replaces the item by a tombstone (account_id, activity_id, removed_at, expires_at): no
 start_date, so it leaves the GSI, and TTL deletes it after `tombstone_seconds`.
@@ -30,6 +34,7 @@ from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from argyle_pipeline.argyle.api_versions import ApiVersion
 from argyle_pipeline.sync.ports import UNDATED_KEY, ChangeSet, StoredKey, UpsertResult
 
 BATCH_WRITE_SIZE = 25  # BatchWriteItem's limit
@@ -65,6 +70,9 @@ class ActivityLike(Protocol):
     @property
     def raw(self) -> dict[str, Any]: ...
 
+    @property
+    def api_version(self) -> ApiVersion: ...
+
 
 def activity_version(updated_at: datetime | None) -> int:
     """Microseconds since the epoch; 0 for an activity without updated_at (oldest possible)."""
@@ -89,25 +97,32 @@ def activity_item(activity: ActivityLike, synced_at: str, resync_marker: str | N
                   expires_at: int | None = None) -> dict[str, Any]:
     """The DynamoDB item (attribute-value form) for one activity. `expires_at`: the retention
     TTL (ActivityRetentionDays), when the stack sets one."""
-    raw = activity.raw
+    raw, api = activity.raw, activity.api_version
     item: dict[str, Any] = {
         "account_id": {"S": activity.account},
         "activity_id": {"S": activity.id},
         "start_key": {"S": start_key(activity.start_date)},
         "version": {"N": str(activity_version(activity.updated_at))},
         "activity": _serializer.serialize(raw),
+        "api_version": {"S": api.name},
         "synced_at": {"S": synced_at},
     }
     if resync_marker:  # which re-sync from scratch last saw this activity at Argyle
         item["resync_marker"] = {"S": resync_marker}
     if expires_at is not None:
         item["expires_at"] = {"N": str(expires_at)}
-    start_date, updated_at = raw.get("start_date"), raw.get("updated_at")
+    start_date, updated_at = raw.get(api.start_field), raw.get("updated_at")
     if isinstance(start_date, str) and start_date:
         item["start_date"] = {"S": start_date}
     if isinstance(updated_at, str) and updated_at:
         item["updated_at"] = {"S": updated_at}
     return item
+
+
+def stored_api_version(item: Mapping[str, Any]) -> str:
+    """The API version of a stored item (plain Python, as `from_dynamodb` gives it): items written
+    before v2 support carry none, and are v1's."""
+    return str(item.get("api_version") or "v1")
 
 
 def tombstone_item(account_id: str, activity_id: str, removed_at: str, expires_at: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""activities.updated and activities.removed: the webhook names ids; Argyle says what they are now.
+"""activities.updated and activities.removed (and v2's gigs.updated / gigs.removed, the same
+rules): the webhook names ids; Argyle says what they are now.
 
 Both events take the same path: each named id is read with GET /activities/{id} (a few at a time).
 A 200 is written as Argyle's current copy (conditional, monotonic); a 404 becomes a tombstone. So
@@ -12,6 +13,7 @@ messages of the account's message group, keyed by (origin, part) like a listing'
 
 from __future__ import annotations
 
+from argyle_pipeline.argyle.api_versions import rule_event
 from argyle_pipeline.argyle.webhook_events import ActivitiesRemoved, ActivitiesUpdated
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext, iso_or_none
@@ -23,14 +25,16 @@ class Changes:
     def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
 
-    def updated(self, data: ActivitiesUpdated, message: SyncMessage, origin_key: str) -> SyncOutcome:
-        outcome = self._first_part(UPDATED, data.account, data.user, data.updated_activities, message, origin_key)
-        self._record_availability(UPDATED, data, message)
+    def updated(self, data: ActivitiesUpdated, message: SyncMessage, origin_key: str,
+                event: str = UPDATED) -> SyncOutcome:
+        outcome = self._first_part(event, data.account, data.user, data.updated_activities, message, origin_key)
+        self._record_availability(event, data, message)
         return outcome
 
-    def removed(self, data: ActivitiesRemoved, message: SyncMessage, origin_key: str) -> SyncOutcome:
-        outcome = self._first_part(REMOVED, data.account, data.user, data.removed_activities, message, origin_key)
-        self._record_availability(REMOVED, data, message)
+    def removed(self, data: ActivitiesRemoved, message: SyncMessage, origin_key: str,
+                event: str = REMOVED) -> SyncOutcome:
+        outcome = self._first_part(event, data.account, data.user, data.removed_activities, message, origin_key)
+        self._record_availability(event, data, message)
         return outcome
 
     def batch(self, job: ChangeBatch) -> SyncOutcome:
@@ -67,7 +71,7 @@ class Changes:
                 continue
             outcome.fetched += 1
             outcome.add(ctx.activities.upsert_one(activity, ctx.now()))
-            if event == REMOVED:
+            if rule_event(event) == REMOVED:
                 outcome.contradicted += 1
         # updated, then removed at Argyle before we asked: it is a removal too
         if gone:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.argyle.api_versions import UNSET_VERSION, ApiVersion
 from argyle_pipeline.argyle.client import ActivityNotFound
 from argyle_pipeline.sync.ports import ActivitySource, ActivityWriter, ContinuationQueue, StateWriter
 from argyle_pipeline.timestamps import iso_z
@@ -30,6 +31,8 @@ class SyncOptions:
     changes_per_part: int = 500
     # What a reconcile of scope "recent" re-lists every time (tips and adjustments land there).
     reconcile_recent_days: int = 30
+    # The stack's Argyle API version: its data-set events are synced, the other version's archived.
+    api: ApiVersion = UNSET_VERSION
     # Record each message's real changes for change events (CHANGE_EVENT_BUS set).
     track_changes: bool = False
 

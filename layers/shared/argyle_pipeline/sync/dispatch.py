@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import data_event_version
 from argyle_pipeline.argyle.webhook_events import (
     AccountEvent,
     AccountsConnected,
@@ -166,7 +167,12 @@ class ActivitySync:
             return self.changes.batch(data)
         if isinstance(data, ReconcileJob):
             return self.reconciler.run(data, message, remaining_ms)
-        if isinstance(data, ResyncRequest):
+        version = data_event_version(parsed.event)
+        if version is not None and version != ctx.options.api:
+            # The other API version's event (a subscription left from before a migration): this
+            # stack reads Argyle through its own version only. Kept and counted, nothing synced.
+            outcome = SyncOutcome(parsed.event, action="archived_other_version")
+        elif isinstance(data, ResyncRequest):
             first = Listing.resync_part(data, parsed.run_key)
             first.origin["quiet"] = _quiet(parsed, message)  # its continuations keep the choice
             outcome = self.listing.run(first, message, remaining_ms)
@@ -175,9 +181,9 @@ class ActivitySync:
             first.origin["quiet"] = _quiet(parsed, message)
             outcome = self.listing.run(first, message, remaining_ms)
         elif isinstance(data, ActivitiesUpdated):
-            outcome = self.changes.updated(data, message, parsed.run_key)
+            outcome = self.changes.updated(data, message, parsed.run_key, parsed.event)
         elif isinstance(data, ActivitiesRemoved):
-            outcome = self.changes.removed(data, message, parsed.run_key)
+            outcome = self.changes.removed(data, message, parsed.run_key, parsed.event)
         elif isinstance(data, UsersFullySynced):
             resource = data.original("resource")
             ctx.state.put_user(data.user, resource if isinstance(resource, dict) else {},

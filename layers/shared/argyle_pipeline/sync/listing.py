@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import rule_event
 from argyle_pipeline.argyle.client import PageLimitExceeded
 from argyle_pipeline.argyle.webhook_events import ActivitiesAdded, ActivitiesFullySynced, ActivitiesPartiallySynced
 from argyle_pipeline.aws.event_queue import QueuedEvent
@@ -176,14 +177,15 @@ class Listing:
         """The listing is complete: record it."""
         ctx = self.ctx
         now, origin = ctx.now(), job.origin
+        rule = rule_event(job.origin_event)  # gigs.fully_synced is recorded as activities.fully_synced is
         ctx.state.record_availability(
             job.account, job.user, available_from=origin.get("available_from"),
             available_to=origin.get("available_to"), available_count=origin.get("available_count"),
             event=job.origin_event, received_at_ms=message.received_at_ms, updated_at=now,
-            unless_fully_synced=job.origin_event == PARTIALLY_SYNCED)
-        if job.origin_event == FULLY_SYNCED:
+            unless_fully_synced=rule == PARTIALLY_SYNCED)
+        if rule == FULLY_SYNCED:
             ctx.state.mark_fully_synced(job.account, job.user, now)
-        elif job.origin_event == PARTIALLY_SYNCED:
+        elif rule == PARTIALLY_SYNCED:
             ctx.state.mark_partially_synced(job.account, job.user, origin.get("days_synced"), now)
 
 

@@ -12,7 +12,7 @@ from argyle_pipeline.sync.ports import UpsertResult
 @dataclass
 class SyncOutcome:
     event: str
-    action: str = "synced"  # synced | continued | archived (an event we only keep and count)
+    action: str = "synced"  # synced | continued | archived (an event we only keep and count) | archived_other_version
     part: int = 0
     pages: int = 0
     upserted: int = 0

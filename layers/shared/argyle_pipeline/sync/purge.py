@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from argyle_pipeline.argyle.api_versions import rule_event
 from argyle_pipeline.argyle.client import AccountNotFound
 from argyle_pipeline.argyle.webhook_events import AccountsRemoved, EventData
 from argyle_pipeline.aws.event_queue import QueuedEvent
@@ -66,7 +67,7 @@ class Purge:
         if event == ACCOUNTS_REMOVED and marker.get("status") == "purging":
             return True  # a purge that failed part-way, retried: it resumes (its steps are idempotent)
         removed_at = int(marker.get("removed_received_at_ms") or 0)
-        restart = (event in RESTART_EVENTS and isinstance(data, EventData)
+        restart = (rule_event(event) in RESTART_EVENTS and isinstance(data, EventData)
                    and message.received_at_ms > removed_at)
         if not restart or not self._connected_at_argyle(account):
             return False

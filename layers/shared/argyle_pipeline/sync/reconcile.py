@@ -17,7 +17,8 @@ account's group (`ReconcileJob`, like a listing's continuation):
   in N costs about log2(N/200) + 3 calls. A window with so much drift that bisecting it would cost
   more calls than its pages (d * log2(pages) >= pages) is listed outright instead.
 - full: re-list the whole account with a marker, then check every live stored activity the listing
-  did not mark (a re-sync); chosen by scope (weekly), or when Argyle's response has no `count`.
+  did not mark (a re-sync); chosen by scope (weekly), or when Argyle's response has no `count`
+  (API v2's lists have none: every reconcile of a v2 stack is a full pass, from the start).
 - gone: when Argyle lists nothing for an account, it is asked for the account itself; a 404
   means the worker revoked access and its accounts.removed never reached us: a purge is queued
   (sync/purge.py), exactly as that webhook would have.
@@ -142,6 +143,10 @@ class _Run:
         stage = self.job.stage
         if stage == "start":
             self.job.stage = "count" if self.job.scope == "counts" else self.job.scope
+            if not self.ctx.options.api.list_counts:
+                # No counts to compare (API v2): a recent pass and a count stage would end in a
+                # full pass anyway, after wasted calls.
+                self.job.stage = "full"
         elif stage in ("recent", "full"):
             self._list_one_page()
         elif stage == "sweep":

@@ -4,6 +4,8 @@ Every run queues one ReconcileJob per known account, in the account's message gr
 reconcile never races the account's webhooks. Most runs are "recent" (re-list the last days, then
 compare counts); each account gets a "full" pass once every `full_every_days`, on a day of its own
 (a hash of its id), so the week's full passes spread evenly instead of landing on one night.
+Without Argyle's list counts (API v2 documents none) there is nothing cheaper to compare: every
+reconcile is "full" (a "recent" one would end in a full pass anyway, after a wasted re-list).
 The request id is the schedule's period: a second run in the same period (a retry, a manual
 invoke) queues the same messages, which SQS (5 minutes) and the idempotency table drop.
 """
@@ -23,11 +25,15 @@ from argyle_pipeline.sync.messages import RECONCILE_EVENT, ReconcileJob
 class ReconcileSchedule:
     interval_seconds: int = 86_400
     full_every_days: int = 7
+    # False when the API's lists carry no `count` (ApiVersion.list_counts): every run is full.
+    counts: bool = True
 
     def period(self, now: float) -> int:
         return int(now // self.interval_seconds)
 
     def scope(self, account: str, period: int) -> Literal["full", "recent"]:
+        if not self.counts:
+            return "full"
         periods_per_full = max(1, self.full_every_days * 86_400 // self.interval_seconds)
         offset = int(hashlib.sha256(account.encode()).hexdigest()[:8], 16) % periods_per_full
         return "full" if (period + offset) % periods_per_full == 0 else "recent"

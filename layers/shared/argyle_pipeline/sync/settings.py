@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from argyle_pipeline.argyle.api_versions import UNSET_VERSION, ApiVersion, api_base_url, api_version
 from argyle_pipeline.sync.retry_schedule import (
     DEFAULT_DELAYS_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -46,6 +47,8 @@ class SyncSettings:
     queue_url: str
     argyle_api_url: str
     argyle_credentials_secret_id: str
+    # ARGYLE_API_VERSION (template: ArgyleApiVersion); absent is v1, what stacks ran before v2.
+    argyle_api: ApiVersion = UNSET_VERSION
     event_archive_days: int = 90
     idempotency_days: int = 30
     # A tombstone must outlive every message that could still carry a stale copy of the activity:
@@ -101,12 +104,15 @@ class SyncSettings:
 
 @cache
 def sync_settings() -> SyncSettings:
+    # An unknown version, or a URL of the other version, is refused here (UnknownApiVersion names both).
+    api = api_version(os.environ.get("ARGYLE_API_VERSION"))
     return SyncSettings(
         activities_table=os.environ["ACTIVITIES_TABLE"],
         sync_state_table=os.environ["SYNC_STATE_TABLE"],
         idempotency_table=os.environ["IDEMPOTENCY_TABLE"],
         queue_url=os.environ["EVENTS_QUEUE_URL"],
-        argyle_api_url=os.environ.get("ARGYLE_API_URL", "") or "https://api.argyle.com/v1",
+        argyle_api_url=api_base_url(api, os.environ.get("ARGYLE_API_URL")),
+        argyle_api=api,
         argyle_credentials_secret_id=os.environ.get("ARGYLE_CREDENTIALS_SECRET_ID", ""),
         event_archive_days=_int("EVENT_ARCHIVE_DAYS", 90),
         idempotency_days=_int("IDEMPOTENCY_DAYS", 30),

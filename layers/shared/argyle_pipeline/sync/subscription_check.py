@@ -14,11 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVENTS
+from argyle_pipeline.argyle.api_versions import V1, ApiVersion
+from argyle_pipeline.argyle.webhook_events import ACCOUNT_STATUS_EVENT, SYNC_EVENTS, sync_events
 
-# What subscribe-stack subscribes: every event the sync handles, and accounts.updated (with the
-# account object) in a subscription of its own.
-REQUIRED_EVENTS: tuple[str, ...] = (*SYNC_EVENTS, ACCOUNT_STATUS_EVENT)
+
+def required_events(api: ApiVersion = V1) -> tuple[str, ...]:
+    """What subscribe-stack subscribes a stack on `api` to: every event the sync handles (the
+    version's data-set events), and accounts.updated (with the account object) in a subscription
+    of its own."""
+    return (*sync_events(api), ACCOUNT_STATUS_EVENT)
+
+
+REQUIRED_EVENTS: tuple[str, ...] = (*SYNC_EVENTS, ACCOUNT_STATUS_EVENT)  # v1's: required_events(V1)
 
 
 def is_disabled(subscription: Any) -> bool:
