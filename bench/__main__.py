@@ -17,7 +17,9 @@ from bench.receiver_bench import run_receiver_bench
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "load"], help="run one group")
-    parser.add_argument("--sizes", default="1000,10000,100000", help="sync: activities per account")
+    parser.add_argument("--sizes", default="2000,10000,100000", help="sync: activities per account")
+    parser.add_argument("--latency", default="",
+                        help="sync: the latency model, e.g. page=0.25,get=0.12,dynamodb=0.006 (the default)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     print(f"# bench on {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
@@ -26,9 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "receiver"):
         results += run_receiver_bench()
     if args.only in (None, "sync"):
+        from bench.latency_model import LatencyModel
         from bench.sync_bench import run_sync_bench
 
-        results += run_sync_bench(sizes=[int(n) for n in args.sizes.split(",")])
+        try:
+            latency = LatencyModel.parse(args.latency)
+            sizes = [int(n) for n in args.sizes.split(",")]
+        except ValueError as exc:
+            parser.error(str(exc))
+        results += run_sync_bench(sizes=sizes, latency=latency)
     if args.only in (None, "reconcile"):
         from bench.reconcile_bench import run_reconcile_bench
 
