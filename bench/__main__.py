@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="2000,10000,100000", help="sync: activities per account")
     parser.add_argument("--latency", default="",
                         help="sync: the latency model, e.g. page=0.25,get=0.12,dynamodb=0.006 (the default)")
-    parser.add_argument("--scale-accounts", type=int, default=0, help="scale: accounts in the burst (default 40)")
+    parser.add_argument("--scale-accounts", type=int, default=0, help="scale: accounts in the burst (default 80)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
     print(f"# bench on {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "

@@ -42,7 +42,7 @@ def _post(url: str, body: bytes, secret: str) -> int:
         return int(exc.code)
 
 
-def run_scale(accounts: int = 40, pages: int = 10, page_size: int = 10, rate: float = 20.0, workers: int = 8,
+def run_scale(accounts: int = 80, pages: int = 10, page_size: int = 10, rate: float = 20.0, workers: int = 8,
               max_seconds: float = 600.0, seed: int = 7) -> dict[str, Any]:
     from argyle_pipeline.aws.activity_store import ActivityStore
     from argyle_sandbox.server import SandboxServer
