@@ -243,3 +243,44 @@ def test_on_dynamodb_throttling_that_outlasts_retries_fails_the_call_it_is_not_s
     with pytest.raises(ClientError) as raised:
         budget.acquire()
     assert raised.value.response["Error"]["Code"] == code
+
+
+# --- the sync handler's wiring ----------------------------------------------------------------------
+
+
+def test_each_record_bounds_the_budgets_waits_by_its_invocations_time_left():
+    # Given the sync's runtime with a budget, and an invocation with 100 s left
+    import time
+
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    import sync_handler
+    from argyle_pipeline.aws.event_queue import QueuedEvent, dedupe_key
+    from argyle_pipeline.sync.retry_schedule import RetrySchedule
+    from tests.support.lambda_events import FakeLambdaContext, record_for
+
+    budget = SharedRequestBudget(MemoryBudgetStore(), 40.0)
+    seen: list[float | None] = []
+
+    class Sync:
+        argyle_retries = 0
+
+    def process_once(**_: Any) -> dict[str, Any]:
+        seen.append(budget._deadline())  # what a wait for a token would be bounded by, during the record
+        return {"event": "activities.fully_synced", "action": "synced"}
+
+    runtime = sync_handler.SyncRuntime(sync=Sync(), process_once=process_once, idempotency_config=None,  # type: ignore[arg-type]
+                                       queue=None, retry_schedule=RetrySchedule((1,), 5),  # type: ignore[arg-type]
+                                       argyle_budget=budget, budget_reserve_ms=60_000)
+    sync_handler.set_runtime(runtime)
+    try:
+        body = b'{"event": "activities.fully_synced", "name": "n", "data": {"account": "a", "user": "u"}}'
+        event = QueuedEvent(body=body, event_name="activities.fully_synced", group_id="account:a",
+                            dedupe_key=dedupe_key(body), correlation_id="c", received_at_ms=1)
+        # When a record is handled
+        sync_handler.handle_record(SQSRecord(record_for(event)), FakeLambdaContext(remaining_ms=100_000))
+    finally:
+        sync_handler.set_runtime(None)
+    # Then during it no wait could end later than its time left less the reserve (100 s - 60 s)
+    (deadline,) = seen
+    assert deadline is not None and abs(deadline - (time.time() + 40.0)) < 5.0
