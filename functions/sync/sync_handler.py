@@ -250,7 +250,7 @@ def _delay_failed_records() -> None:
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
              "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
-             "unstable", "changes_parts", "purged", "purge_queued", "connection_status")
+             "unstable", "changes_parts", "purged", "purge_queued", "connection_status", "argyle_gave_out")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 
