@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
@@ -63,6 +64,7 @@ class Faults:
     requests_seen: int = 0  # /v1 requests counted so far (read-only in spirit)
     rate_limited: int = 0  # requests answered 429 by rate_limit_per_second (read-only in spirit)
     _bucket: list[float] = field(default_factory=list, repr=False, compare=False)  # [tokens, at]
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)  # tests hold it still
     _drop_counted: int = field(default=0, repr=False, compare=False)  # deliveries drop_events matched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -87,7 +89,7 @@ class Faults:
             return None
 
     def _take_token(self) -> bool:
-        rate, now = self.rate_limit_per_second, time.monotonic()
+        rate, now = self.rate_limit_per_second, self._clock()
         if not self._bucket:
             self._bucket[:] = [rate, now]
         tokens = min(rate, self._bucket[0] + (now - self._bucket[1]) * rate)

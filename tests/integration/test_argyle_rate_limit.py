@@ -7,7 +7,6 @@ import threading
 
 from argyle_pipeline.argyle.client import ArgyleClient, ArgyleUnavailable
 from argyle_pipeline.argyle.request_budget import SharedRequestBudget
-from argyle_sandbox import faults as faults_module
 from argyle_sandbox.server import SandboxServer
 from tests.support.sandbox_fixtures import SANDBOX_CREDENTIALS, RecordedSleeps, sandbox  # noqa: F401
 from tests.unit.test_argyle_request_budget import MemoryBudgetStore
@@ -29,11 +28,11 @@ class LockedStore(MemoryBudgetStore):
             super().pause_shard(shard, until)
 
 
-def test_the_sandbox_answers_429_with_retry_after_beyond_its_rate(sandbox: SandboxServer, monkeypatch):
+def test_the_sandbox_answers_429_with_retry_after_beyond_its_rate(sandbox: SandboxServer):
     # Given the sandbox limited to 5 requests/s, its clock held still, and a client that does not retry
     _, account = sandbox.connect_account(n_activities=3)
     now = [1_000.0]
-    monkeypatch.setattr(faults_module.time, "monotonic", lambda: now[0])
+    sandbox.faults._clock = lambda: now[0]  # the rate limit's clock only, not the process's
     sandbox.faults.update({"rate_limit_per_second": 5.0})
     client = ArgyleClient(sandbox.base_url, SANDBOX_CREDENTIALS, max_attempts=1)
 
