@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 FN ?= ReceiverFunction
 EVENT ?= events/activities_fully_synced.json
 
-.PHONY: help venv sam-venv checkov-venv test lint typecheck demo dev invoke events bench load build validate redrive sandbox clean
+.PHONY: help venv sam-venv checkov-venv test lint typecheck demo dev invoke events bench mutate load build validate redrive sandbox clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -58,12 +58,15 @@ sam-venv: $(SAM_VENV)/.installed ## Create .venv-sam with the SAM CLI (it pins i
 
 checkov-venv: $(CHECKOV_VENV)/.installed ## Create .venv-checkov with checkov (it pins its own boto3)
 
-test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end
-	SAM_CLI=$(abspath $(SAM)) CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest
+# The suite runs on TEST_WORKERS processes (pytest-xdist): each has its own moto server and ports.
+TEST_WORKERS ?= 2
+
+test: venv sam-venv checkov-venv lint ## Run the whole suite: lint, unit, integration, template, end-to-end (TEST_WORKERS=2)
+	SAM_CLI=$(abspath $(SAM)) CHECKOV=$(abspath $(CHECKOV)) $(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy layers/shared functions argyle_sandbox argyle_ops local_stack
+	$(VENV)/bin/mypy layers/shared functions argyle_sandbox argyle_ops local_stack mutation
 
 typecheck: lint
 
@@ -79,7 +82,7 @@ invoke: venv ## Run FN on EVENT in-process (moto; the sync against a sandbox): m
 events: venv ## Regenerate and re-sign the samples in events/
 	$(PY) scripts/make_events.py
 
-bench: venv ## Benchmarks: receiver cold start and warm path, sync throughput
+bench: venv ## Benchmarks: receiver cold start and warm path, sync throughput, reconcile, freshness, load
 	$(PY) -m bench
 
 build: sam-venv ## sam build (needs python3.13 on PATH, or pyenv's)
@@ -87,6 +90,9 @@ build: sam-venv ## sam build (needs python3.13 on PATH, or pyenv's)
 
 validate: sam-venv ## sam validate --lint
 	$(SAM) validate --lint
+
+mutate: venv ## Mutation testing of the critical files (about an hour, resumable): make mutate ARGS="--minutes 30"
+	$(PY) -m mutation $(ARGS)
 
 load: venv ## A bounded burst of signed webhooks at the local stack: accepted/s, drain time, nothing lost
 	$(PY) -m bench.load_run $(ARGS)

@@ -8,10 +8,15 @@
       user USER                the user's record from users.fully_synced
       counts [ACCOUNT]         events processed by name; with an account, its live and removed activities
       event DEDUPE_KEY [--body] an archived webhook (with --body, its exact bytes, for replay)
-      replay DEDUPE_KEY        queue an archived webhook again (processed even if seen before)
-      resync ACCOUNT [--user U] [--force] queue a re-sync from scratch of one account the sync knows
+      replay DEDUPE_KEY [--publish-changes]  queue an archived webhook again (processed even if seen before)
+      resync ACCOUNT [--user U] [--force] [--publish-changes]
+                               queue a re-sync from scratch of one account the sync knows; a replay or
+                               re-sync publishes no change events unless --publish-changes
       reconcile ACCOUNT | --all [--scope recent|full|counts]
                                queue a reconcile (compare with Argyle, repair the drift) now
+      health [ACCOUNT] [--json] [--stale-after-hours H] [--scan-behind-hours H]
+                               every account's health, worst first (failing, stale, behind
+                               Argyle's scan, drifted, disconnected); a table, or --json
       purge ACCOUNT | --user USER [--dry-run] [--no-wait]
                                erase an account's (or a user's) data; prints a receipt to keep
 
@@ -32,8 +37,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from argyle_ops.health_report import account_healths, as_json, as_table, now_utc
 from argyle_ops.operator_errors import EXIT_NOT_FOUND, EXIT_USAGE, OperatorError, configured_region, run_command
 from argyle_ops.stack_outputs import boto3_client, stack_outputs
 from argyle_pipeline.aws.activity_store import ActivityStore
@@ -41,6 +48,7 @@ from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
 from argyle_pipeline.exact_json import dumps_exact
 from argyle_pipeline.receiving.webhook_intake import message_group
+from argyle_pipeline.sync.account_health import HealthThresholds
 from argyle_pipeline.sync.messages import PURGE_EVENT, RESYNC_EVENT, PurgeJob, ReconcileJob, ResyncRequest
 from argyle_pipeline.sync.reconcile_schedule import reconcile_message
 
@@ -86,17 +94,28 @@ def _parser() -> argparse.ArgumentParser:
                         help="the events queue (replay, resync)")
     replay = commands.add_parser("replay", help="queue an archived webhook again")
     replay.add_argument("dedupe_key")
+    replay.add_argument("--publish-changes", action="store_true",
+                        help="publish its change events (a replay publishes none by default)")
     resync = commands.add_parser("resync", help="re-sync one account from scratch")
     resync.add_argument("account")
     resync.add_argument("--user", help="the account's user id (default: the one in its sync state)")
     resync.add_argument("--force", action="store_true",
                         help="queue it even though the sync has no state for the account (all its webhooks missed)")
+    resync.add_argument("--publish-changes", action="store_true",
+                        help="publish its change events (a re-sync, a backfill, publishes none by default)")
     reconcile = commands.add_parser("reconcile", help="compare accounts with Argyle now and repair what differs")
     reconcile.add_argument("account", nargs="?")
     reconcile.add_argument("--all", action="store_true", help="every account with a sync state")
     reconcile.add_argument("--scope", choices=["recent", "full", "counts"], default="recent",
                            help="recent (default): re-list the recent days, then compare counts; full: re-list "
                                 "everything; counts: compare counts only")
+    health = commands.add_parser("health", help="every account's health, worst first (or one account's)")
+    health.add_argument("account", nargs="?")
+    health.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    health.add_argument("--stale-after-hours", type=float, default=24.0,
+                        help="stale: connected, and no successful sync for this long (default 24)")
+    health.add_argument("--scan-behind-hours", type=float, default=6.0,
+                        help="behind_scan: Argyle's last scan newer than our data-as-of by this much (default 6)")
     purge = commands.add_parser("purge", help="erase an account's or a user's data (a data-subject request)")
     purge.add_argument("account", nargs="?")
     purge.add_argument("--user", help="every account of this user, and the user's profile")
@@ -106,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple[int, Any]:
+def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str,
+                 publish_changes: bool = False) -> tuple[int, Any]:
     """Put an archived body back on the queue, in its account's group, marked as a replay so the
     sync processes it again instead of recognising it as already done."""
     found = state.archived_event(dedupe)
@@ -123,13 +143,15 @@ def queue_replay(state: SyncStateStore, queue: EventQueue, dedupe: str) -> tuple
                          group_id=message_group(payload if isinstance(payload, dict) else {}, event_name),
                          dedupe_key=dedupe_key(body + replay_id.encode()), correlation_id=f"replay-{replay_id}",
                          received_at_ms=int(time.time() * 1000))
-    message_id = queue.send(queued, extra_attributes={"replay_id": replay_id})
+    # A replay publishes no change events unless asked (docs/change-events.md).
+    extra = {"replay_id": replay_id, **({"publish_changes": "true"} if publish_changes else {})}
+    message_id = queue.send(queued, extra_attributes=extra)
     return 0, {"queued": "replay", "event": event_name, "group": queued.group_id, "replay_id": replay_id,
                "message_id": message_id}
 
 
 def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncStateStore | None = None,
-                 force: bool = False) -> tuple[int, Any]:
+                 force: bool = False, publish_changes: bool = False) -> tuple[int, Any]:
     """Queue a re-sync of an account the sync knows (`state` given): an unknown id is most often a
     typo, and a re-sync of it would only store nothing. `force` queues it anyway."""
     known = state.account_state(account) if state is not None else None
@@ -138,7 +160,7 @@ def queue_resync(queue: EventQueue, account: str, user: str | None, state: SyncS
                                     "accounts` lists the known ones), or pass --force to re-sync an account whose "
                                     "webhooks were all missed"}
     user = user or (str(known["user_id"]) if known and known.get("user_id") else None)
-    request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex)
+    request = ResyncRequest(account=account, user=user, request_id=uuid.uuid4().hex, publish_changes=publish_changes)
     body = request.body()
     queued = QueuedEvent(body=body, event_name=RESYNC_EVENT, group_id=f"account:{account}",
                          dedupe_key=dedupe_key(body), correlation_id=f"resync-{request.request_id}",
@@ -276,6 +298,8 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
             if not any(result["activities"].values()) and state.account_state(account) is None:
                 return NOT_FOUND, {"error": _unknown_account(account)}
         return 0, result
+    if args.command == "health":
+        return _health(args, state)
     if args.command == "event":
         found = state.archived_event(args.dedupe_key)
         if not found:
@@ -284,6 +308,28 @@ def run(args: argparse.Namespace, activities: ActivityStore, state: SyncStateSto
             return 0, found["body"]
         return 0, {k: v for k, v in found.items() if k != "body"} | {"body_bytes": len(found["body"])}
     return USAGE, {"error": f"unknown command {args.command}"}
+
+
+def _health(args: argparse.Namespace, state: SyncStateStore) -> tuple[int, Any]:
+    """Exit 0 with the findings (problems are data, not errors); 1 only for an unknown ACCOUNT."""
+    thresholds = HealthThresholds(stale_after_seconds=int(args.stale_after_hours * 3600),
+                                  scan_behind_seconds=int(args.scan_behind_hours * 3600))
+    if args.account:
+        found = state.account_state(args.account)
+        if found is None:
+            return NOT_FOUND, {"error": _unknown_account(args.account)}
+        states: list[dict[str, Any]] = [found]
+    else:
+        states = list(state.accounts())
+    healths = account_healths(states, now_utc(), thresholds)
+    return 0, HealthOutput(as_json(healths) if args.json else as_table(healths))
+
+
+@dataclass
+class HealthOutput:
+    """What `health` prints: a table (text) or JSON; its exit code 1 is a finding, not an error."""
+
+    value: Any
 
 
 def _unknown_account(account: str) -> str:
@@ -327,16 +373,21 @@ def _command(args: argparse.Namespace, names: dict[str, str]) -> int:
                                       account=args.account, user=args.user, dry_run=False,
                                       wait_seconds=None if args.no_wait else args.wait_seconds)
         elif args.command == "replay":
-            code, value = queue_replay(state, queue, args.dedupe_key)
+            code, value = queue_replay(state, queue, args.dedupe_key, args.publish_changes)
         elif args.command == "reconcile":
             code, value = queue_reconcile(state, queue, args.account, args.all, args.scope)
         else:
-            code, value = queue_resync(queue, args.account, args.user, state, args.force)
+            code, value = queue_resync(queue, args.account, args.user, state, args.force, args.publish_changes)
     elif args.command == "purge":  # --dry-run: reads only
         code, value = queue_purge(state, ActivityStore(args.activities_table, dynamodb), None, account=args.account,
                                   user=args.user, dry_run=True, wait_seconds=None)
     else:
         code, value = run(args, ActivityStore(args.activities_table, dynamodb), state)
+    if isinstance(value, HealthOutput):
+        text = value.value if isinstance(value.value, str) else dumps_exact(value.value,
+                                                                            indent=None if args.compact else 2)
+        print(text)
+        return code
     if code != 0:
         # The error is one line on stderr; what goes with it (a queued purge's request id) is on stdout.
         details = {k: v for k, v in value.items() if k != "error"} if isinstance(value, dict) else {}

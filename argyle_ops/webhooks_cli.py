@@ -5,6 +5,7 @@
     argyle-webhooks get ID
     argyle-webhooks delete ID
     argyle-webhooks subscribe-stack --stack-name argyle-activity-sync [--revoke-previous | --previous-valid-hours N]
+    argyle-webhooks doctor --stack-name argyle-activity-sync | --webhook-url URL
 
 Configuration: --api-url or ARGYLE_API_URL (default production); credentials from
 ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets Manager secret
@@ -13,7 +14,8 @@ ARGYLE_API_KEY_ID / ARGYLE_API_KEY_SECRET, or --credentials-secret-id (a Secrets
 Exit codes: 0 ok, 1 Argyle API error (4xx not listed below, unexpected answer), 2 usage error,
 3 not found, 4 authentication (wrong or other-environment keys), 5 Argyle unavailable (retries
 exhausted), 6 AWS error (no credentials, unreachable endpoint, stack, outputs or secret unreadable or
-unwritable); no AWS region is a usage error (2). Every error is one line on stderr.
+unwritable), 7 doctor found events Argyle no longer delivers to the stack; no AWS region is a usage
+error (2). Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from argyle_pipeline.aws.secret_values import (
     parse_argyle_credentials,
     rotated_webhook_secret_value,
 )
+from argyle_pipeline.sync.subscription_check import check_subscriptions
 
 # The operator tools' shared codes (argyle_ops/operator_errors.py), under this CLI's names.
 EXIT_OK = 0
@@ -62,6 +65,7 @@ EXIT_NOT_FOUND = EXIT_ARGYLE_NOT_FOUND
 EXIT_AUTH = EXIT_ARGYLE_AUTH
 EXIT_UNAVAILABLE = EXIT_ARGYLE_UNAVAILABLE
 EXIT_AWS = 6
+EXIT_UNSUBSCRIBED = 7
 
 PROG = "argyle-webhooks"
 DEFAULT_NAME = "argyle-activity-sync"
@@ -120,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         parents=[_common(False)],
         description="Manage Argyle webhook subscriptions.",
-        epilog="exit codes: 0 ok, 1 API error, 2 usage, 3 not found, 4 auth, 5 unavailable, 6 AWS error",
+        epilog="exit codes: 0 ok, 1 API error, 2 usage, 3 not found, 4 auth, 5 unavailable, 6 AWS error, "
+        "7 doctor: events not delivered to the stack",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common(True)
@@ -189,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="hours the old secret stays accepted as 'previous' (default %(default)s)",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check that Argyle delivers every event the sync needs to the stack's URL, and say the fix",
+        description="The scheduled check's report (metric WebhookEventsUnsubscribed), for a person: the "
+        "stack URL's active and disabled subscriptions, the events none delivers, and the command that fixes it.",
+    )
+    doctor.add_argument("--stack-name", help="read WebhookUrl from this stack's outputs")
+    doctor.add_argument("--webhook-url", help="the receiver's URL (instead of the stack output)")
     return parser
 
 
@@ -320,6 +334,8 @@ def _details(sub: WebhookSubscription) -> str:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "subscribe-stack":
         return subscribe_stack(args, out)
+    if args.command == "doctor":
+        return doctor(args, out)
     client = make_client(args, credentials(args))
     if args.command == "create":
         config: dict[str, Any] = {}
@@ -411,6 +427,36 @@ def subscribe_stack(args: argparse.Namespace, out: TextIO) -> int:
         for old_id in removed:
             print(f"deleted older subscription {old_id}", file=out)
     return EXIT_OK
+
+
+def doctor(args: argparse.Namespace, out: TextIO) -> int:
+    outputs: dict[str, str] = {}
+    if args.stack_name and not args.webhook_url:
+        outputs = stack_outputs(args.stack_name, args)
+    webhook_url = args.webhook_url or outputs.get("WebhookUrl")
+    if not webhook_url:
+        raise UsageError("doctor needs --stack-name or --webhook-url")
+    _check_url(webhook_url, "the webhook URL")
+    client = make_client(args, credentials(args, outputs.get("ArgyleCredentialsSecretArn")))
+    report = check_subscriptions(client.list_webhooks(), webhook_url)
+    target = f"--stack-name {args.stack_name}" if args.stack_name else f"--webhook-url {webhook_url} --secret-id SECRET"
+    fix = f"argyle-webhooks subscribe-stack {target}"
+    if args.json:
+        print(json.dumps({**report.as_dict(), "fix": None if report.ok else fix}), file=out)
+        return EXIT_OK if report.ok else EXIT_UNSUBSCRIBED
+    print(f"webhook URL            {webhook_url}", file=out)
+    print(f"active subscriptions   {', '.join(report.subscriptions) or 'none'}", file=out)
+    if report.disabled:
+        print(f"disabled subscriptions {', '.join(report.disabled)}", file=out)
+    if report.ok:
+        print(f"ok: Argyle delivers all {len(report.required)} events the sync needs to this URL", file=out)
+        return EXIT_OK
+    print(f"MISSING: Argyle delivers none of these to this URL: {', '.join(report.missing)}", file=out)
+    print("  Their webhooks stop without an error anywhere; the reconciler repairs the data only once a day.", file=out)
+    print(f"  fix: {fix}", file=out)
+    print("       (subscribes every event again with a new secret, and deletes the URL's older subscriptions)",
+          file=out)
+    return EXIT_UNSUBSCRIBED
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -16,7 +16,8 @@ from bench.receiver_bench import run_receiver_bench
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "load", "scale"], help="run one group")
+    parser.add_argument("--only", choices=["receiver", "sync", "reconcile", "freshness", "load", "scale"],
+                        help="run one group")
     parser.add_argument("--sizes", default="2000,10000,100000", help="sync: activities per account")
     parser.add_argument("--latency", default="",
                         help="sync: the latency model, e.g. page=0.25,get=0.12,dynamodb=0.006 (the default)")
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.reconcile_bench import run_reconcile_bench
 
         results += run_reconcile_bench()
+    if args.only in (None, "freshness"):
+        from bench.freshness_bench import print_freshness, run_freshness_bench
+
+        freshness = run_freshness_bench()
+        print_freshness(freshness)
+        results += freshness
     if args.only in (None, "load"):
         from bench.load_run import print_load, run_load
 

@@ -123,8 +123,11 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
         sys.stdout = log_file  # the functions' JSON logs go to the file, the story to the terminal
         try:
             with SandboxServer(seed=seed, api_key_id=SANDBOX_API_KEY_ID, api_key_secret=SANDBOX_API_KEY_SECRET) as sb:
+                events_path = ROOT / ".local-stack" / "demo-change-events.jsonl"
+                events_path.unlink(missing_ok=True)
                 config = StackConfig(argyle_api_url=sb.base_url, argyle_api_key_id=SANDBOX_API_KEY_ID,
-                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, retry_delays=DEMO_RETRY_DELAYS)
+                                     argyle_api_key_secret=SANDBOX_API_KEY_SECRET, retry_delays=DEMO_RETRY_DELAYS,
+                                     change_events=True, change_events_file=events_path)
                 say(f"Argyle sandbox up: {sb.base_url}; starting the local stack (moto, receiver, sync)...")
                 with LocalStack(config) as stack:
                     say(f"local stack up: webhook URL {stack.webhook_url}, AWS endpoint {stack.aws_endpoint}")
@@ -206,6 +209,7 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
                         ("AWS calls (moto server)", stack.aws_calls),
                         ("sync batches / records processed", f"{stats.batches} / {processed}" if stats else "-"),
                         ("failed attempts (retried)", stats.failed_records if stats else "-"),
+                        ("change events (EventBridge)", change_event_counts(stack)),
                         ("time", f"{elapsed:.1f} s"),
                         ("copy exact", "yes" if exact(problems, forged, unsigned, kept, lied, purged) else "NO"),
                     ]
@@ -222,11 +226,22 @@ def full_demo(seed: int, accounts_plan: list[list[int]], scans: int) -> int:
     for problem in problems:
         print("MISMATCH", problem)
     print(f"function logs: {log_path.relative_to(ROOT)}")
+    print(f"change events: {(ROOT / '.local-stack' / 'demo-change-events.jsonl').relative_to(ROOT)}")
     return 0 if exact(problems, forged, unsigned, kept, lied, purged) else 1
 
 
 def exact(problems: list[str], forged: int, unsigned: int, kept: int, lied: list[str], purged: str = "yes") -> bool:
     return not problems and forged == 401 and unsigned == 401 and kept == len(lied) and purged.startswith("yes")
+
+
+def change_event_counts(stack: Any) -> str:
+    """What the stack published to its change-event bus, by detail type (read off the rule's queue)."""
+    watcher = stack.change_events
+    if watcher is None:
+        return "-"
+    while watcher.drain():  # what is still in the queue, before the stack stops
+        pass
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(watcher.seen.items())) or "none"
 
 
 def purge_state(stack: Any, account: str) -> str:

@@ -145,7 +145,8 @@ def run(host: str, ports: dict[str, int], seed: int, workers: int, retry_delays:
                 argyle_api_url=api_url, argyle_api_key_id=key_id, argyle_api_key_secret=key_secret,
                 webhook_secret=os.environ.get("LOCAL_WEBHOOK_SECRET", LOCAL_DEV_SECRET), host=host,
                 moto_port=ports["MOTO_PORT"], receiver_port=ports["RECEIVER_PORT"], sync_workers=workers,
-                retry_delays=retry_delays, reconcile_every=reconcile_every)
+                retry_delays=retry_delays, reconcile_every=reconcile_every, change_events=True,
+                change_events_file=log_dir / "change-events.jsonl")
             stack = LocalStack(config, report=say)
             stack.start()
             banner(stack, sandbox, api_url, config, log_dir, say)
@@ -178,6 +179,8 @@ def banner(stack: LocalStack, sandbox: Any, api_url: str, config: StackConfig, l
         f"DLQ              {outputs['EventsDlqUrl']}",
         f"retry delays     {delays}",
         f"function logs    {log_dir / 'functions.log'}",
+        f"change events    bus {stack.change_events.bus_name if stack.change_events else '-'}: a `change` line "
+        f"each, and {log_dir / 'change-events.jsonl'}",
         f"reconcile        every {config.reconcile_every:.0f} s (RECONCILE_EVERY_SECONDS); now: "
         f"argyle-synced --endpoint-url {stack.aws_endpoint} --queue-url {outputs['EventsQueueUrl']} "
         f"--activities-table {outputs['ActivitiesTableName']} --sync-state-table "

@@ -17,11 +17,13 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
 
+from local_stack.change_event_watcher import ChangeEventWatcher
 from local_stack.dev_config import LOCAL_DEV_SECRET, LOCAL_PREFIX, REGION
 from local_stack.fifo_dedupe_window import SQS_WINDOW_SECONDS, FifoDedupeWindow
 from local_stack.lambda_runtime import (
@@ -33,6 +35,7 @@ from local_stack.lambda_runtime import (
     sync_sends_through,
 )
 from local_stack.receiver_http import ReceiverHttpServer
+from local_stack.serialized_moto import serialize_requests
 from local_stack.sqs_poller import SqsPoller
 from local_stack.sync_console import SyncConsole
 from local_stack.template_resources import TEMPLATE_PATH, StackResources, create_stack_resources, load_template
@@ -63,6 +66,10 @@ class StackConfig:
     dedupe_window_seconds: float = SQS_WINDOW_SECONDS
     # Seconds between runs of the reconcile schedule (0: only on demand, `reconcile_now()`).
     reconcile_every: float = 0.0
+    # Change events (PublishChangeEvents) to a bus in moto, shown as console lines (`report`) and
+    # written as JSON lines to `change_events_file` (`make dev`, `make demo`).
+    change_events: bool = False
+    change_events_file: Path | None = None
 
 
 @dataclass
@@ -117,6 +124,7 @@ class LocalStack:
         self.dedupe_window = FifoDedupeWindow(config.dedupe_window_seconds, on_drop=self._report_drop)
         self._reconciles = 0
         self._reconcile_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self.change_events: ChangeEventWatcher | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -128,6 +136,8 @@ class LocalStack:
         moto = ThreadedMotoServer(ip_address=cfg.host, port=cfg.moto_port, verbose=False)
         self._start_moto(moto)
         self._exit.callback(moto.stop)
+        # One request at a time into moto, whose backends are not thread-safe (see serialized_moto).
+        serialize_requests(moto._server)
         self._count_aws_calls(moto)
         host, port = moto.get_host_and_port()
         host = advertised_host(str(host))
@@ -153,6 +163,11 @@ class LocalStack:
         env = {}
         for fn in ("ReceiverFunction", "SyncFunction", "ReconcileFunction"):
             env.update(function_environment(fn, self.resources, parameters=params, template=self._template))
+        if cfg.change_events:
+            self.change_events = ChangeEventWatcher(session, prefix=cfg.prefix, report=self._report,
+                                                    path=cfg.change_events_file).start()
+            self._exit.callback(self.change_events.stop)
+            env["CHANGE_EVENT_BUS"] = self.change_events.bus_name
         if cfg.retry_delays is not None:
             env["RETRY_DELAYS_SECONDS"] = ",".join(str(d) for d in cfg.retry_delays)
         env.update(cfg.extra_env)
@@ -168,6 +183,9 @@ class LocalStack:
             raise PortInUse("the webhook receiver", cfg.host, cfg.receiver_port) from None
         self._receiver_http.start()
         self._exit.callback(self._receiver_http.stop)
+        # The reconcile schedule's subscription check looks for this URL at Argyle (the template's
+        # WEBHOOK_URL names the API Gateway URL, which the local stack does not have).
+        self._exit.enter_context(environment({"WEBHOOK_URL": self.webhook_url}))
         # Loaded once, before any sync runs: loading a handler resets module caches.
         self._reconcile_handler = load_handler("ReconcileFunction", self._template)
 

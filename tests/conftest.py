@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from local_stack.serialized_moto import serialize_requests
 from local_stack.template_resources import StackResources, create_stack_resources
 from tests.support.network import free_port
 
@@ -49,6 +50,7 @@ def moto_server_url() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    serialize_requests(server._server)  # as the local stack does: moto's backends are not thread-safe
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -31,12 +32,23 @@ from argyle_pipeline.argyle.request_budget import SharedRequestBudget
 from argyle_pipeline.argyle.webhook_events import MalformedWebhook
 from argyle_pipeline.aws.activity_store import ActivityStore
 from argyle_pipeline.aws.argyle_budget_store import ArgyleBudgetStore
+from argyle_pipeline.aws.change_event_bus import ChangeEventBus
+from argyle_pipeline.aws.dynamodb_client import sync_dynamodb_client
 from argyle_pipeline.aws.event_queue import EventQueue
 from argyle_pipeline.aws.secret_values import argyle_credentials
 from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.sync.change_events import change_events, should_publish
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync, run_unless_covered
-from argyle_pipeline.sync.messages import ParsedMessage, SyncMessage, message_from_sqs_record, parse_message
+from argyle_pipeline.sync.messages import (
+    PURGE_EVENT,
+    RECONCILE_EVENT,
+    RESYNC_EVENT,
+    ParsedMessage,
+    SyncMessage,
+    message_from_sqs_record,
+    parse_message,
+)
 from argyle_pipeline.sync.retry_schedule import RetrySchedule
 from argyle_pipeline.sync.settings import SyncSettings, sync_settings
 
@@ -52,6 +64,7 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # record still gets its retry delay (a raised batch would wait out the queue's 90-minute timeout).
 processor.raise_on_entire_batch_failure = False
 _SKIPPED_BEHIND_FAILURE = (SQSFifoCircuitBreakerError, SQSFifoMessageGroupCircuitBreakerError)
+_NOT_WEBHOOKS = (RECONCILE_EVENT, PURGE_EVENT, RESYNC_EVENT)
 _PER_RECORD_KEYS = ["correlation_id", "message_id", "group_id", "event_name", "dedupe_key"]
 
 
@@ -68,6 +81,8 @@ class SyncRuntime:
     # The stack's shared Argyle rate; its waits end this long before the invocation's timeout.
     argyle_budget: SharedRequestBudget | None = None
     budget_reserve_ms: int = 60_000
+    state: SyncStateStore | None = None  # where a failed record's note goes (the account's health)
+    change_bus: ChangeEventBus | None = None  # change events, when PublishChangeEvents is on
 
 
 _runtime: SyncRuntime | None = None
@@ -75,16 +90,14 @@ _runtime: SyncRuntime | None = None
 
 def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[Any] | None = None,
                   dynamodb: Any = None, sqs: Any = None, idempotency_dynamodb: Any = None,
-                  sleep: Callable[[float], None] | None = None,
+                  sleep: Callable[[float], None] | None = None, events: Any = None,
                   budget: SharedRequestBudget | None = None) -> SyncRuntime:
     """The per-container objects; each argument replaces what would be made from `settings`."""
-    import boto3
     import urllib3
-    from botocore.config import Config
 
     if dynamodb is None:
-        # Standard retry mode backs off on throttling; what still fails is raised and SQS retries.
-        dynamodb = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        # Retries throttling and transaction conflicts; what still fails is raised and SQS retries.
+        dynamodb = sync_dynamodb_client()
     if argyle is None:
         def credentials() -> Any:  # Powertools caches the secret; a rotation is picked up within max_age
             return argyle_credentials(settings.argyle_credentials_secret_id, settings.secret_max_age_seconds)
@@ -102,19 +115,21 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                    for _ in range(settings.fetch_concurrency + 1)]
         argyle, fetchers = clients[0], clients[1:]
     queue = EventQueue(settings.queue_url, sqs)
+    state = SyncStateStore(settings.sync_state_table, dynamodb)
     sync = ActivitySync(
         argyle,
         ActivityStore(settings.activities_table, dynamodb, tombstone_seconds=settings.tombstone_seconds,
                       retention_seconds=settings.activity_retention_seconds,
                       max_rounds=settings.dynamodb_max_rounds, sleep=sleep or time.sleep),
-        SyncStateStore(settings.sync_state_table, dynamodb),
+        state,
         queue,
         SyncOptions(continuation_margin_ms=settings.continuation_margin_ms,
                     event_archive_seconds=settings.event_archive_seconds,
                     full_sync_whole_account=settings.full_sync_whole_account,
                     page_limit=settings.argyle_page_limit,
                     changes_per_part=settings.changes_per_part,
-                    reconcile_recent_days=settings.reconcile_recent_days),
+                    reconcile_recent_days=settings.reconcile_recent_days,
+                    track_changes=bool(settings.change_event_bus)),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(
@@ -136,8 +151,9 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         return sync.process(message, parsed, remaining_ms).as_dict()
 
     return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config, queue=queue,
-                       retry_schedule=settings.retry_schedule, argyle_budget=budget,
-                       budget_reserve_ms=settings.continuation_margin_ms // 2)
+                       retry_schedule=settings.retry_schedule, state=state,
+                       change_bus=ChangeEventBus(settings.change_event_bus, events) if settings.change_event_bus
+                       else None, argyle_budget=budget, budget_reserve_ms=settings.continuation_margin_ms // 2)
 
 
 def runtime() -> SyncRuntime:
@@ -193,6 +209,7 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
                            reason=str(exc)[:300])
             metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
             raise
+        _publish_changes(rt, outcome, parsed, message)
         _record_metrics(outcome, message)
         logger.info("message processed", **_log_fields(outcome))
         return outcome
@@ -201,6 +218,19 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
         if retries:
             metrics.add_metric(name="ArgyleRetries", unit=MetricUnit.Count, value=retries)
         logger.remove_keys(_PER_RECORD_KEYS)
+
+
+def _publish_changes(rt: SyncRuntime, outcome: dict[str, Any], parsed: ParsedMessage, message: SyncMessage) -> None:
+    """After the idempotent step, so a failed PutEvents fails the record and its retry publishes the
+    stored outcome's change set again (sync/change_events.py: at least once, stable event ids)."""
+    account = getattr(parsed.data, "account", None)
+    if rt.change_bus is None or not isinstance(account, str) or not should_publish(outcome, message.message_id):
+        return
+    events = change_events(outcome, account=account, user=getattr(parsed.data, "user", None),
+                           message_id=message.message_id or parsed.run_key)
+    if events:
+        rt.change_bus.publish(events)
+        metrics.add_metric(name="ChangeEventsPublished", unit=MetricUnit.Count, value=len(events))
 
 
 def _log_argyle_wait(wait: RetryWait) -> None:
@@ -240,11 +270,25 @@ def _delay_failed_records() -> None:
             logger.warning("record failed: SQS hands it out again after a delay",
                            retry_in_seconds=redelivery.delay_seconds, **fields)
         delays.append((record.receipt_handle, redelivery.delay_seconds))
+        _note_failure(rt, fields, redelivery.attempt)
     refused = rt.queue.retry_later(delays)
     if refused:
         # Not lost: these records keep the queue's visibility timeout and come back after it.
         logger.warning("could not set the retry delay; the records come back after the queue's visibility timeout",
                        records=len(refused), errors=sorted(set(refused.values())))
+
+
+def _note_failure(rt: SyncRuntime, fields: dict[str, Any], attempt: int) -> None:
+    """The account's last failure, for its health (`argyle-synced health`); a user's group has none."""
+    group = str(fields.get("group_id") or "")
+    if rt.state is None or not group.startswith("account:"):
+        return
+    failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    reason = f"{fields.get('error')}: {fields.get('reason')}"
+    if not rt.state.record_failure(group.removeprefix("account:"), event=str(fields.get("event_name") or ""),
+                                   failed_at=failed_at, reason=reason, attempts=attempt):
+        # Not fatal: the record is retried all the same; only its health note is missing.
+        logger.warning("could not note the failure in the account's health", group_id=group)
 
 
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
@@ -269,10 +313,19 @@ def _record_metrics(outcome: dict[str, Any], message: SyncMessage) -> None:
     if message.received_at_ms:
         lag = max(0, int(time.time() * 1000) - message.received_at_ms)
         metrics.add_metric(name="SyncLagMs", unit=MetricUnit.Milliseconds, value=lag)
+        if exact_lag_applies(outcome):
+            # Freshness: accepted by the receiver -> the webhook's whole work applied (docs/runbook.md).
+            metrics.add_metric(name="ExactLagMs", unit=MetricUnit.Milliseconds, value=lag)
     # One dimension value per event name: its own EMF line, apart from the function-wide metrics.
     with single_metric(name="EventsProcessed", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
                        default_dimensions={"service": SERVICE}) as metric:
         metric.add_dimension(name="event", value=str(outcome.get("event", "unknown"))[:200])
+
+
+def exact_lag_applies(outcome: dict[str, Any]) -> bool:
+    """Whether this message finished a webhook's work (its listing's last part and pass, or a part
+    of its ids): the sync's own requests (reconciles, purges, re-syncs) are not webhooks' lag."""
+    return bool(outcome.get("completed")) and outcome.get("event") not in _NOT_WEBHOOKS
 
 
 def _record_drift_metrics(outcome: dict[str, Any]) -> None:

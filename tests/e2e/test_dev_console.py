@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import queue
 import re
@@ -84,3 +85,33 @@ def test_make_dev_stops_cleanly_on_sigterm() -> None:
     while not out.empty():
         rest.append(out.get())
     assert any(line.rstrip().endswith("stopped cleanly") for line in rest), rest
+
+
+def test_the_console_shows_each_change_event_and_the_file_keeps_them(tmp_path: Path) -> None:
+    lines: list[str] = []
+    path = tmp_path / "change-events.jsonl"
+    with contextlib.redirect_stdout(io.StringIO()), \
+            SandboxServer(seed=43, api_key_id=KEY_ID, api_key_secret=KEY_SECRET) as sandbox:
+        config = StackConfig(argyle_api_url=sandbox.base_url, argyle_api_key_id=KEY_ID,
+                             argyle_api_key_secret=KEY_SECRET, webhook_secret=WEBHOOK_SECRET,
+                             change_events=True, change_events_file=path)
+        with LocalStack(config, report=lines.append) as stack:
+            sandbox.subscribe(stack.webhook_url, events=["*"], secret=WEBHOOK_SECRET)
+            # When an account connects (its first sync), then Argyle's scan removes one activity
+            _, account = sandbox.connect_account(n_activities=8)
+            deadline = time.monotonic() + 120
+            while not any(line.startswith("change    account.synced") for line in lines):
+                assert time.monotonic() < deadline, "\n".join(lines)
+                time.sleep(0.2)
+            sandbox.periodic_scan(account, remove=1)
+            while not any(line.endswith("+0 ~0 -1") for line in lines):
+                assert time.monotonic() < deadline, "\n".join(lines)
+                time.sleep(0.2)
+    # Then the console showed the first sync's additions, the account exact, and the removal
+    changes = [line for line in lines if line.startswith("change ")]
+    assert f"change    activities.changed  account:{account}  +8 ~0 -0" in changes
+    assert any(line.startswith(f"change    account.synced      account:{account}  data as of ") for line in changes)
+    # And the file holds the same events, as EventBridge delivered them (ids and counts only)
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["detail-type"] for e in events] == [line.split()[1] for line in changes]
+    assert {e["source"] for e in events} == {"argyle-activity-sync"}

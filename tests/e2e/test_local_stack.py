@@ -140,3 +140,7 @@ def test_the_demo_finds_and_repairs_drift_and_ends_exact(capsys: pytest.CaptureF
     assert rows["revoked account purged"].startswith("yes (activities ")
     missing = int(rows["drift repaired by reconcile"].split(" missing")[0])
     assert missing > 0
+    # And the stack told the user's systems: changes, accounts exact again, the revoked one purged
+    published = dict(reversed(part.split(" ", 1)) for part in rows["change events (EventBridge)"].split(", "))
+    assert int(published["activities.changed"]) > 0 and int(published["account.synced"]) > 0
+    assert published["account.purged"] == "1"

@@ -98,8 +98,11 @@ def test_argyle_synced_purge_dry_run_then_receipt(stack_on_server: StackResource
         sleep=lambda _s: drained.append(harness.drain()))
     assert code == 0 and receipt["receipt"] == "purge" and drained
     assert receipt["accounts"][0]["deleted"] == {"activities": 6, "archived_events": 4, "user_profiles": 1}
-    # And the account is nothing but its marker; a second request finds nothing to purge
+    # And the account is nothing but its marker, its event counters gone too; a second request finds nothing to purge
     assert activities.item_ids(ACCOUNT) == [] and state.user(USER) is None
+    leftovers = [item for item in boto3.client("dynamodb").scan(TableName=state.table_name)["Items"]
+                 if ACCOUNT in json.dumps(item) or USER in json.dumps(item)]
+    assert [item["pk"]["S"] for item in leftovers] == [f"ACCOUNT#{ACCOUNT}"]
     marker = state.account_state(ACCOUNT)
     assert marker is not None and marker["status"] == "purged" and "user_id" not in marker
     assert run("purge", ACCOUNT)[0] == synced_cli.NOT_FOUND

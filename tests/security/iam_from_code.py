@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [ROOT / "layers" / "shared", ROOT / "functions" / "receiver", ROOT / "functions" / "sync",
                 ROOT / "functions" / "reconcile"]
 FIRST_PARTY = ("argyle_pipeline", "receiver_handler", "sync_handler", "reconcile_handler")
-SERVICES = ("dynamodb", "sqs", "secretsmanager")
+SERVICES = ("dynamodb", "sqs", "secretsmanager", "events")
 
 # Which environment variable names the resource an adapter works on. Each handler builds the
 # adapter from it (sync/settings.py, receiving/settings.py, reconcile_handler.py).
@@ -51,6 +51,7 @@ ADAPTER_RESOURCE_ENV = {
     "ArgyleBudgetStore": "SYNC_STATE_TABLE",
     "EventQueue": "EVENTS_QUEUE_URL",
     "DynamoDBPersistenceLayer": "IDEMPOTENCY_TABLE",
+    "ChangeEventBus": "CHANGE_EVENT_BUS",
 }
 # Library classes that call AWS themselves once our code hands them a resource: the module to read.
 LIBRARY_ADAPTERS = {

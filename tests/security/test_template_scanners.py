@@ -26,15 +26,14 @@ _NO_VPC = ("the functions reach only AWS's public endpoints and Argyle's API, ov
            "endpoints and cold-start cost, and protect nothing more")
 _NO_RESERVED = ("reserved concurrency is taken from the account's pool (a new account has none to give, and the deploy "
                 "would fail); the receiver is bounded by the API's throttling, the sync by its event source's "
-                "MaximumConcurrency (SyncMaxConcurrency), the reconciler by its schedule")
+                "MaximumConcurrency (SyncMaxConcurrency), the reconciler by its schedule (the receiver and the sync "
+                "take an optional reservation: ReceiverReservedConcurrency, SyncReservedConcurrency)")
 _ENV_KMS = ("the environment holds resource names and settings, never a secret (test_template_security's "
             "secret-in-environment rule); Lambda encrypts it at rest with its own key")
 ACCEPTED_CHECKOV: dict[tuple[str, str], str] = {
     ("CKV_AWS_117", "ReceiverFunction"): _NO_VPC,
     ("CKV_AWS_117", "SyncFunction"): _NO_VPC,
     ("CKV_AWS_117", "ReconcileFunction"): _NO_VPC,
-    ("CKV_AWS_115", "ReceiverFunction"): _NO_RESERVED,
-    ("CKV_AWS_115", "SyncFunction"): _NO_RESERVED,
     ("CKV_AWS_115", "ReconcileFunction"): _NO_RESERVED,
     ("CKV_AWS_173", "ReceiverFunction"): _ENV_KMS,
     ("CKV_AWS_173", "SyncFunction"): _ENV_KMS,

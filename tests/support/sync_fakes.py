@@ -9,7 +9,7 @@ from typing import Any
 
 from argyle_pipeline.aws.activity_store import activity_version, start_key
 from argyle_pipeline.aws.event_queue import QueuedEvent
-from argyle_pipeline.sync.ports import StoredKey, UpsertResult
+from argyle_pipeline.sync.ports import ChangeSet, StoredKey, UpsertResult
 
 
 class MemoryActivities:
@@ -18,6 +18,11 @@ class MemoryActivities:
         self.upsert_many_calls: list[int] = []
         self.upsert_one_calls = 0
         self.remove_calls: list[list[str]] = []
+        self.changes: ChangeSet | None = None
+
+    def track_changes(self) -> ChangeSet:
+        self.changes = ChangeSet()
+        return self.changes
 
     def _write(self, activity: Any, synced_at: str, resync_marker: str | None = None) -> UpsertResult:
         key = (activity.account, activity.id)
@@ -30,7 +35,11 @@ class MemoryActivities:
         self.items[key] = {"version": version, "activity": activity.raw, "synced_at": synced_at,
                            "resync_marker": resync_marker, "start_key": start_key(activity.start_date)}
         if current is None or "version" not in current:
+            if self.changes is not None:
+                self.changes.added.append(activity.id)
             return UpsertResult(written=1, created=1)
+        if self.changes is not None and current["version"] < version:
+            self.changes.updated.append(activity.id)
         return UpsertResult(written=1, changed=int(current["version"] < version))
 
     def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
@@ -52,6 +61,8 @@ class MemoryActivities:
     def remove(self, account_id: str, activity_ids: Sequence[str], removed_at: str) -> int:
         ids = list(dict.fromkeys(activity_ids))
         self.remove_calls.append(ids)
+        if self.changes is not None:
+            self.changes.removed.extend(i for i in ids if "activity" in self.items.get((account_id, i), {}))
         for activity_id in ids:
             self.items[(account_id, activity_id)] = {"removed_at": removed_at}
         return len(ids)
@@ -80,6 +91,7 @@ class MemoryState:
         self.users: dict[str, dict[str, Any]] = {}
         self.archive: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
+        self.group_counters: set[tuple[str, str]] = set()  # (group, event): the per-group counters
         self.links: set[tuple[str, str]] = set()
 
 
@@ -108,6 +120,20 @@ class MemoryState:
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None:
         self._account(account_id, user_id).update(resynced_at=synced_at, resync_removed=removed)
 
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> bool:
+        state = self._account(account_id, user_id)
+        first_exact = exact and "data_as_of" not in state
+        state["account_id"] = account_id
+        state["last_sync"] = {k: v for k, v in {"event": event, "at": synced_at, "from": covered_from,
+                                                 "to": covered_to}.items() if v is not None}
+        if exact:
+            state["data_as_of"] = synced_at
+        if counts is not None:
+            state["last_counts"] = {**counts, "at": synced_at}
+        return first_exact
+
     def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
                          drift: Mapping[str, int], argyle_calls: int) -> None:
         self._account(account_id, user_id).update(
@@ -125,6 +151,7 @@ class MemoryState:
             return False
         self.archive[dedupe_key] = {"event": event, "body": body, "expires_at": expires_at, "group": group_id}
         self.counts[event] = self.counts.get(event, 0) + 1
+        self.group_counters.add((group_id, event))
         return True
 
     def record_account_status(self, account_id: str, user_id: str | None, *, event: str, received_at_ms: int,
@@ -164,9 +191,15 @@ class MemoryState:
     def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
         return [{"key": k} for k, v in self.archive.items() if v.get("group") == group_id][:limit]
 
+    def counter_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        return [{"counter": c} for c in sorted(self.group_counters) if c[0] == group_id][:limit]
+
     def delete_keys(self, keys: list[dict[str, Any]]) -> int:
         for key in keys:
-            self.archive.pop(key["key"], None)
+            if "counter" in key:
+                self.group_counters.discard(key["counter"])
+            else:
+                self.archive.pop(key["key"], None)
         return len(keys)
 
     def user_accounts(self, user_id: str) -> list[str]:

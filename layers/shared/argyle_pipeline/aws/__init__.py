@@ -1,1 +1,2 @@
-"""The only modules that call AWS, one per service: DynamoDB tables, the SQS queue, Secrets Manager."""
+"""The only modules that call AWS, one per service: DynamoDB tables (and the sync's client and its
+retries), the SQS queue, Secrets Manager."""

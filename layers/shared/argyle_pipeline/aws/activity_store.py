@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from argyle_pipeline.sync.ports import UNDATED_KEY, StoredKey, UpsertResult
+from argyle_pipeline.sync.ports import UNDATED_KEY, ChangeSet, StoredKey, UpsertResult
 
 BATCH_WRITE_SIZE = 25  # BatchWriteItem's limit
 BATCH_GET_SIZE = 100  # BatchGetItem's limit
@@ -159,6 +159,7 @@ class ActivityStore:
         # Calls made, for metrics and the benchmark (retries of unprocessed items included).
         self.write_calls = 0
         self.read_calls = 0
+        self._changes: ChangeSet | None = None  # set by track_changes(): change events are on
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -179,6 +180,8 @@ class ActivityStore:
         stored = self._stored_versions(list(latest))
         result = UpsertResult()
         writes: list[dict[str, Any]] = []
+        created: list[str] = []
+        changed: list[str] = []
         for key, activity in latest.items():
             current = stored.get(key)
             version = activity_version(activity.updated_at)
@@ -189,12 +192,17 @@ class ActivityStore:
             else:
                 if current is None or current[1]:
                     result.created += 1
+                    created.append(activity.id)
                 elif current[0] < version:
                     result.changed += 1
+                    changed.append(activity.id)
                 writes.append({"PutRequest": {"Item": activity_item(activity, synced_at, resync_marker,
                                                                     self._expires_at())}})
         self._batch_write(writes)
         result.written = len(writes)
+        if self._changes is not None:
+            self._changes.added.extend(created)
+            self._changes.updated.extend(changed)
         return result
 
     def upsert_one(self, activity: ActivityLike, synced_at: str) -> UpsertResult:
@@ -219,18 +227,31 @@ class ActivityStore:
             old = exc.response.get("Item") or {}
             return UpsertResult(removed=1) if "removed_at" in old else UpsertResult(stale=1)
         old_version = (response.get("Attributes") or {}).get("version")
-        if old_version is None:
-            return UpsertResult(written=1, created=1)
-        return UpsertResult(written=1, changed=int(int(old_version["N"]) < version))
+        result = UpsertResult(written=1, created=1) if old_version is None else \
+            UpsertResult(written=1, changed=int(int(old_version["N"]) < version))
+        if self._changes is not None and (result.created or result.changed):
+            (self._changes.added if result.created else self._changes.updated).append(activity.id)
+        return result
 
     def remove(self, account_id: str, activity_ids: Iterable[str], removed_at: str) -> int:
         """Replace each activity by a tombstone, in batches of 25. A removal always wins: no
         condition is needed, and a later stale write cannot undo it. Returns how many."""
         expires_at = int(self._clock()) + self.tombstone_seconds
         unique = list(dict.fromkeys(i for i in activity_ids if i))
+        live: list[str] = []
+        if self._changes is not None and unique:
+            stored = self._stored_versions([(account_id, i) for i in unique])
+            live = [i for i in unique if (account_id, i) in stored and not stored[(account_id, i)][1]]
         self._batch_write([{"PutRequest": {"Item": tombstone_item(account_id, i, removed_at, expires_at)}}
                            for i in unique])
+        if self._changes is not None:
+            self._changes.removed.extend(live)
         return len(unique)
+
+    def track_changes(self) -> ChangeSet:
+        """Record every real change from now on (change events): see sync.ports.ChangeSet."""
+        self._changes = ChangeSet()
+        return self._changes
 
     def _expires_at(self) -> int | None:
         return int(self._clock()) + self.retention_seconds if self.retention_seconds else None

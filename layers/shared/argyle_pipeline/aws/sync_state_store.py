@@ -8,7 +8,10 @@ Items (pk, sk):
                                       reconciled_at, reconciled_full_at, last_reconcile (scope, drift
                                       by kind, argyle_calls), drift_<kind>_total (summed),
                                       connection_status, error_code, scanned_at, last_account_event,
-                                      lookup ("SHARD#00".."SHARD#15": the reconcile scheduler's view)
+                                      lookup ("SHARD#00".."SHARD#15": the reconcile scheduler's view),
+                                      health: last_sync (event, at, from, to), data_as_of,
+                                      last_counts (stored_live, argyle_count, at), last_failure
+                                      (event, at, reason, attempts): see sync/account_health.py
                       (purged)        status "purged" or "purging", purged_at, removed_received_at_ms,
                                       purge_reason, deleted (counts): no personal data, no lookup
     USER#<user>        ACCOUNT#<acc>  a link: the user holds this account (written once per account)
@@ -20,8 +23,15 @@ Items (pk, sk):
 
 The sparse GSI Lookups (lookup + pk, projecting status and connection_status) serves both reads
 by something other than the key: every account (16 shards, so that no index partition takes
-every account's writes) and an account's archived bodies.
-    COUNTS             EVENT#<event>  count, last_processed_at
+every account's writes), an account's archived bodies and its event counters.
+    COUNTS#<nn>        EVENT#<event>#<group>
+                                      count, event, group_id, last_key (the dedupe key counted last),
+                                      last_processed_at: one counter per message group and event,
+                                      nn = the group's shard (COUNT_SHARDS); lookup
+                                      ("COUNTERS#account:<id>" or "COUNTERS#user:<id>", for purging)
+    COUNTS             EVENT#<event>  count, last_processed_at: written by stacks before the
+                                      per-group counters (every record's transaction touched it);
+                                      still summed by event_counts()
 """
 
 from __future__ import annotations
@@ -40,6 +50,9 @@ PARTIALLY_SYNCED = "partially_synced"
 PURGING = "purging"
 PURGED = "purged"
 COUNTS_PK = "COUNTS"
+# Event counters: one item per message group and event, spread over this many partitions so that
+# event_counts() reads them with a few queries.
+COUNT_SHARDS = 16
 ACCOUNT_SHARDS = 16
 LOOKUP_INDEX = "Lookups"
 _BATCH_WRITE = 25
@@ -64,8 +77,19 @@ def account_shard(account_id: str) -> str:
     return f"SHARD#{int(hashlib.sha256(account_id.encode()).hexdigest()[:8], 16) % ACCOUNT_SHARDS:02d}"
 
 
+def count_key(event: str, group_id: str) -> dict[str, Any]:
+    """A group's counter of one event: written only by that group's records, which SQS FIFO hands
+    out one at a time, so no two concurrent records ever write the same counter."""
+    shard = int(hashlib.sha256(group_id.encode()).hexdigest()[:8], 16) % COUNT_SHARDS
+    return {"pk": {"S": f"{COUNTS_PK}#{shard:02d}"}, "sk": {"S": f"EVENT#{event}#{group_id}"}}
+
+
 def archive_lookup(group_id: str) -> str:
     return f"ARCHIVE#{group_id}"
+
+
+def counters_lookup(group_id: str) -> str:
+    return f"COUNTERS#{group_id}"
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -116,6 +140,77 @@ class SyncStateStore:
                 adds.append(f"#d_{kind} :d_{kind}")
         self._update_account(account_id, user_id, reconciled_at, sets=sets, names=names, values=values,
                              adds=adds)
+
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> bool:
+        """An event's work finished: the account's last successful sync and what it covered (None:
+        the whole account, or the ids the event named); `exact`: the stored copy was just found
+        equal to Argyle ("data as of"); `counts`: stored live and Argyle's count, when compared.
+        True when this is the account's first data_as_of (its first exact copy)."""
+        sync: dict[str, Any] = {"event": event, "at": synced_at}
+        if covered_from or covered_to:
+            sync["from"], sync["to"] = covered_from, covered_to
+        sets, names = ["#sync = :sync"], {"#sync": "last_sync"}
+        values: dict[str, Any] = {":sync": {k: v for k, v in sync.items() if v is not None}}
+        if exact:
+            sets.append("#asof = :at")
+            names["#asof"] = "data_as_of"
+            values[":at"] = synced_at
+        if counts is not None:
+            sets.append("#counts = :counts")
+            names["#counts"] = "last_counts"
+            values[":counts"] = {**counts, "at": synced_at}
+        old = self._update_account(account_id, user_id, synced_at, sets=sets, names=names, values=values,
+                                   return_old=True)
+        return exact and "data_as_of" not in old
+
+    def record_failure(self, account_id: str, *, event: str, failed_at: str, reason: str, attempts: int) -> bool:
+        """A record of the account failed (it is retried by SQS): when, why (one line), which attempt.
+        Best effort by design: one unconditional SET of its own attribute (it contends with no other
+        write), never on a purged account; False when it could not be written (the caller logs it
+        and the record's failure goes on as before)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.write_calls += 1
+            self._client.update_item(
+                TableName=self.table_name, Key=account_key(account_id),
+                UpdateExpression="SET #account = :account, #lookup = :lookup, #failure = :failure",
+                ConditionExpression="attribute_not_exists(#status) OR NOT #status IN (:purging, :purged)",
+                ExpressionAttributeNames={"#account": "account_id", "#lookup": "lookup", "#failure": "last_failure",
+                                          "#status": "status"},
+                ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in {
+                    ":account": account_id, ":lookup": account_shard(account_id),
+                    ":failure": {"event": event, "at": failed_at, "reason": reason.splitlines()[0][:300] if reason
+                                 else "", "attempts": attempts},
+                    ":purging": PURGING, ":purged": PURGED}.items()})
+        except (BotoCoreError, ClientError):  # the record failed already; this note must not fail it otherwise
+            return False
+        return True
+
+    def account_states(self, account_ids: list[str], attributes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The state items of these accounts (BatchGetItem, 100 a call; `attributes` projects them):
+        the scheduled health check reads what the Lookups index does not project."""
+        states: list[dict[str, Any]] = []
+        projection: dict[str, Any] = {}
+        if attributes:
+            projection = {"ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(attributes))),
+                          "ExpressionAttributeNames": {f"#a{i}": a for i, a in enumerate(attributes)}}
+        for start in range(0, len(account_ids), 100):
+            pending: dict[str, Any] = {self.table_name: {
+                "Keys": [account_key(a) for a in account_ids[start:start + 100]], **projection}}
+            for round_no in range(8):
+                if round_no:
+                    time.sleep(min(2.0, 0.05 * 2 ** round_no))  # throttled: back off before asking again
+                response = self._client.batch_get_item(RequestItems=pending)
+                states.extend(from_dynamodb(item) for item in response.get("Responses", {}).get(self.table_name, []))
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                raise RuntimeError("BatchGetItem left account states unread")
+        return states
 
     def mark_partially_synced(self, account_id: str, user_id: str | None, days_synced: int | None,
                               synced_at: str) -> None:
@@ -176,7 +271,8 @@ class SyncStateStore:
 
     def _update_account(self, account_id: str, user_id: str | None, updated_at: str, *, sets: list[str],
                         names: dict[str, str], values: dict[str, Any], removes: list[str] | None = None,
-                        adds: list[str] | None = None, condition: str | None = None) -> None:
+                        adds: list[str] | None = None, condition: str | None = None,
+                        return_old: bool = False) -> dict[str, Any]:
         names = {**names, "#account": "account_id", "#updated": "updated_at", "#lookup": "lookup"}
         values = {**values, ":account": account_id, ":updated": updated_at, ":lookup": account_shard(account_id)}
         # The shard never changes, so this SET never rewrites the index entry.
@@ -199,7 +295,7 @@ class SyncStateStore:
         }
         if condition:
             kwargs["ConditionExpression"] = condition
-        if user_id:
+        if user_id or return_old:
             kwargs["ReturnValues"] = "UPDATED_OLD"
         self.write_calls += 1
         response = self._client.update_item(**kwargs)
@@ -209,6 +305,8 @@ class SyncStateStore:
             self._client.put_item(TableName=self.table_name, Item={
                 "pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"},
                 "account_id": {"S": account_id}})
+        old: dict[str, Any] = response.get("Attributes") or {}
+        return old
 
     def account_state(self, account_id: str) -> dict[str, Any] | None:
         return self._get(account_key(account_id))
@@ -333,6 +431,15 @@ class SyncStateStore:
                 break
         return keys
 
+    def counter_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Up to `limit` keys of a message group's event counters: a purge takes them too."""
+        keys = []
+        for item in self._query_lookup(counters_lookup(group_id)):
+            keys.append({"pk": item["pk"], "sk": item["sk"]})
+            if len(keys) >= limit:
+                break
+        return keys
+
     def user_accounts(self, user_id: str) -> list[str]:
         """The accounts linked to the user (the links written the first time each was seen)."""
         kwargs: dict[str, Any] = {
@@ -399,33 +506,51 @@ class SyncStateStore:
 
     def archive_event(self, dedupe_key: str, event: str, body: bytes, *, received_at_ms: int,
                       processed_at: str, expires_at: int, group_id: str = "") -> bool:
-        """Keep the exact body for replay and count the event, in one transaction: an event
-        archived before (a redelivery after its idempotency record expired) is not counted again.
-        Returns False in that case."""
+        """Keep the exact body for replay and count the event once, touching no item that other
+        message groups write (no transaction: concurrent records never cancel each other).
+
+        1. A consistent read of the archive item: there already, the event was counted when it was
+           archived (a redelivery after its idempotency record expired). Returns False.
+        2. The group's counter of the event: ADD 1, unless its last counted key is this one. An
+           earlier attempt of this record that counted and then failed left its own key there, and
+           nothing else of the group ran since (FIFO hands out a group's next record only after this
+           one), so a retry never counts twice.
+        3. The archive item, conditional on not existing.
+        A failure at any step raises; the record is retried and resumes where the last one stopped.
+        """
         from botocore.exceptions import ClientError
 
+        if self._client.get_item(TableName=self.table_name, Key=event_key(dedupe_key), ConsistentRead=True,
+                                 ProjectionExpression="pk").get("Item"):
+            return False
         self.write_calls += 1
         try:
-            self._client.transact_write_items(TransactItems=[
-                {"Put": {
-                    "TableName": self.table_name,
-                    "Item": {**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
-                             "received_at_ms": {"N": str(received_at_ms)},
-                             "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)},
-                             **({"lookup": {"S": archive_lookup(group_id)}} if group_id else {})},
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }},
-                {"Update": {
-                    "TableName": self.table_name,
-                    "Key": {"pk": {"S": COUNTS_PK}, "sk": {"S": f"EVENT#{event}"}},
-                    "UpdateExpression": "ADD #count :one SET #last = :at",
-                    "ExpressionAttributeNames": {"#count": "count", "#last": "last_processed_at"},
-                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":at": {"S": processed_at}},
-                }},
-            ])
+            self._client.update_item(
+                TableName=self.table_name, Key=count_key(event, group_id),
+                UpdateExpression="ADD #count :one SET #last = :at, #key = :key, #event = :event, #group = :group"
+                                 + (", #lookup = :lookup" if group_id else ""),
+                ConditionExpression="attribute_not_exists(#key) OR #key <> :key",
+                ExpressionAttributeNames={"#count": "count", "#last": "last_processed_at", "#key": "last_key",
+                                          "#event": "event", "#group": "group_id",
+                                          **({"#lookup": "lookup"} if group_id else {})},
+                ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"S": processed_at}, ":key": {"S": dedupe_key},
+                                           ":event": {"S": event}, ":group": {"S": group_id},
+                                           **({":lookup": {"S": counters_lookup(group_id)}} if group_id else {})})
         except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            if not _conditional_failed(exc):
+                raise
+            # Counted already, by an attempt of this record that failed before the archive: archive it now.
+        self.write_calls += 1
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item={**event_key(dedupe_key), "event": {"S": event}, "body": {"B": body},
+                      "received_at_ms": {"N": str(received_at_ms)},
+                      "processed_at": {"S": processed_at}, "expires_at": {"N": str(expires_at)},
+                      **({"lookup": {"S": archive_lookup(group_id)}} if group_id else {})},
+                ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
                 return False
             raise
         return True
@@ -437,18 +562,23 @@ class SyncStateStore:
         return item
 
     def event_counts(self) -> dict[str, int]:
+        """Events archived, by name: the sum of every group's counters (COUNT_SHARDS queries), and of
+        the unsharded COUNTS items a stack kept before them."""
         counts: dict[str, int] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name, "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": COUNTS_PK}},
-        }
-        while True:
-            response = self._client.query(**kwargs)
-            for item in response.get("Items", []):
-                counts[item["sk"]["S"].removeprefix("EVENT#")] = int(item["count"]["N"])
-            if "LastEvaluatedKey" not in response:
-                return counts
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for pk in [*(f"{COUNTS_PK}#{shard:02d}" for shard in range(COUNT_SHARDS)), COUNTS_PK]:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name, "KeyConditionExpression": "pk = :p",
+                "ExpressionAttributeValues": {":p": {"S": pk}},
+            }
+            while True:
+                response = self._client.query(**kwargs)
+                for item in response.get("Items", []):
+                    event = item["event"]["S"] if "event" in item else item["sk"]["S"].removeprefix("EVENT#")
+                    counts[event] = counts.get(event, 0) + int(item["count"]["N"])
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return counts
 
     def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
         response = self._client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)

@@ -36,6 +36,7 @@ class Changes:
     def batch(self, job: ChangeBatch) -> SyncOutcome:
         outcome = SyncOutcome(job.origin_event, part=job.part)
         self._check(job.origin_event, job.account, job.ids, outcome)
+        outcome.completed = True  # this part's ids: each part is its own piece of the event's work
         return outcome
 
     def _first_part(self, event: str, account: str, user: str | None, named: list[str], message: SyncMessage,
@@ -54,6 +55,7 @@ class Changes:
                 received_at_ms=message.received_at_ms))
             outcome.changes_parts += 1
         self._check(event, account, ids[:per_part], outcome)
+        outcome.completed = True  # this part's ids: each part is its own piece of the event's work
         return outcome
 
     def _check(self, event: str, account: str, ids: list[str], outcome: SyncOutcome) -> None:

@@ -30,6 +30,8 @@ class SyncOptions:
     changes_per_part: int = 500
     # What a reconcile of scope "recent" re-lists every time (tips and adjustments land there).
     reconcile_recent_days: int = 30
+    # Record each message's real changes for change events (CHANGE_EVENT_BUS set).
+    track_changes: bool = False
 
 
 def iso_or_none(value: datetime | None) -> str | None:

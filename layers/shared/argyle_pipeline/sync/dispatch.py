@@ -31,6 +31,7 @@ from argyle_pipeline.argyle.webhook_events import (
     ActivitiesUpdated,
     UsersFullySynced,
 )
+from argyle_pipeline.sync.change_events import summarise
 from argyle_pipeline.sync.changes import Changes
 from argyle_pipeline.sync.context import SyncContext, SyncOptions
 from argyle_pipeline.sync.listing import Listing
@@ -65,6 +66,17 @@ def needs_fresh_read(parsed: ParsedMessage, message: SyncMessage, previous: Mapp
         return False
     started = int(previous.get("started_at_ms") or 0)
     return message.received_at_ms >= started
+
+
+def _quiet(parsed: ParsedMessage, message: SyncMessage) -> bool:
+    """No change events for a replay or a re-sync (a backfill) unless it asked for them; a listing's
+    later parts carry the choice in their origin."""
+    data = parsed.data
+    if isinstance(data, Continuation):
+        return bool(data.origin.get("quiet"))
+    if isinstance(data, ResyncRequest):
+        return not data.publish_changes
+    return bool(message.replay_id) and not message.publish_changes
 
 
 def run_unless_covered(parsed: ParsedMessage, message: SyncMessage,
@@ -114,8 +126,26 @@ class ActivitySync:
         """Apply one message. Raises on anything transient (Argyle unavailable, DynamoDB
         throttled) so that SQS retries it; the writes already made are safe to repeat."""
         started_at_ms = int(self.ctx.clock() * 1000)
+        changes = self.ctx.activities.track_changes() if self.ctx.options.track_changes else None
         outcome = self._apply(message, parsed, remaining_ms)
         outcome.started_at_ms = started_at_ms
+        outcome.message_id = message.message_id
+        account = getattr(parsed.data, "account", None)
+        if outcome.completed and isinstance(account, str) and account:
+            # The account's health (sync/account_health.py): its last successful sync, "data as of".
+            now = self.ctx.now()
+            first_exact = self.ctx.state.record_sync(
+                account, getattr(parsed.data, "user", None), now, event=outcome.event,
+                covered_from=outcome.covered_from, covered_to=outcome.covered_to, exact=outcome.exact,
+                counts=outcome.counts)
+            outcome.data_as_of = now if outcome.exact else None
+            # account.synced: exact *again*, i.e. its first exact copy, or after this message changed
+            # something (a reconcile's repairs included); not when nothing moved (a duplicate).
+            outcome.newly_exact = outcome.exact and (first_exact or bool(changes)
+                                                     or any((outcome.drift or {}).values()))
+        if changes is not None:
+            outcome.changes = summarise(changes)
+            outcome.quiet = _quiet(parsed, message)
         return outcome
 
     def _apply(self, message: SyncMessage, parsed: ParsedMessage,
@@ -137,10 +167,13 @@ class ActivitySync:
         if isinstance(data, ReconcileJob):
             return self.reconciler.run(data, message, remaining_ms)
         if isinstance(data, ResyncRequest):
-            outcome = self.listing.run(Listing.resync_part(data, parsed.run_key), message, remaining_ms)
+            first = Listing.resync_part(data, parsed.run_key)
+            first.origin["quiet"] = _quiet(parsed, message)  # its continuations keep the choice
+            outcome = self.listing.run(first, message, remaining_ms)
         elif isinstance(data, ActivitiesFullySynced | ActivitiesPartiallySynced | ActivitiesAdded):
-            outcome = self.listing.run(self.listing.first_part(parsed.event, data, parsed.run_key),
-                                       message, remaining_ms)
+            first = self.listing.first_part(parsed.event, data, parsed.run_key)
+            first.origin["quiet"] = _quiet(parsed, message)
+            outcome = self.listing.run(first, message, remaining_ms)
         elif isinstance(data, ActivitiesUpdated):
             outcome = self.changes.updated(data, message, parsed.run_key)
         elif isinstance(data, ActivitiesRemoved):

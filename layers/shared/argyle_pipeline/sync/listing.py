@@ -110,6 +110,7 @@ class Listing:
             raise
         if job.origin_event == RESYNC_EVENT and marker is not None:
             self._finish_resync(job, marker, outcome)
+            outcome.completed = outcome.exact = True  # every stored activity was listed or checked
             return outcome
         if _shifted(job.origin):
             if outcome.listing_pass < MAX_LISTING_PASSES:
@@ -118,6 +119,11 @@ class Listing:
         elif marker is not None:  # a later pass that Argyle held still during: it saw everything
             self._sweep_range(job, marker, outcome)
         self.finish(job, message)
+        outcome.completed = True
+        outcome.covered_from, outcome.covered_to = job.from_start_date, job.to_start_date
+        # Only a listing of the whole account that Argyle held still during proves the copy exact.
+        outcome.exact = (job.origin_event == FULLY_SYNCED and not (job.from_start_date or job.to_start_date)
+                         and not outcome.unstable)
         return outcome
 
     def _list_again(self, job: Continuation, message: SyncMessage, outcome: SyncOutcome) -> SyncOutcome:

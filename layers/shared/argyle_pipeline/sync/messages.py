@@ -49,6 +49,8 @@ class SyncMessage:
     message_id: str = ""
     # Set by `argyle-synced replay`: process this body again, keyed apart from its first delivery.
     replay_id: str = ""
+    # `argyle-synced replay --publish-changes`: a replay publishes change events only when asked.
+    publish_changes: bool = False
 
 
 def message_from_sqs_record(record: Mapping[str, Any]) -> SyncMessage:
@@ -70,6 +72,7 @@ def message_from_sqs_record(record: Mapping[str, Any]) -> SyncMessage:
         received_at_ms=int(received),
         message_id=str(record.get("messageId", "")),
         replay_id=attribute("replay_id") or "",
+        publish_changes=attribute("publish_changes") == "true",
     )
 
 
@@ -118,6 +121,7 @@ class ResyncRequest(BaseModel):
     account: str = Field(min_length=1)
     user: str | None = None
     request_id: str = Field(min_length=8)  # unique per request: its idempotency key and resync marker
+    publish_changes: bool = False  # a re-sync is a backfill: change events only when asked
 
     def body(self) -> bytes:
         return json.dumps({"event": RESYNC_EVENT, "data": self.model_dump()}, sort_keys=True).encode("utf-8")
@@ -178,6 +182,9 @@ class ReconcileJob(BaseModel):
     drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
     argyle_calls: int = 0
     full_rows: int = 0  # rows the full pass has listed so far
+    # The count stage's figures (Argyle's count, the stored live keys), for the account's health.
+    argyle_total: int | None = None
+    stored_total: int | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -37,6 +37,21 @@ class SyncOutcome:
     connection_status: str | None = None  # accounts.*: the connection status Argyle reported
     archived: bool | None = None  # False: this body was archived (and counted) before
     started_at_ms: int = 0  # when processing began, i.e. before anything was read from Argyle
+    message_id: str = ""  # the SQS message processed: a redelivery of it publishes its change events again
+    # Health (sync/account_health.py): the event's work is complete (its last part); the range a
+    # listing covered (None: the whole account); the stored copy was found equal to Argyle; and the
+    # counts a reconcile compared (stored_live, argyle_count).
+    completed: bool = False
+    covered_from: str | None = None
+    covered_to: str | None = None
+    exact: bool = False
+    counts: dict[str, int] | None = None
+    data_as_of: str | None = None  # the time recorded as the account's data_as_of (exact)
+    newly_exact: bool = False  # exact again after a change (or for the first time): account.synced
+    # Change events (sync/change_events.py): the net ids this message changed, when they are on;
+    # `quiet`: a replay or re-sync that was not asked to publish.
+    changes: dict[str, Any] | None = None
+    quiet: bool = False
 
     def add(self, result: UpsertResult) -> None:
         self.upserted += result.written

@@ -4,7 +4,7 @@ Argyle client implement these; the tests' in-memory fakes do too."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from argyle_pipeline.argyle.activity import Activity
@@ -29,6 +29,20 @@ class UpsertResult:
         self.created += other.created
         self.changed += other.changed
         return self
+
+
+@dataclass
+class ChangeSet:
+    """The activity ids whose stored copy really changed while one message was processed: created
+    (no live copy before), updated (an older copy before), removed (a live copy became a tombstone).
+    A write that changed nothing (a duplicate, a re-listing of the same data) is in none of them."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
 
 
 # The `start_key` of an activity without a start_date: sorts after every dated key.
@@ -80,6 +94,11 @@ class ActivityWriter(Protocol):
 
     def delete_many(self, account_id: str, activity_ids: Sequence[str]) -> int: ...
 
+    def track_changes(self) -> ChangeSet:
+        """From now on, record every real change in a new ChangeSet (returned); removals then read
+        the stored copies first, to tell a live activity's removal from a repeated one."""
+        ...
+
 
 class StateWriter(Protocol):
     """argyle_pipeline.aws.sync_state_store.SyncStateStore."""
@@ -95,6 +114,10 @@ class StateWriter(Protocol):
                             unless_fully_synced: bool = False) -> bool: ...
 
     def mark_resynced(self, account_id: str, user_id: str | None, synced_at: str, *, removed: int) -> None: ...
+
+    def record_sync(self, account_id: str, user_id: str | None, synced_at: str, *, event: str,
+                    covered_from: str | None, covered_to: str | None, exact: bool,
+                    counts: Mapping[str, int] | None = None) -> bool: ...
 
     def record_reconcile(self, account_id: str, user_id: str | None, reconciled_at: str, *, scope: str,
                          drift: Mapping[str, int], argyle_calls: int) -> None: ...
@@ -120,6 +143,8 @@ class StateWriter(Protocol):
     def forget_purge(self, account_id: str) -> None: ...
 
     def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def counter_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]: ...
 
     def delete_keys(self, keys: list[dict[str, Any]]) -> int: ...
 

@@ -142,6 +142,8 @@ class Purge:
             keys = ctx.state.archived_keys(f"account:{job.account}", ARCHIVE_PER_STEP)
             if keys:
                 deleted["archived_events"] = deleted.get("archived_events", 0) + ctx.state.delete_keys(keys)
+            elif counters := ctx.state.counter_keys(f"account:{job.account}", ARCHIVE_PER_STEP):
+                ctx.state.delete_keys(counters)  # the group's event counts: ids of the account, nothing more
             else:
                 job.stage = "user"
         elif job.stage == "user":
@@ -159,6 +161,8 @@ class Purge:
             return
         while keys := state.archived_keys(f"user:{user}", ARCHIVE_PER_STEP):
             job.deleted["archived_events"] = job.deleted.get("archived_events", 0) + state.delete_keys(keys)
+        while counters := state.counter_keys(f"user:{user}", ARCHIVE_PER_STEP):
+            state.delete_keys(counters)
         state.delete_user(user)
         job.deleted["user_profiles"] = 1
 

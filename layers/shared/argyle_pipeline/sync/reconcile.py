@@ -114,6 +114,11 @@ class Reconciler:
         ctx.state.record_reconcile(job.account, job.user, ctx.now(), scope=job.scope, drift=drift,
                                    argyle_calls=job.argyle_calls)
         outcome.drift = drift
+        outcome.completed = True
+        outcome.exact = not outcome.purge_queued  # every drift found was repaired in this pass
+        if job.argyle_total is not None and job.stored_total is not None:
+            outcome.counts = {"argyle_count": job.argyle_total,
+                              "stored_live": job.stored_total + drift["missing"] - drift["extra"]}
         return outcome
 
     def _continue(self, job: ReconcileJob, message: SyncMessage, outcome: SyncOutcome) -> SyncOutcome:
@@ -199,6 +204,7 @@ class _Run:
         ctx, job = self.ctx, self.job
         total = ctx.argyle.count_activities(job.account)
         dated = ctx.argyle.count_activities(job.account, iso_seconds(EARLIEST), iso_seconds(LATEST))
+        job.argyle_total, job.stored_total = total, len(self.index.seconds) + self.index.undated
         if total == 0 and self._account_gone():
             job.stage = "done"
             return

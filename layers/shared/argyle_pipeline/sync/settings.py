@@ -83,6 +83,8 @@ class SyncSettings:
     # over this many bucket items (argyle/request_budget.py).
     argyle_requests_per_second: float = 40.0
     argyle_budget_shards: int = 8
+    # The EventBridge bus change events go to (PublishChangeEvents); empty: none are published.
+    change_event_bus: str = ""
 
     @property
     def event_archive_seconds(self) -> int:
@@ -129,4 +131,5 @@ def sync_settings() -> SyncSettings:
         activity_retention_days=max(0, _int("ACTIVITY_RETENTION_DAYS", 0)),
         argyle_requests_per_second=max(0.0, _float("ARGYLE_REQUESTS_PER_SECOND", 40.0)),
         argyle_budget_shards=max(1, _int("ARGYLE_BUDGET_SHARDS", 8)),
+        change_event_bus=os.environ.get("CHANGE_EVENT_BUS", "").strip(),
     )
