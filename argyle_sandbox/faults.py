@@ -5,6 +5,9 @@ API faults apply to /v1 routes only, counted per request in arrival order:
 - rate_limit_next / fail_next: the next N requests answer 429 / `fail_status`, then normal again.
 - rate_limit_every / fail_every: every Nth request answers 429 / `fail_status` (0 = never).
 - retry_after: the Retry-After header of a 429 (a string, as HTTP carries it; None omits it).
+- rate_limit_per_second: Argyle's own rate limit (0 = none): a token bucket of this many requests
+  per second (holding one second's worth); a request beyond it answers 429 with a Retry-After of
+  the whole seconds until a token is back (at least 1). `rate_limited` counts those 429s.
 - delay_seconds: every answer waits this long first (slow answers, client read timeouts).
 - foreign_next_host: `next` links name this origin (e.g. "http://127.0.0.1:9999") instead of ours.
 - bare_webhook_list: GET /v1/webhooks answers a bare JSON array, like the docs' example.
@@ -24,7 +27,10 @@ Delivery faults apply to webhooks the scenario sends:
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
@@ -54,7 +60,11 @@ class Faults:
     drop_events: list[str] | None = None
     duplicate_deliveries: int = 0
     reorder_deliveries: bool = False
+    rate_limit_per_second: float = 0.0
     requests_seen: int = 0  # /v1 requests counted so far (read-only in spirit)
+    rate_limited: int = 0  # requests answered 429 by rate_limit_per_second (read-only in spirit)
+    _bucket: list[float] = field(default_factory=list, repr=False, compare=False)  # [tokens, at]
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)  # tests hold it still
     _drop_counted: int = field(default=0, repr=False, compare=False)  # deliveries drop_events matched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -63,6 +73,9 @@ class Faults:
         with self._lock:
             self.requests_seen += 1
             n = self.requests_seen
+            if self.rate_limit_per_second > 0 and not self._take_token():
+                self.rate_limited += 1
+                return 429
             if self.rate_limit_next > 0:
                 self.rate_limit_next -= 1
                 return 429
@@ -74,6 +87,23 @@ class Faults:
             if self.fail_every and n % self.fail_every == 0:
                 return self.fail_status
             return None
+
+    def _take_token(self) -> bool:
+        rate, now = self.rate_limit_per_second, self._clock()
+        if not self._bucket:
+            self._bucket[:] = [rate, now]
+        tokens = min(rate, self._bucket[0] + (now - self._bucket[1]) * rate)
+        self._bucket[:] = [tokens, now]
+        if tokens < 1.0:
+            return False
+        self._bucket[0] = tokens - 1.0
+        return True
+
+    def rate_limit_retry_after(self) -> str:
+        """Whole seconds until the rate limit has a token again (HTTP's Retry-After), at least 1."""
+        with self._lock:
+            missing = 1.0 - (self._bucket[0] if self._bucket else 0.0)
+            return str(max(1, math.ceil(missing / self.rate_limit_per_second)))
 
     def take_page_shift(self, account_id: str) -> tuple[int, int] | None:
         """For a page request continuing a listing of `account_id`: (remove, add) when the scan
@@ -122,9 +152,10 @@ class Faults:
         fresh = Faults()
         with self._lock:
             for f in fields(self):
-                if not f.name.startswith("_") and f.name != "requests_seen":
+                if not f.name.startswith("_") and f.name not in ("requests_seen", "rate_limited"):
                     setattr(self, f.name, getattr(fresh, f.name))
             self._drop_counted = 0
+            self._bucket.clear()
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}

@@ -164,6 +164,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if faults.delay_seconds > 0:
             time.sleep(faults.delay_seconds)
         status = faults.decide()
+        if status == 429 and faults.rate_limit_per_second > 0:
+            raise ApiError(429, {"detail": "Request was throttled."},
+                           {"Retry-After": faults.rate_limit_retry_after()})
         if status == 429:
             headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
             raise ApiError(429, {"detail": "Request was throttled."}, headers)

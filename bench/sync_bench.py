@@ -1,15 +1,21 @@
 """Sync benchmark: one account's activities.fully_synced (API v1) and gigs.fully_synced (API v2: gigs,
-keyset pages) for N = 1,000, 10,000 and 100,000 activities,
-through the real handler, against moto's server and the Argyle sandbox over HTTP; then a naive sync
-(pages of 10, one PutItem per activity) of the same data, and the ratio of the two.
+keyset pages) for N = 2,000, 10,000 and 100,000 activities, through the real handler, against moto's
+server and the Argyle sandbox over HTTP; then a naive sync (pages of 10, one PutItem per activity) of
+the same data, and the ratio of the two.
 
 Processes: moto's server runs in its own process, the sandbox in this one, and each sync in a fresh
 child process, so that the child's peak RSS is the sync's memory alone (the 100,000 items held by
 moto and the sandbox are elsewhere). The handler runs as Lambda would run it: SQS messages from the
 queue as Lambda-shaped events, a 900 s context, continuations when that budget runs low.
 
+Two tables: first with production's latencies added (bench/latency_model.py: each Argyle page
+250 ms, each single GET 120 ms, each DynamoDB call 6 ms), where the figure that matters is wall time
+against the sequential floor (pages x page latency); then with none, which shows CPU cost.
+The naive baseline runs on the first version only (its shape does not depend on the version).
+
 Targets, the same for both versions: Argyle calls = ceil(N/200); activity write calls = ceil(N/25);
-peak memory at 100,000 no more than 30 MB above that at 1,000.
+peak memory at 100,000 no more than 30 MB above that at the smallest N; with latency, ours / floor
+<= 1.1.
 """
 
 from __future__ import annotations
@@ -25,11 +31,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.latency_model import DelayedPool, LatencyModel
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 KEY_ID, KEY_SECRET = "bench-key-id", "bench-key-secret"
 WRITE_OPERATIONS = frozenset({"BatchWriteItem", "PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"})
 MEMORY_TARGET_MB = 30
+FLOOR_TARGET = 1.1
+PAGE = 200
 
 
 def _aws_environment(endpoint: str) -> dict[str, str]:
@@ -97,9 +107,13 @@ def _ours(job: dict[str, Any], out: Any) -> None:
     dynamodb = boto3.client("dynamodb")
     counts: dict[str, int] = {}
     _count_calls(dynamodb, counts)
+    latency = LatencyModel(**job["latency"]) if job.get("latency") else None
+    if latency is not None:
+        latency.delay_dynamodb(dynamodb)
     settings = sync_settings()
     credentials = ArgyleCredentials(KEY_ID, KEY_SECRET)
-    clients = [ArgyleClient(settings.argyle_api_url, credentials, page_limit=200, api=settings.argyle_api)
+    clients = [ArgyleClient(settings.argyle_api_url, credentials, page_limit=PAGE, pool=_pool(latency),
+                            api=settings.argyle_api)
                for _ in range(3)]
     sync_handler.set_runtime(sync_handler.build_runtime(settings, argyle=clients[0], fetchers=clients[1:],
                                                         dynamodb=dynamodb))
@@ -150,17 +164,28 @@ def _naive(job: dict[str, Any], out: Any) -> None:
     dynamodb = boto3.client("dynamodb")
     counts: dict[str, int] = {}
     _count_calls(dynamodb, counts)
+    latency = LatencyModel(**job["latency"]) if job.get("latency") else None
+    if latency is not None:
+        latency.delay_dynamodb(dynamodb)
     client = ArgyleClient(job["env"]["ARGYLE_API_URL"], ArgyleCredentials(KEY_ID, KEY_SECRET), page_limit=10,
-                          max_pages=1_000_000, api=api_version(job["env"]["ARGYLE_API_VERSION"]))
+                          max_pages=1_000_000, pool=_pool(latency),
+                          api=api_version(job["env"]["ARGYLE_API_VERSION"]))
     baseline = _peak_rss_mb()
     started = time.perf_counter()
     synced_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for activity in client.list_activities(job["account"]):
         dynamodb.put_item(TableName=job["table"], Item=activity_item(activity, synced_at))
     wall = time.perf_counter() - started
-    out.put({"wall_s": wall, "argyle_calls": client.calls,
+    out.put({"wall_s": wall, "argyle_calls": client.calls, "dynamodb_calls": counts,
              "dynamodb_write_calls": sum(n for op, n in counts.items() if op in WRITE_OPERATIONS),
              "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb()})
+
+
+def _pool(latency: LatencyModel | None) -> Any:
+    import urllib3
+
+    pool = urllib3.PoolManager(retries=False, maxsize=4)
+    return DelayedPool(pool, latency) if latency is not None else pool
 
 
 def _run_child(target: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -194,53 +219,37 @@ def _webhook(sandbox: Any, account: str) -> str:
     return json.dumps({"event": sandbox.api.event("fully_synced"), "name": "bench", "data": data})
 
 
+DEFAULT_SIZES = [2_000, 10_000, 100_000]
+# With latency, a naive sync of 10,000 takes about 6 minutes: above this N it runs only on request.
+NAIVE_WITH_LATENCY_UP_TO = 2_000
+
+
 def run_sync_bench(sizes: list[int] | None = None, *, naive_up_to: int | None = None,
-                   apis: tuple[str, ...] = ("v1", "v2")) -> list[dict[str, Any]]:
-    """Print and return one row per API version and N. `naive_up_to`: skip the naive run above this
-    N (default: none skipped; SYNC_BENCH_NAIVE_UP_TO overrides)."""
-    rows: list[dict[str, Any]] = []
-    for api in apis:
-        rows += _run_sync_bench_of(api, sizes, naive_up_to)
-    return rows
-
-
-def _run_sync_bench_of(api: str, sizes: list[int] | None, naive_up_to: int | None) -> list[dict[str, Any]]:
+                   latency: LatencyModel | None = None, apis: tuple[str, ...] = ("v1", "v2")) -> list[dict[str, Any]]:
+    """Both tables (with `latency`, default the model's figures; then without) for each API version and N.
+    `naive_up_to`: run the naive sync only up to this N (SYNC_BENCH_NAIVE_UP_TO overrides; default
+    every N without latency, NAIVE_WITH_LATENCY_UP_TO with it)."""
     sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT / "functions" / "sync"), str(ROOT)]
     from argyle_sandbox.server import SandboxServer
 
-    sizes = sizes or [1_000, 10_000, 100_000]
+    sizes = sizes or DEFAULT_SIZES
     if naive_up_to is None and os.environ.get("SYNC_BENCH_NAIVE_UP_TO"):
         naive_up_to = int(os.environ["SYNC_BENCH_NAIVE_UP_TO"])
+    latency = latency or LatencyModel()
     moto, endpoint = _start_moto()
     saved_env = dict(os.environ)
     os.environ.update(_aws_environment(endpoint))
     rows: list[dict[str, Any]] = []
-    print(f"\n## Sync, API {api}: one account's fully_synced (moto server + sandbox over HTTP)")
-    print(f"{'N':>8} {'run':>6} {'wall s':>8} {'act/s':>8} {'Argyle calls':>13} {'target':>7} "
-          f"{'act. writes':>11} {'target':>7} {'all writes':>10} {'peak MB':>8} {'+base MB':>8}")
     try:
-        with SandboxServer(seed=5, api_key_id=KEY_ID, api_key_secret=KEY_SECRET, api=api) as sandbox:
-            for n in sizes:
-                _, account = sandbox.connect_account(n_activities=n)
-                stack = _fresh_stack(endpoint, f"bench{api}{n}")
-                env = {**_aws_environment(endpoint), **stack.environment(), "ARGYLE_API_URL": sandbox.base_url,
-                       "ARGYLE_API_VERSION": sandbox.api.name}
-                ours = _run_child(_ours, {"env": env, "account": account, "body": _webhook(sandbox, account)})
-                row: dict[str, Any] = {"bench": "sync", "api": api, "n": n, **ours,
-                                       "activities_per_s": n / ours["wall_s"],
-                                       "argyle_calls_target": math.ceil(n / 200),
-                                       "activity_write_calls_target": math.ceil(n / 25)}
-                _print_row(n, "ours", row, row["argyle_calls_target"], row["activity_write_calls_target"])
-                if naive_up_to is None or n <= naive_up_to:
-                    naive_stack = _fresh_stack(endpoint, f"naive{api}{n}")
-                    naive = _run_child(_naive, {"env": env, "account": account,
-                                                "table": naive_stack.tables["ActivitiesTable"]})
-                    row["naive"] = naive
-                    row["naive_over_ours"] = naive["wall_s"] / ours["wall_s"]
-                    _print_row(n, "naive", {**naive, "activity_write_calls": naive["dynamodb_write_calls"]},
-                               math.ceil(n / 10), n)
-                    print(f"{'':>8} {'ratio':>6} naive takes {row['naive_over_ours']:.1f}x as long")
-                rows.append(row)
+        for api in apis:
+            with SandboxServer(seed=5, api_key_id=KEY_ID, api_key_secret=KEY_SECRET, api=api) as sandbox:
+                accounts = {n: sandbox.connect_account(n_activities=n)[1] for n in sizes}
+                for model in (latency, None):
+                    naive_limit = naive_up_to if naive_up_to is not None else (
+                        NAIVE_WITH_LATENCY_UP_TO if model is not None else None)
+                    if api != apis[0]:
+                        naive_limit = 0
+                    rows += _table(sandbox, endpoint, accounts, model, naive_limit)
     finally:
         moto.terminate()
         try:
@@ -250,12 +259,77 @@ def _run_sync_bench_of(api: str, sizes: list[int] | None, naive_up_to: int | Non
             moto.wait(timeout=10)
         os.environ.clear()
         os.environ.update(saved_env)
+    return rows
+
+
+def _table(sandbox: Any, endpoint: str, accounts: dict[int, str], latency: LatencyModel | None,
+           naive_up_to: int | None) -> list[dict[str, Any]]:
+    api = sandbox.api.name
+    tag = f"{api}latency" if latency is not None else f"{api}zero"
+    if latency is not None:
+        print(f"\n## Sync, API {api}, with production's latency ({latency.describe()}): one account's "
+              f"{sandbox.api.event('fully_synced')}")
+        print(f"{'N':>8} {'run':>6} {'wall s':>8} {'floor s':>8} {'of floor':>12} {'naive/ours':>10} "
+              f"{'Argyle calls':>13} {'DynamoDB calls':>15} {'peak MB':>8} {'+base MB':>8}")
+    else:
+        print(f"\n## Sync, API {api}, with no added latency (CPU cost): moto server + sandbox over HTTP, loopback")
+        print(f"{'N':>8} {'run':>6} {'wall s':>8} {'act/s':>8} {'Argyle calls':>13} {'target':>7} "
+              f"{'act. writes':>11} {'target':>7} {'all writes':>10} {'peak MB':>8} {'+base MB':>8}")
+    rows: list[dict[str, Any]] = []
+    job_latency = vars(latency) if latency is not None else None
+    for n, account in accounts.items():
+        stack = _fresh_stack(endpoint, f"{tag}{n}")
+        env = {**_aws_environment(endpoint), **stack.environment(), "ARGYLE_API_URL": sandbox.base_url,
+               "ARGYLE_API_VERSION": api}
+        ours = _run_child(_ours, {"env": env, "account": account, "body": _webhook(sandbox, account),
+                                  "latency": job_latency})
+        row: dict[str, Any] = {"bench": f"sync_{'latency' if latency is not None else 'zero'}", "api": api, "n": n,
+                               **ours,
+                               "activities_per_s": n / ours["wall_s"],
+                               "argyle_calls_target": math.ceil(n / PAGE),
+                               "activity_write_calls_target": math.ceil(n / 25)}
+        if latency is not None:
+            row["floor_s"] = math.ceil(n / PAGE) * latency.page_s
+            row["of_floor"] = ours["wall_s"] / row["floor_s"]
+        naive: dict[str, Any] | None = None
+        if naive_up_to is None or n <= naive_up_to:
+            naive_stack = _fresh_stack(endpoint, f"naive{tag}{n}")
+            naive = _run_child(_naive, {"env": env, "account": account, "latency": job_latency,
+                                        "table": naive_stack.tables["ActivitiesTable"]})
+            row["naive"] = naive
+            row["naive_over_ours"] = naive["wall_s"] / ours["wall_s"]
+        if latency is not None:
+            _print_latency_row(n, "ours", row, row)
+            if naive is not None:
+                _print_latency_row(n, "naive", naive, row)
+            else:
+                print(f"{'':>8} {'naive':>6} not run above N = {naive_up_to:,} (SYNC_BENCH_NAIVE_UP_TO)")
+        else:
+            _print_row(n, "ours", row, row["argyle_calls_target"], row["activity_write_calls_target"])
+            if naive is not None:
+                _print_row(n, "naive", {**naive, "activity_write_calls": naive["dynamodb_write_calls"]},
+                           math.ceil(n / 10), n)
+                print(f"{'':>8} {'ratio':>6} naive takes {row['naive_over_ours']:.1f}x as long")
+        rows.append(row)
     if len(rows) > 1:
         growth = rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]
         verdict = "ok" if growth <= MEMORY_TARGET_MB else "OVER TARGET"
         print(f"peak memory at N={rows[-1]['n']:,} is {growth:+.1f} MB against N={rows[0]['n']:,} "
               f"(target <= {MEMORY_TARGET_MB} MB): {verdict}")
+    if latency is not None:
+        worst = max(r["of_floor"] for r in rows)
+        print(f"ours / floor at most {worst:.2f}x (target <= {FLOOR_TARGET}x): "
+              f"{'ok' if worst <= FLOOR_TARGET else 'OVER TARGET'}")
     return rows
+
+
+def _print_latency_row(n: int, label: str, run: dict[str, Any], ours: dict[str, Any]) -> None:
+    dynamodb_calls = sum(run["dynamodb_calls"].values())
+    of_floor = f"{run['wall_s'] / ours['floor_s']:.2f}x floor"
+    ratio = f"{ours['naive_over_ours']:.1f}x" if label == "naive" else ""
+    print(f"{n:>8,} {label:>6} {run['wall_s']:>8.1f} {ours['floor_s']:>8.1f} {of_floor:>12} {ratio:>10} "
+          f"{run['argyle_calls']:>13,} {dynamodb_calls:>15,} {run['peak_rss_mb']:>8.1f} "
+          f"{run['peak_rss_mb'] - run['baseline_rss_mb']:>8.1f}")
 
 
 def _print_row(n: int, label: str, row: dict[str, Any], calls_target: int, writes_target: int) -> None:

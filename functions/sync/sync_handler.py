@@ -28,8 +28,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from argyle_pipeline.argyle.client import ArgyleAuthError, ArgyleClient, RetryWait
+from argyle_pipeline.argyle.request_budget import SharedRequestBudget
 from argyle_pipeline.argyle.webhook_events import MalformedWebhook
 from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.argyle_budget_store import ArgyleBudgetStore
 from argyle_pipeline.aws.change_event_bus import ChangeEventBus
 from argyle_pipeline.aws.dynamodb_client import sync_dynamodb_client
 from argyle_pipeline.aws.event_queue import EventQueue
@@ -76,6 +78,9 @@ class SyncRuntime:
     idempotency_config: IdempotencyConfig
     queue: EventQueue
     retry_schedule: RetrySchedule
+    # The stack's shared Argyle rate; its waits end this long before the invocation's timeout.
+    argyle_budget: SharedRequestBudget | None = None
+    budget_reserve_ms: int = 60_000
     state: SyncStateStore | None = None  # where a failed record's note goes (the account's health)
     change_bus: ChangeEventBus | None = None  # change events, when PublishChangeEvents is on
 
@@ -85,7 +90,8 @@ _runtime: SyncRuntime | None = None
 
 def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[Any] | None = None,
                   dynamodb: Any = None, sqs: Any = None, idempotency_dynamodb: Any = None,
-                  sleep: Callable[[float], None] | None = None, events: Any = None) -> SyncRuntime:
+                  sleep: Callable[[float], None] | None = None, events: Any = None,
+                  budget: SharedRequestBudget | None = None) -> SyncRuntime:
     """The per-container objects; each argument replaces what would be made from `settings`."""
     import urllib3
 
@@ -97,12 +103,16 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
             return argyle_credentials(settings.argyle_credentials_secret_id, settings.secret_max_age_seconds)
 
         pool = urllib3.PoolManager(retries=False, maxsize=settings.fetch_concurrency + 1)
+        if budget is None and settings.argyle_requests_per_second > 0:
+            budget = SharedRequestBudget(ArgyleBudgetStore(settings.sync_state_table, dynamodb),
+                                         settings.argyle_requests_per_second, shards=settings.argyle_budget_shards)
         clients = [ArgyleClient(settings.argyle_api_url, credentials,
                                 timeout=settings.argyle_timeout_seconds,
                                 max_attempts=settings.argyle_max_attempts,
                                 max_pages=settings.argyle_max_pages,
                                 page_limit=settings.argyle_page_limit, pool=pool, on_retry=_log_argyle_wait,
-                                api=settings.argyle_api)
+                                api=settings.argyle_api,
+                                budget=budget)
                    for _ in range(settings.fetch_concurrency + 1)]
         argyle, fetchers = clients[0], clients[1:]
     queue = EventQueue(settings.queue_url, sqs)
@@ -145,7 +155,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
     return SyncRuntime(sync=sync, process_once=process_once, idempotency_config=config, queue=queue,
                        retry_schedule=settings.retry_schedule, state=state,
                        change_bus=ChangeEventBus(settings.change_event_bus, events) if settings.change_event_bus
-                       else None)
+                       else None, argyle_budget=budget, budget_reserve_ms=settings.continuation_margin_ms // 2)
 
 
 def runtime() -> SyncRuntime:
@@ -179,6 +189,10 @@ def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, An
             raise
         logger.append_keys(event_name=parsed.event, dedupe_key=parsed.idempotency_key)
         remaining_ms = lambda_context.get_remaining_time_in_millis if lambda_context else (lambda: 900_000)
+        if rt.argyle_budget is not None:
+            # Waiting for Argyle budget stops short of the timeout: the work is handed on instead.
+            reserve = rt.budget_reserve_ms
+            rt.argyle_budget.set_deadline(lambda: time.time() + (remaining_ms() - reserve) / 1000)
         try:
             outcome = run_unless_covered(parsed, message, lambda run: rt.process_once(
                 key={"dedupe_key": run.run_key}, message=message, parsed=run, remaining_ms=remaining_ms))
@@ -282,7 +296,7 @@ def _note_failure(rt: SyncRuntime, fields: dict[str, Any], attempt: int) -> None
 def _log_fields(outcome: dict[str, Any]) -> dict[str, Any]:
     names = ("action", "part", "pages", "upserted", "stale", "skipped_removed", "removed", "fetched",
              "continuation_part", "archived", "duplicate", "contradicted", "drift", "listing_pass", "relisted",
-             "unstable", "changes_parts", "purged", "purge_queued", "connection_status")
+             "unstable", "changes_parts", "purged", "purge_queued", "connection_status", "argyle_gave_out")
     return {name: outcome[name] for name in names if outcome.get(name) not in (None, 0)}
 
 

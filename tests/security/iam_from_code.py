@@ -48,6 +48,7 @@ SERVICES = ("dynamodb", "sqs", "secretsmanager", "events")
 ADAPTER_RESOURCE_ENV = {
     "ActivityStore": "ACTIVITIES_TABLE",
     "SyncStateStore": "SYNC_STATE_TABLE",
+    "ArgyleBudgetStore": "SYNC_STATE_TABLE",
     "EventQueue": "EVENTS_QUEUE_URL",
     "DynamoDBPersistenceLayer": "IDEMPOTENCY_TABLE",
     "ChangeEventBus": "CHANGE_EVENT_BUS",

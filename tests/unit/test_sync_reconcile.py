@@ -8,6 +8,9 @@ import math
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from argyle_pipeline.argyle.client import ArgyleUnavailable
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.messages import (
@@ -17,7 +20,7 @@ from argyle_pipeline.sync.messages import (
     message_from_sqs_record,
     parse_message,
 )
-from tests.support.fake_argyle import BASE_TIME, FakeArgyle, webhook_body
+from tests.support.fake_argyle import BASE_TIME, FakeArgyle, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
 
@@ -296,3 +299,43 @@ def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
     assert second[0]["listing_pass"] == 2 and second[0]["removed"] == 2
     assert sorted(world.argyle.get_requests) == sorted(removed)
     assert old_gone in world.activities.live(ACCOUNT)
+
+
+def test_argyle_giving_out_mid_way_through_a_full_pass_hands_it_on_from_its_cursor():
+    # Given a synced account of 1,000 (5 pages), drift Argyle's counts cannot see, and Argyle
+    # unavailable (retries exhausted) for the full pass's fourth page
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.update(ACCOUNT, docs[900]["id"], tips="1.23")
+    world.argyle.list_requests.clear()
+    original_call = world.argyle._call
+    calls_at_start = world.argyle.calls
+
+    def call() -> None:
+        if world.argyle.calls == calls_at_start + 3:
+            world.argyle.fail_next = [unavailable()]
+        original_call()
+
+    world.argyle._call = call  # type: ignore[method-assign]
+    # When the weekly full pass runs
+    first = world.reconcile(scope="full", request_id="reconcile-full-2")
+    # Then it succeeded as "continued" after three pages, its continuation carrying page 4's cursor
+    assert first["action"] == "continued" and first["argyle_gave_out"] and first["pages"] == 3
+    (queued,) = world.queue.sent
+    job = parse_message(message_from_sqs_record(record_for(queued))).data
+    assert isinstance(job, ReconcileJob) and job.stage == "full" and job.cursor == {"offset": "600"}
+    # When the continuation runs (Argyle is back)
+    outcomes = world.drain()
+    # Then the pass went on from page 4 (page 1 was never listed again) and repaired the drift
+    assert [r[3] for r in world.argyle.list_requests] == [None, {"offset": "200"}, {"offset": "400"},
+                                                          {"offset": "600"}, {"offset": "600"}, {"offset": "800"}]
+    assert outcomes[-1]["drift"] == {"missing": 0, "extra": 0, "stale": 1} and world.exact()
+
+
+def test_argyle_unavailable_before_a_reconcile_asked_anything_fails_the_record():
+    world = World()
+    world.synced(10)
+    world.argyle.fail_next = [unavailable()]
+    with pytest.raises(ArgyleUnavailable):
+        world.reconcile(scope="full", request_id="reconcile-full-3")
+    assert world.queue.sent == []

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import urllib3
@@ -61,6 +61,15 @@ class RetryWait:
     seconds: float
     retry_after: bool  # the wait is Argyle's own Retry-After
     attempt: int  # the attempt that failed
+
+
+class RequestBudget(Protocol):
+    """The stack's shared Argyle request rate (argyle/request_budget.py): a token before each
+    request, and every invocation slowed when Argyle answers 429."""
+
+    def acquire(self) -> None: ...
+
+    def slow_down(self, seconds: float) -> None: ...
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -262,6 +271,7 @@ class ArgyleClient:
         rand: Callable[[], float] = random.random,
         on_retry: Callable[[RetryWait], None] | None = None,
         api: ApiVersion = V1,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be 1..{MAX_PAGE_LIMIT}")
@@ -292,6 +302,7 @@ class ArgyleClient:
         self._sleep = sleep
         self._rand = rand
         self._on_retry = on_retry
+        self._budget = budget
         # retries=False: retrying is ours (urllib3's would also follow redirects to other hosts).
         self._pool = pool or urllib3.PoolManager(retries=False, maxsize=4)
         self.calls = 0  # HTTP requests sent, retries included
@@ -514,6 +525,8 @@ class ArgyleClient:
         for attempt in range(1, self.max_attempts + 1):
             if attempt > 1:
                 self.retries += 1
+            if self._budget is not None:
+                self._budget.acquire()  # may raise RateBudgetExhausted (an ArgyleUnavailable)
             self.calls += 1
             try:
                 raw = self._pool.request(
@@ -542,6 +555,10 @@ class ArgyleClient:
             if not retryable:
                 self._raise_for(method, path, response)
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if response.status == 429 and self._budget is not None:
+                # Every invocation of the stack waits, not only this one.
+                self._budget.slow_down(retry_after if retry_after is not None else backoff_delay(
+                    attempt, self.backoff_base, self.backoff_cap, self._rand))
             if retry_after is not None and retry_after > self.max_retry_after:
                 raise ArgyleUnavailable(
                     f"{method} {path}: HTTP {response.status}, Retry-After {retry_after:.0f}s is longer than "

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from argyle_pipeline.argyle.api_versions import rule_event
-from argyle_pipeline.argyle.client import PageLimitExceeded
+from argyle_pipeline.argyle.client import ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.argyle.webhook_events import ActivitiesAdded, ActivitiesFullySynced, ActivitiesPartiallySynced
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext, iso_or_none
@@ -34,6 +34,7 @@ from argyle_pipeline.sync.messages import (
     SyncMessage,
 )
 from argyle_pipeline.sync.outcome import SyncOutcome
+from argyle_pipeline.sync.page_prefetch import PagePrefetch
 from argyle_pipeline.sync.ports import UNDATED_KEY
 from argyle_pipeline.timestamps import parse_timestamp
 
@@ -78,23 +79,36 @@ class Listing:
         marker = _marker(job)
         pages = ctx.argyle.list_activity_pages(job.account, job.from_start_date, job.to_start_date,
                                                cursor=dict(job.cursor) or None)
+        resume_at: dict[str, str] = {}  # the cursor of the page after the last one written
         try:
-            for page in pages:
-                outcome.pages += 1
-                _note_counts(job.origin, page.count, len(page.activities))
-                outcome.add(ctx.activities.upsert_many(page.activities, ctx.now(), resync_marker=marker))
-                # Always at least one page per part, so a short budget still makes progress.
-                if page.next_cursor and remaining_ms() < ctx.options.continuation_margin_ms:
-                    return self._continue(job, page.next_cursor, message, outcome)
+            with PagePrefetch(pages) as prefetch:
+                while True:
+                    try:
+                        page = prefetch.take()
+                    except ArgyleUnavailable:
+                        if outcome.pages == 0:
+                            raise  # nothing done: the record fails and comes back with its own cursor
+                        # Argyle gave out mid-listing: the rest goes on from this exact page, not page 1.
+                        outcome.argyle_gave_out = True
+                        return self._continue(job, resume_at, message, outcome)
+                    if page is None:
+                        break
+                    outcome.pages += 1
+                    _note_counts(job.origin, page.count, len(page.activities))
+                    # Always at least one page per part, so a short budget still makes progress.
+                    stop_after = bool(page.next_cursor) and remaining_ms() < ctx.options.continuation_margin_ms
+                    if page.next_cursor and not stop_after:
+                        prefetch.start_next()  # page k+1 comes from Argyle while page k is written
+                    outcome.add(ctx.activities.upsert_many(page.activities, ctx.now(), resync_marker=marker))
+                    if page.next_cursor:
+                        resume_at = page.next_cursor
+                    if stop_after:
+                        return self._continue(job, resume_at, message, outcome)
         except PageLimitExceeded as exc:
             # The client's page cap for one call: resume from where it stopped, in a new part.
             if exc.next_cursor:
                 return self._continue(job, exc.next_cursor, message, outcome)
             raise
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
         if job.origin_event == RESYNC_EVENT and marker is not None:
             self._finish_resync(job, marker, outcome)
             outcome.completed = outcome.exact = True  # every stored activity was listed or checked

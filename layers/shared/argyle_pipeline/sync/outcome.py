@@ -27,6 +27,8 @@ class SyncOutcome:
     # this message was no reconcile's last part.
     drift: dict[str, int] | None = None
     listing_pass: int = 0  # a listing's pass (2+: listed again because Argyle changed under it)
+    # Argyle stayed unavailable mid-listing: the rest was handed on from the last written page's cursor
+    argyle_gave_out: bool = False
     relisted: bool = False  # Argyle changed under this pass: the next pass is queued
     unstable: bool = False  # still changing after MAX_LISTING_PASSES: recorded, left to the reconciler
     changes_parts: int = 0  # ChangeBatch messages queued for the ids beyond this part

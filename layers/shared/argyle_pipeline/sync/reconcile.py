@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from argyle_pipeline.argyle.client import AccountNotFound
+from argyle_pipeline.argyle.client import AccountNotFound, ArgyleUnavailable
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext
 from argyle_pipeline.sync.messages import (
@@ -93,12 +93,23 @@ class Reconciler:
         calls_before = ctx.argyle_calls
         run = _Run(self, job, outcome, message)
         steps = 0
+        progressed = False  # a step that asked Argyle something has completed in this invocation
         while job.stage != "done":
             if steps and remaining_ms() < ctx.options.continuation_margin_ms:
                 job.argyle_calls += ctx.argyle_calls - calls_before
                 return self._continue(job, message, outcome)
             steps += 1
-            run.step()
+            before, calls_at_step = job.model_copy(deep=True), ctx.argyle_calls
+            try:
+                run.step()
+            except ArgyleUnavailable:
+                if not progressed:
+                    raise  # nothing done here: the record fails and comes back with its own state
+                # Argyle gave out mid-way: hand on the state before the failed step, not a restart.
+                before.argyle_calls += ctx.argyle_calls - calls_before
+                outcome.argyle_gave_out = True
+                return self._continue(before, message, outcome)
+            progressed = progressed or ctx.argyle_calls > calls_at_step
         job.argyle_calls += ctx.argyle_calls - calls_before
         drift = {kind: job.drift.get(kind, 0) for kind in DRIFT_KINDS}
         ctx.state.record_reconcile(job.account, job.user, ctx.now(), scope=job.scope, drift=drift,

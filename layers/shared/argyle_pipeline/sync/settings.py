@@ -82,6 +82,10 @@ class SyncSettings:
     reconcile_recent_days: int = 30
     # Activities expire (DynamoDB TTL) this many days after their last sync; 0 keeps them.
     activity_retention_days: int = 0
+    # The whole stack's Argyle requests per second, shared by every invocation (0: no shared limit),
+    # over this many bucket items (argyle/request_budget.py).
+    argyle_requests_per_second: float = 40.0
+    argyle_budget_shards: int = 8
     # The EventBridge bus change events go to (PublishChangeEvents); empty: none are published.
     change_event_bus: str = ""
 
@@ -131,5 +135,7 @@ def sync_settings() -> SyncSettings:
         changes_per_part=max(1, _int("CHANGES_PER_PART", 500)),
         reconcile_recent_days=max(0, _int("RECONCILE_RECENT_DAYS", 30)),
         activity_retention_days=max(0, _int("ACTIVITY_RETENTION_DAYS", 0)),
+        argyle_requests_per_second=max(0.0, _float("ARGYLE_REQUESTS_PER_SECOND", 40.0)),
+        argyle_budget_shards=max(1, _int("ARGYLE_BUDGET_SHARDS", 8)),
         change_event_bus=os.environ.get("CHANGE_EVENT_BUS", "").strip(),
     )
