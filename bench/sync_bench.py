@@ -303,7 +303,8 @@ def _table(sandbox: Any, endpoint: str, accounts: dict[int, str], latency: Laten
             if naive is not None:
                 _print_latency_row(n, "naive", naive, row)
             else:
-                print(f"{'':>8} {'naive':>6} not run above N = {naive_up_to:,} (SYNC_BENCH_NAIVE_UP_TO)")
+                print(f"{'':>8} {'naive':>6} " + ("runs on the first API version only" if naive_up_to == 0 else
+                                                  f"not run above N = {naive_up_to:,} (SYNC_BENCH_NAIVE_UP_TO)"))
         else:
             _print_row(n, "ours", row, row["argyle_calls_target"], row["activity_write_calls_target"])
             if naive is not None:
