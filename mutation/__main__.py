@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         started = time.monotonic()
         coverage = load_or_build(REPO, STATE, args.workers, args.tests, rebuild=args.rebuild_map)
-        todo = sum(results.get(result_key(m, d)) is None for m, d in mutants)
-        print(f"{len(mutants)} mutants in {len(files)} files, {todo} to run", flush=True)
+        print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
 
         def show(mutant: Mutant, result: Result) -> None:
             if result.status not in CAUGHT:

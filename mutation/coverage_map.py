@@ -24,6 +24,7 @@ SOURCES = ("layers/shared", "functions")
 class CoverageMap:
     tests_by_line: dict[str, dict[int, list[str]]]  # file (repo-relative) -> line -> test node ids
     seconds_by_test: dict[str, float]
+    digest: str = ""  # of the code and tests it was made from
 
     def tests_for(self, path: str, first: int, last: int) -> list[str]:
         lines = self.tests_by_line.get(path, {})
@@ -52,18 +53,19 @@ def load_or_build(repo: Path, state: Path, workers: int, tests: list[str], *, re
     if cached.exists() and not rebuild:
         saved = json.loads(cached.read_text())
         if saved.get("digest") == digest:
-            return _from_json(saved)
+            return _from_json(saved, digest)
         print("the code changed since the coverage map was made: making it again", flush=True)
     built = build(repo, state, workers, tests)
+    built.digest = digest
     cached.write_text(json.dumps({"digest": digest, "tests_by_line": built.tests_by_line,
                                   "seconds_by_test": built.seconds_by_test}))
     return built
 
 
-def _from_json(saved: dict) -> CoverageMap:
+def _from_json(saved: dict, digest: str) -> CoverageMap:
     lines = {path: {int(line): tests for line, tests in by_line.items()}
              for path, by_line in saved["tests_by_line"].items()}
-    return CoverageMap(lines, saved["seconds_by_test"])
+    return CoverageMap(lines, saved["seconds_by_test"], digest)
 
 
 def build(repo: Path, state: Path, workers: int, tests: list[str]) -> CoverageMap:

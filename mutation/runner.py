@@ -32,6 +32,7 @@ class Result:
     status: str  # killed | timeout | survived | uncovered | error
     seconds: float
     tests: int
+    map_digest: str = ""  # the coverage map (code and tests) a survivor was measured with
 
 
 class Results:
@@ -111,10 +112,15 @@ class Worker:
 def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results,
             *, workers: int, deadline: float, on_result: Callable[[Mutant, Result], None]) -> int:
     """Runs the mutants not yet measured until `deadline` (a monotonic time); returns how many were left."""
-    pending = [(m, digest) for m, digest in mutants if results.get(result_key(m, digest)) is None]
+    def measured(mutant: Mutant, digest: str) -> bool:
+        # A caught mutant stays caught; one that was not is measured again once the tests changed.
+        found = results.get(result_key(mutant, digest))
+        return found is not None and (found.status in CAUGHT or found.map_digest == coverage.digest)
+
+    pending = [(m, digest) for m, digest in mutants if not measured(m, digest)]
     for mutant, digest in list(pending):
         if not coverage.tests_for(mutant.path, mutant.line, mutant.end_line):
-            result = Result("uncovered", 0.0, 0)
+            result = Result("uncovered", 0.0, 0, coverage.digest)
             results.put(result_key(mutant, digest), result)
             on_result(mutant, result)
             pending.remove((mutant, digest))
@@ -137,6 +143,7 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
             # Ten times what the tests took unmutated, and never under a minute: a slower run is a loop.
             timeout = max(60.0, 10 * coverage.seconds_for(tests))
             result = worker.run(mutant, tests, timeout)
+            result.map_digest = coverage.digest
             results.put(result_key(mutant, digest), result)
             on_result(mutant, result)
         finally:
