@@ -89,9 +89,17 @@ def build(repo: Path, state: Path, workers: int, tests: list[str]) -> CoverageMa
     for measured in data.measured_files():
         relative = os.path.relpath(measured, repo)
         by_line: dict[int, list[str]] = {}
+        at_import: list[int] = []
         for line, contexts in data.contexts_by_lineno(measured).items():
             tests = sorted({context.rsplit("|", 1)[0] for context in contexts if context})
             if tests:
                 by_line[line] = tests
+            else:
+                at_import.append(line)
+        # A line run only when the module was imported (a constant, a compiled pattern) ran before
+        # any test's context began; every test that runs the module's code depends on it.
+        users = sorted({test for tests in by_line.values() for test in tests})
+        for line in at_import:
+            by_line[line] = users
         tests_by_line[relative] = by_line
     return CoverageMap(tests_by_line, json.loads(timings.read_text()) if timings.exists() else {})
