@@ -172,3 +172,20 @@ def test_an_expired_previous_no_longer_verifies_even_from_the_cache(receiver: St
     assert (status, answer["error"]) == (401, "invalid signature")
     assert drain(receiver.queue_urls["EventsQueue"]) == []
     assert invoke_receiver(apigw_event(later, {"X-Argyle-Signature": sign(later, "rotated")}))[0] == 202
+
+
+def test_an_accepted_webhook_is_logged_and_counted_as_accepted_a_forged_one_as_rejected(
+        receiver: StackResources, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a genuine webhook and a forged one
+    body = body_for("activities.added")
+    capsys.readouterr()
+    # When the receiver handles both
+    invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, CURRENT)}))
+    invoke_receiver(apigw_event(body, {"X-Argyle-Signature": sign(body, "attacker")}))
+    # Then each is one line: the genuine one counted in WebhookAccepted by event, the forged one in
+    # WebhookRejected by reason (the dashboard's and the alarms' figures)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"webhook ' in line]
+    assert [(line["message"], line.get("WebhookAccepted"), line.get("WebhookRejected")) for line in lines] == [
+        ("webhook accepted", 1, None), ("webhook rejected", None, 1)]
+    assert lines[0]["event"] == "activities.added" and lines[1]["reason"] == "signature_mismatch"
+    assert lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "WebhookAccepted", "Unit": "Count"}]

@@ -82,6 +82,27 @@ def test_users_events_are_grouped_by_user() -> None:
     assert queue.sent[0].group_id == f"user:{USER}"
 
 
+@pytest.mark.parametrize(("data", "group"), [
+    ({"user": USER}, f"user:{USER}"),  # an account-less event of a user keeps the user's order
+    ({}, "event:" + "e" * 100),  # neither: the event's name, cut to keep SQS's 128-character limit
+])
+def test_an_event_without_an_account_is_grouped_by_its_user_or_else_its_name(data: dict, group: str) -> None:
+    body = json.dumps({"event": "e" * 150, "data": data}).encode()
+    queue = FakeQueue()
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert result.status == 202 and queue.sent[0].group_id == group
+
+
+def test_a_signature_header_that_is_not_text_is_refused_not_a_crash() -> None:
+    # API Gateway sends strings; a malformed event (a test tool, a proxy) may not
+    body = payload()
+    event = {"body": body.decode(), "headers": {"X-Argyle-Signature": 12345, "Content-Type": None},
+             "requestContext": {"requestId": "r"}}
+    request = request_from_apigw(event)
+    result = handle_webhook(request, lambda: [SECRET], FakeQueue())
+    assert "x-argyle-signature" not in request.headers and result.status == 401
+
+
 def test_event_types_the_sync_ignores_are_still_enqueued() -> None:
     body = json.dumps({"event": "accounts.added", "name": "Account added"}).encode()
     queue = FakeQueue()
