@@ -20,6 +20,7 @@ from argyle_pipeline.sync.listing_windows import split_start_range, window_range
 from argyle_pipeline.sync.messages import (
     CONTINUATION_EVENT,
     Continuation,
+    ReconcileJob,
     ResyncRequest,
     SyncMessage,
     message_from_sqs_record,
@@ -336,4 +337,53 @@ def test_a_resync_in_windows_removes_what_argyle_no_longer_has():
     # the activity Argyle no longer has
     assert len(listed_ranges(argyle)) == WINDOWS
     assert outcome["removed"] == 1
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+# --- the reconciler's full pass --------------------------------------------------------------------
+
+def reconcile_full(sync: ActivitySync, request_id: str, remaining: int = PLENTY) -> dict[str, Any]:
+    return deliver(sync, ReconcileJob(account=ACCOUNT, user=USER, request_id=request_id, scope="full").body(),
+                   remaining)
+
+
+def test_a_large_full_reconcile_is_listed_in_windows_and_repairs_every_kind_of_drift():
+    # Given 300 synced activities, then at Argyle one removed, one added and one updated with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[10]["id"])
+    argyle.add_dated(ACCOUNT, 7000, BASE_TIME + timedelta(hours=120, minutes=1))
+    argyle.update(ACCOUNT, docs[200]["id"], tips="7.77")
+    argyle.list_requests.clear()
+    # When the weekly full pass runs
+    outcome = reconcile_full(sync, "reconcile-full-1")
+    # Then it listed 4 windows at once and repaired all three
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert outcome["drift"] == {"missing": 1, "extra": 1, "stale": 1}
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and queue.sent == []
+    assert not window_threads()
+
+
+def test_a_full_reconcile_in_windows_short_of_time_continues_on_every_windows_cursor():
+    # Given 300 synced activities, 3 removed at Argyle with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    for i in (5, 105, 205):
+        argyle.remove(ACCOUNT, docs[i]["id"])
+    # When the full pass runs in invocations always short of time (one page per window each)
+    started = reconcile_full(sync, "reconcile-full-2", remaining=1)  # its first step: the stage
+    listed = deliver_queued(sync, queue, remaining=1)
+    # Then the first listing part wrote one page per window and handed on every window's cursor
+    assert started["pages"] == 0 and listed["action"] == "continued" and listed["pages"] == WINDOWS
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, ReconcileJob) and len(job.windows) == WINDOWS
+    assert all(w.cursor == {"offset": str(PAGE)} for w in job.windows)
+    outcomes = drain(sync, queue, remaining=1)
+    # And it ends exact, the three removals found, with every row listed once
+    assert outcomes[-1]["drift"]["extra"] == 3
+    assert listed["pages"] + sum(o["pages"] for o in outcomes) <= 297 // PAGE + WINDOWS
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)

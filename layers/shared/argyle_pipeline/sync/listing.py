@@ -86,7 +86,10 @@ class Listing:
         outcome = SyncOutcome(job.origin_event, part=job.part, listing_pass=int(job.origin.get("pass") or 1))
         marker = _marker(job)
         if not job.windows and not job.cursor and self._may_split(job):
-            plan = plan_windows(job, argyle=ctx.argyle, k=min(ctx.options.listing_windows, len(ctx.fetchers)),
+            known = job.origin.get("available_count")
+            plan = plan_windows(job.account, job.from_start_date, job.to_start_date,
+                                known_count=int(known) if known is not None else None,
+                                argyle=ctx.argyle, k=min(ctx.options.listing_windows, len(ctx.fetchers)),
                                 threshold=ctx.options.window_threshold, list_counts=ctx.options.api.list_counts,
                                 span_hint=lambda: origin_span(job.origin)
                                 or stored_span(ctx.activities.stored_keys(job.account)))
@@ -137,8 +140,8 @@ class Listing:
     def _run_windows(self, job: Continuation, message: SyncMessage, remaining_ms: Callable[[], int],
                      outcome: SyncOutcome, marker: str | None) -> SyncOutcome:
         ctx = self.ctx
-        run = list_windows(job, clients=ctx.fetchers, store=ctx.activities, now=ctx.now, marker=marker,
-                           outcome=outcome,
+        run = list_windows(job.account, job.windows, clients=ctx.fetchers, store=ctx.activities, now=ctx.now,
+                           marker=marker, on_written=lambda result, _rows: outcome.add(result),
                            out_of_time=lambda: remaining_ms() < ctx.options.continuation_margin_ms)
         outcome.pages += run.pages
         if not all(w.done for w in job.windows):

@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from argyle_pipeline.argyle.client import ArgyleUnavailable, PageLimitExceeded
-from argyle_pipeline.sync.messages import Continuation, ListingWindow
-from argyle_pipeline.sync.outcome import SyncOutcome
-from argyle_pipeline.sync.ports import UNDATED_KEY, ActivitySource, ActivityWriter, StoredKey
-from argyle_pipeline.sync.reconcile import EARLIEST, LATEST, iso_seconds
-from argyle_pipeline.timestamps import parse_timestamp
+from argyle_pipeline.sync.messages import ListingWindow
+from argyle_pipeline.sync.ports import UNDATED_KEY, ActivitySource, ActivityWriter, StoredKey, UpsertResult
+from argyle_pipeline.timestamps import EARLIEST, LATEST, iso_seconds, parse_timestamp
 
 
 def split_start_range(low: int, high: int, k: int) -> list[tuple[int, int]]:
@@ -68,29 +66,29 @@ class WindowPlan:
     dated_count: int | None  # Argyle's count of what the windows cover, when it was asked
 
 
-def plan_windows(job: Continuation, *, argyle: ActivitySource, k: int, threshold: int, list_counts: bool,
+def plan_windows(account: str, from_start_date: str | None, to_start_date: str | None, *,
+                 known_count: int | None, argyle: ActivitySource, k: int, threshold: int, list_counts: bool,
                  span_hint: Callable[[], tuple[int, int] | None]) -> WindowPlan | None:
-    """The windows of this pass of `job`, or None to list it as one sequence. `span_hint` gives
-    the range to cut evenly (where the account's activities are), asked only when needed."""
+    """The windows of a listing of [from_start_date, to_start_date] (both None: the whole
+    account), or None to list it as one sequence. `known_count`: the webhook's available_count.
+    `span_hint` gives the range to cut evenly (where the account's activities are)."""
     if k < 2 or not list_counts:
         return None
-    known = job.origin.get("available_count")
-    if known is not None and int(known) <= threshold:
+    if known_count is not None and known_count <= threshold:
         return None  # small: no count call spent on deciding
-    whole = not (job.from_start_date or job.to_start_date)
+    whole = not (from_start_date or to_start_date)
     if whole:
-        total = argyle.count_activities(job.account)
+        total = argyle.count_activities(account)
         if total is None or total <= threshold:
             return None
-        dated = argyle.count_activities(job.account, iso_seconds(EARLIEST), iso_seconds(LATEST))
+        dated = argyle.count_activities(account, iso_seconds(EARLIEST), iso_seconds(LATEST))
         if dated is None or dated != total:
             return None  # undated activities (or a change right now): only the whole listing sees them
         outer = (EARLIEST, LATEST)
-    elif job.from_start_date and job.to_start_date:
-        outer = (int(parse_timestamp(job.from_start_date).timestamp()),
-                 int(parse_timestamp(job.to_start_date).timestamp()))
-        if known is None:
-            counted = argyle.count_activities(job.account, job.from_start_date, job.to_start_date)
+    elif from_start_date and to_start_date:
+        outer = (int(parse_timestamp(from_start_date).timestamp()), int(parse_timestamp(to_start_date).timestamp()))
+        if known_count is None:
+            counted = argyle.count_activities(account, from_start_date, to_start_date)
             if counted is None or counted <= threshold:
                 return None
         dated = None
@@ -103,7 +101,7 @@ def plan_windows(job: Continuation, *, argyle: ActivitySource, k: int, threshold
     windows = [ListingWindow(from_start_date=iso_seconds(first), to_start_date=iso_seconds(last))
                for first, last in ranges]
     if not whole:  # the caller's own bounds, exactly as given (they may carry fractions of a second)
-        windows[0].from_start_date, windows[-1].to_start_date = job.from_start_date, job.to_start_date
+        windows[0].from_start_date, windows[-1].to_start_date = from_start_date, to_start_date
     return WindowPlan(windows, dated)
 
 
@@ -146,13 +144,14 @@ def counts_shifted(counts: dict[str, Any]) -> bool:
     return last is not None and int(counts.get("rows_listed") or 0) != int(last)
 
 
-def list_windows(job: Continuation, *, clients: Sequence[ActivitySource], store: ActivityWriter,
-                 now: Callable[[], str], marker: str | None, outcome: SyncOutcome,
-                 out_of_time: Callable[[], bool]) -> WindowsRun:
-    """List every unfinished window of `job` at once, one thread and one client each, writing each
-    page as it comes. Updates each window's cursor, counts and `done` in place. Raises the first
-    error other than Argyle giving out, after every thread has ended."""
-    pending = [w for w in job.windows if not w.done]
+def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Sequence[ActivitySource],
+                 store: ActivityWriter, now: Callable[[], str], marker: str | None,
+                 on_written: Callable[[UpsertResult, int], None], out_of_time: Callable[[], bool]) -> WindowsRun:
+    """List every unfinished window at once, one thread and one client each, writing each page as
+    it comes (`on_written(result, rows)` is called for each page, one call at a time). Updates each
+    window's cursor, counts and `done` in place. Raises the first error other than Argyle giving
+    out, after every thread has ended."""
+    pending = [w for w in windows if not w.done]
     if len(clients) < len(pending):
         raise ValueError(f"{len(pending)} windows need as many Argyle clients, got {len(clients)}")
     run = WindowsRun()
@@ -160,7 +159,7 @@ def list_windows(job: Continuation, *, clients: Sequence[ActivitySource], store:
     lock = threading.Lock()
 
     def list_one(window: ListingWindow, client: ActivitySource) -> None:
-        pages = client.list_activity_pages(job.account, window.from_start_date, window.to_start_date,
+        pages = client.list_activity_pages(account, window.from_start_date, window.to_start_date,
                                            cursor=dict(window.cursor) or None)
         taken = 0
         try:
@@ -185,7 +184,7 @@ def list_windows(job: Continuation, *, clients: Sequence[ActivitySource], store:
                 taken += 1
                 note_counts(window.counts, page.count, len(page.activities))
                 with lock:
-                    outcome.add(result)
+                    on_written(result, len(page.activities))
                     run.pages += 1
                 if not page.next_cursor:
                     window.done, window.cursor = True, {}

@@ -201,6 +201,8 @@ class ReconcileJob(BaseModel):
     drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
     argyle_calls: int = 0
     full_rows: int = 0  # rows the full pass has listed so far
+    # A large full pass split into start-date windows listed at once: each one's own cursor.
+    windows: list[ListingWindow] = Field(default_factory=list)
     # The count stage's figures (Argyle's count, the stored live keys), for the account's health.
     argyle_total: int | None = None
     stored_total: int | None = None
