@@ -23,12 +23,12 @@ error is raised, and the record fails with its message's cursors, as a sequentia
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from argyle_pipeline.argyle.client import ArgyleUnavailable, PageLimitExceeded
+from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.messages import ListingWindow
 from argyle_pipeline.sync.ports import UNDATED_KEY, ActivitySource, ActivityWriter, StoredKey, UpsertResult
 from argyle_pipeline.timestamps import EARLIEST, LATEST, iso_seconds, parse_timestamp
@@ -159,10 +159,11 @@ def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Seq
     lock = threading.Lock()
 
     def list_one(window: ListingWindow, client: ActivitySource) -> None:
-        pages = client.list_activity_pages(account, window.from_start_date, window.to_start_date,
-                                           cursor=dict(window.cursor) or None)
+        pages: Iterator[ActivityPage] = iter(())
         taken = 0
         try:
+            pages = client.list_activity_pages(account, window.from_start_date, window.to_start_date,
+                                               cursor=dict(window.cursor) or None)
             # At least one page per invocation, so every window progresses however short the time.
             while taken == 0 or not stop.is_set():
                 try:
@@ -204,10 +205,11 @@ def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Seq
 
     pool = ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="argyle-window")
     try:
-        for window, client in zip(pending, clients, strict=False):
-            pool.submit(list_one, window, client)
+        futures = [pool.submit(list_one, window, client) for window, client in zip(pending, clients, strict=False)]
     finally:
         pool.shutdown(wait=True)  # no window's thread outlives the invocation's handling
     if run.errors:
         raise run.errors[0]
+    for future in futures:
+        future.result()  # an error outside a window's own handling (closing its pages) is not lost
     return run
