@@ -102,7 +102,9 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
         def credentials() -> Any:  # Powertools caches the secret; a rotation is picked up within max_age
             return argyle_credentials(settings.argyle_credentials_secret_id, settings.secret_max_age_seconds)
 
-        pool = urllib3.PoolManager(retries=False, maxsize=settings.fetch_concurrency + 1)
+        # One client per fetching thread: the GETs' threads, or a large listing's windows.
+        threads = max(settings.fetch_concurrency, settings.listing_windows)
+        pool = urllib3.PoolManager(retries=False, maxsize=threads + 1)
         if budget is None and settings.argyle_requests_per_second > 0:
             budget = SharedRequestBudget(ArgyleBudgetStore(settings.sync_state_table, dynamodb),
                                          settings.argyle_requests_per_second, shards=settings.argyle_budget_shards)
@@ -113,7 +115,7 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                                 page_limit=settings.argyle_page_limit, pool=pool, on_retry=_log_argyle_wait,
                                 api=settings.argyle_api,
                                 budget=budget)
-                   for _ in range(settings.fetch_concurrency + 1)]
+                   for _ in range(threads + 1)]
         argyle, fetchers = clients[0], clients[1:]
     queue = EventQueue(settings.queue_url, sqs)
     state = SyncStateStore(settings.sync_state_table, dynamodb)
@@ -131,7 +133,9 @@ def build_runtime(settings: SyncSettings, *, argyle: Any = None, fetchers: list[
                     changes_per_part=settings.changes_per_part,
                     reconcile_recent_days=settings.reconcile_recent_days,
                     api=settings.argyle_api,
-                    track_changes=bool(settings.change_event_bus)),
+                    track_changes=bool(settings.change_event_bus),
+                    listing_windows=settings.listing_windows,
+                    window_threshold=settings.listing_window_threshold),
         fetchers=fetchers or [],
     )
     config = IdempotencyConfig(

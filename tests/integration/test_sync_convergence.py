@@ -94,6 +94,9 @@ class History:
     p_unprocessed: float
     p_throttle: float
     rounds: list[Round] = field(default_factory=list)
+    # Listings of more activities than this are split into start-date windows listed at once
+    # (None: the stack's default, 2,000, which these small accounts never reach).
+    window_threshold: int | None = None
 
 
 rounds = st.builds(Round, add=st.integers(0, 3), update=st.integers(0, 3), remove=st.integers(0, 2),
@@ -111,6 +114,7 @@ histories = st.builds(
     p_unprocessed=st.sampled_from([0.0, 0.3]),
     p_throttle=st.sampled_from([0.0, 0.04]),
     rounds=st.lists(rounds, min_size=1, max_size=5),
+    window_threshold=st.sampled_from([None, 0, 3]),
 )
 
 
@@ -178,12 +182,19 @@ ALWAYS_TRIED = example(history=History(activities=1, undated=1, page_limit=4, co
                                        p_unprocessed=0.3, p_throttle=0.0,
                                        rounds=[Round(0, 1, 0, 1.0, 0, 3), Round(0, 1, 0, 1.0, 0, 3)]),
                        rng=random.Random(1))
+# Always tried on v1: a listing split into windows (threshold 0) of 4-activity pages, one page per
+# window per invocation, Argyle changing the account between pages and failing requests.
+WINDOWS_TRIED = example(history=History(activities=30, undated=0, page_limit=4, continue_every_page=True,
+                                        p_unprocessed=0.3, p_throttle=0.0, window_threshold=0,
+                                        rounds=[Round(2, 2, 1, 1.0, 2, 3, shift=3), Round(1, 1, 1, 0.5, 0, 2)]),
+                        rng=random.Random(5))
 
 
 @pytest.mark.parametrize("sandbox", ["v1"], indirect=True)
 @settings(CONVERGENCE_SETTINGS, max_examples=12)
 @given(history=histories, rng=st.randoms(use_true_random=False))
 @ALWAYS_TRIED
+@WINDOWS_TRIED
 def test_the_stored_activities_converge_on_argyles_truth(history: History, rng: random.Random,
                                                          stack_in_process: StackResources,
                                                          sandbox: SandboxServer, inbox: RecordingServer,
@@ -212,7 +223,7 @@ def check_convergence(history: History, rng: random.Random, stack_in_process: St
                           else harness.dynamodb._client, seed=rng.randrange(2**32),
                           p_unprocessed=history.p_unprocessed, p_throttle=history.p_throttle,
                           throttle_operations=THROTTLED_OPERATIONS)
-    harness.rebuild(dynamodb=flaky, page_limit=history.page_limit)
+    harness.rebuild(dynamodb=flaky, page_limit=history.page_limit, window_threshold=history.window_threshold)
     sandbox.faults.reset()
     deliveries = Deliveries(sandbox, inbox, harness, rng)
     user, account = sandbox.connect_account(n_activities=history.activities, undated=history.undated)

@@ -79,7 +79,8 @@ class SyncHarness:
                      page_limit=page_limit)
 
     def rebuild(self, *, dynamodb: Any = None, fetch_concurrency: int = 3, max_attempts: int = 4,
-                page_limit: int = 200, margin_ms: int | None = None) -> None:
+                page_limit: int = 200, margin_ms: int | None = None,
+                window_threshold: int | None = None) -> None:
         """A new container: settings from the environment, Argyle clients whose retry waits are
         recorded rather than slept, DynamoDB through `dynamodb` (the idempotency table always
         through the plain client: a test's injected throttling would otherwise leave in-progress
@@ -88,6 +89,8 @@ class SyncHarness:
         settings = sync_settings()
         if margin_ms is not None:
             settings = dataclasses.replace(settings, continuation_margin_ms=margin_ms)
+        if window_threshold is not None:  # listings above it are split into start-date windows
+            settings = dataclasses.replace(settings, listing_window_threshold=window_threshold)
         self.dynamodb = dynamodb or boto3.client("dynamodb")
         self.clients = [ArgyleClient(self.base_url, _credentials(*self.api_key), sleep=self.sleeps,
                                      max_attempts=max_attempts, timeout=5.0, page_limit=page_limit,

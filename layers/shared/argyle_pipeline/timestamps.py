@@ -37,3 +37,13 @@ def parse_timestamp(text: str) -> datetime:
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     return as_utc(datetime.fromisoformat(value))
+
+
+# Bounds of "every dated activity": Argyle's start filters are inclusive, whole seconds.
+EARLIEST = 0  # 1970-01-01T00:00:00Z
+LATEST = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+def iso_seconds(epoch: int) -> str:
+    """An instant as Argyle's filters take it: whole seconds, UTC, 'Z'."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

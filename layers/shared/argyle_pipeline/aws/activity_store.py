@@ -27,6 +27,7 @@ this relies on one writer per account, which the FIFO queue's message groups giv
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -174,6 +175,7 @@ class ActivityStore:
         # Calls made, for metrics and the benchmark (retries of unprocessed items included).
         self.write_calls = 0
         self.read_calls = 0
+        self._tally_lock = threading.Lock()  # a large listing's windows write from several threads
         self._changes: ChangeSet | None = None  # set by track_changes(): change events are on
 
     # --- writes ---------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ class ActivityStore:
         """Conditional write: succeeds only over nothing, or over a live copy that is not newer."""
         from botocore.exceptions import ClientError
 
-        self.write_calls += 1
+        self._tally("write_calls")
         version = activity_version(activity.updated_at)
         try:
             response = self._client.put_item(
@@ -263,6 +265,10 @@ class ActivityStore:
             self._changes.removed.extend(live)
         return len(unique)
 
+    def _tally(self, counter: str) -> None:
+        with self._tally_lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+
     def track_changes(self) -> ChangeSet:
         """Record every real change from now on (change events): see sync.ports.ChangeSet."""
         self._changes = ChangeSet()
@@ -278,7 +284,7 @@ class ActivityStore:
             "ExpressionAttributeNames": {"#a": "account_id", "#id": "activity_id"},
             "ExpressionAttributeValues": {":a": {"S": account_id}}, "Limit": limit,
         }
-        self.read_calls += 1
+        self._tally("read_calls")
         response = self._client.query(**kwargs)
         return [item["activity_id"]["S"] for item in response.get("Items", [])]
 
@@ -304,7 +310,7 @@ class ActivityStore:
             for round_no in range(self.max_rounds):
                 if round_no:
                     self._sleep(_backoff(round_no, self._backoff_base, self._backoff_cap, self._rand))
-                self.read_calls += 1
+                self._tally("read_calls")
                 response = self._client.batch_get_item(RequestItems=pending)
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     key = (item["account_id"]["S"], item["activity_id"]["S"])
@@ -322,7 +328,7 @@ class ActivityStore:
             for round_no in range(self.max_rounds):
                 if round_no:
                     self._sleep(_backoff(round_no, self._backoff_base, self._backoff_cap, self._rand))
-                self.write_calls += 1
+                self._tally("write_calls")
                 response = self._client.batch_write_item(RequestItems={self.table_name: pending})
                 pending = (response.get("UnprocessedItems") or {}).get(self.table_name, [])
                 if not pending:
@@ -335,7 +341,7 @@ class ActivityStore:
 
     def get_item(self, account_id: str, activity_id: str) -> dict[str, Any] | None:
         """The stored item, tombstones included (plain Python), or None."""
-        self.read_calls += 1
+        self._tally("read_calls")
         response = self._client.get_item(
             TableName=self.table_name, ConsistentRead=True,
             Key={"account_id": {"S": account_id}, "activity_id": {"S": activity_id}})
@@ -398,7 +404,7 @@ class ActivityStore:
         }
         ids: list[str] = []
         while True:
-            self.read_calls += 1
+            self._tally("read_calls")
             response = self._client.query(**kwargs)
             ids.extend(item["activity_id"]["S"] for item in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
@@ -418,7 +424,7 @@ class ActivityStore:
         }
         keys: list[StoredKey] = []
         while True:
-            self.read_calls += 1
+            self._tally("read_calls")
             response = self._client.query(**kwargs)
             keys.extend(StoredKey(item["start_key"]["S"], item["activity_id"]["S"])
                         for item in response.get("Items", []))
@@ -440,7 +446,7 @@ class ActivityStore:
                 "ExpressionAttributeValues": {":a": {"S": account_id}},
             }
             while True:
-                self.read_calls += 1
+                self._tally("read_calls")
                 response = self._client.query(**kwargs)
                 counts[label] += int(response.get("Count", 0))
                 if "LastEvaluatedKey" not in response:
@@ -450,7 +456,7 @@ class ActivityStore:
 
     def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
-            self.read_calls += 1
+            self._tally("read_calls")
             response = self._client.query(**kwargs)
             for item in response.get("Items", []):
                 yield from_dynamodb(item)

@@ -35,6 +35,10 @@ class SyncOptions:
     api: ApiVersion = UNSET_VERSION
     # Record each message's real changes for change events (CHANGE_EVENT_BUS set).
     track_changes: bool = False
+    # A `*_synced` or re-sync listing of more activities than the threshold is listed as this many
+    # start-date windows at once (sync/listing_windows.py); 1: always one sequence.
+    listing_windows: int = 4
+    window_threshold: int = 2_000
 
 
 def iso_or_none(value: datetime | None) -> str | None:

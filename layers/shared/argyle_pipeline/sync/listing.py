@@ -24,6 +24,14 @@ from argyle_pipeline.argyle.client import ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.argyle.webhook_events import ActivitiesAdded, ActivitiesFullySynced, ActivitiesPartiallySynced
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext, iso_or_none
+from argyle_pipeline.sync.listing_windows import (
+    counts_shifted,
+    list_windows,
+    note_counts,
+    origin_span,
+    plan_windows,
+    stored_span,
+)
 from argyle_pipeline.sync.messages import (
     CONTINUATION_EVENT,
     FULLY_SYNCED,
@@ -77,6 +85,20 @@ class Listing:
         ctx = self.ctx
         outcome = SyncOutcome(job.origin_event, part=job.part, listing_pass=int(job.origin.get("pass") or 1))
         marker = _marker(job)
+        if not job.windows and not job.cursor and self._may_split(job):
+            known = job.origin.get("available_count")
+            plan = plan_windows(job.account, job.from_start_date, job.to_start_date,
+                                known_count=int(known) if known is not None else None,
+                                argyle=ctx.argyle, k=min(ctx.options.listing_windows, len(ctx.fetchers)),
+                                threshold=ctx.options.window_threshold, list_counts=ctx.options.api.list_counts,
+                                span_hint=lambda: origin_span(job.origin)
+                                or stored_span(ctx.activities.stored_keys(job.account)))
+            if plan is not None:
+                job = job.model_copy(update={"windows": plan.windows})
+                if plan.dated_count is not None:
+                    job.origin["dated_count"] = plan.dated_count
+        if job.windows:
+            return self._run_windows(job, message, remaining_ms, outcome, marker)
         pages = ctx.argyle.list_activity_pages(job.account, job.from_start_date, job.to_start_date,
                                                cursor=dict(job.cursor) or None)
         resume_at: dict[str, str] = {}  # the cursor of the page after the last one written
@@ -94,7 +116,7 @@ class Listing:
                     if page is None:
                         break
                     outcome.pages += 1
-                    _note_counts(job.origin, page.count, len(page.activities))
+                    note_counts(job.origin, page.count, len(page.activities))
                     # Always at least one page per part, so a short budget still makes progress.
                     stop_after = bool(page.next_cursor) and remaining_ms() < ctx.options.continuation_margin_ms
                     if page.next_cursor and not stop_after:
@@ -109,11 +131,39 @@ class Listing:
             if exc.next_cursor:
                 return self._continue(job, exc.next_cursor, message, outcome)
             raise
+        return self._complete(job, message, outcome, marker, shifted=counts_shifted(job.origin))
+
+    def _may_split(self, job: Continuation) -> bool:
+        """Only a `*_synced` or re-sync listing is split into windows (`added` ranges are small)."""
+        return job.origin_event == RESYNC_EVENT or rule_event(job.origin_event) in (FULLY_SYNCED, PARTIALLY_SYNCED)
+
+    def _run_windows(self, job: Continuation, message: SyncMessage, remaining_ms: Callable[[], int],
+                     outcome: SyncOutcome, marker: str | None) -> SyncOutcome:
+        ctx = self.ctx
+        run = list_windows(job.account, job.windows, clients=ctx.fetchers, store=ctx.activities, now=ctx.now,
+                           marker=marker, on_written=lambda result, _rows: outcome.add(result),
+                           out_of_time=lambda: remaining_ms() < ctx.options.continuation_margin_ms)
+        outcome.pages += run.pages
+        if not all(w.done for w in job.windows):
+            if run.unavailable is not None and run.pages == 0:
+                raise run.unavailable  # nothing done: the record fails and comes back with its own cursors
+            outcome.argyle_gave_out = run.unavailable is not None
+            return self._continue(job, {}, message, outcome)  # every unfinished window's own cursor
+        dated = job.origin.get("dated_count")
+        listed = sum(int(w.counts.get("first_count") or 0) for w in job.windows)
+        # A window's count that moved, or windows that do not add up to Argyle's count of what they
+        # cover (a change between the count and a window's first page): another pass.
+        shifted = any(counts_shifted(w.counts) for w in job.windows) or (dated is not None and listed != dated)
+        return self._complete(job, message, outcome, marker, shifted=shifted)
+
+    def _complete(self, job: Continuation, message: SyncMessage, outcome: SyncOutcome, marker: str | None,
+                  *, shifted: bool) -> SyncOutcome:
+        """Every page of this pass is written: re-sync sweep, another pass, or record it."""
         if job.origin_event == RESYNC_EVENT and marker is not None:
             self._finish_resync(job, marker, outcome)
             outcome.completed = outcome.exact = True  # every stored activity was listed or checked
             return outcome
-        if _shifted(job.origin):
+        if shifted:
             if outcome.listing_pass < MAX_LISTING_PASSES:
                 return self._list_again(job, message, outcome)
             outcome.unstable = True  # recorded as synced anyway; webhooks and the reconciler follow
@@ -208,23 +258,3 @@ def _marker(job: Continuation) -> str | None:
     if job.origin_event == RESYNC_EVENT:
         return str(job.origin["resync_marker"])
     return str(job.origin["pass_marker"]) if job.origin.get("pass_marker") else None
-
-
-def _note_counts(origin: dict[str, Any], count: int | None, rows: int) -> None:
-    """Keep, across the listing's parts, Argyle's first and last `count` and the rows listed."""
-    origin["rows_listed"] = int(origin.get("rows_listed") or 0) + rows
-    if count is None:
-        return
-    origin.setdefault("first_count", count)
-    origin["last_count"] = count
-    if count != origin["first_count"]:
-        origin["count_moved"] = True
-
-
-def _shifted(origin: dict[str, Any]) -> bool:
-    """Whether Argyle's data moved under the listing: its count changed between pages, or the rows
-    listed do not add up to it (offset pages skip or repeat rows when earlier ones change)."""
-    if origin.get("count_moved"):
-        return True
-    last = origin.get("last_count")
-    return last is not None and int(origin.get("rows_listed") or 0) != int(last)

@@ -76,6 +76,20 @@ def message_from_sqs_record(record: Mapping[str, Any]) -> SyncMessage:
     )
 
 
+class ListingWindow(BaseModel):
+    """One start-date window of a listing split into windows that are listed at once: its range
+    (inclusive), the cursor of its next page, and its own count tracking (sync/listing.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    from_start_date: str | None = None
+    to_start_date: str | None = None
+    cursor: dict[str, str] = Field(default_factory=dict)
+    done: bool = False
+    # first_count, last_count, rows_listed, count_moved: as a sequential listing keeps in `origin`.
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
 class Continuation(BaseModel):
     """The rest of a listing, queued by the invocation that ran short of time. Its body is a
     function of (origin, part, cursor) alone, so a retried part re-sends the very same message."""
@@ -92,6 +106,9 @@ class Continuation(BaseModel):
     cursor: dict[str, str]
     # What the last part records: available_from/to (ISO 'Z'), available_count, days_synced.
     origin: dict[str, Any] = Field(default_factory=dict)
+    # A large listing split into start-date windows listed at once: each one's own exact cursor
+    # (empty: listed as one sequence, on `cursor`).
+    windows: list[ListingWindow] = Field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str:
@@ -110,7 +127,9 @@ class Continuation(BaseModel):
         kept = {k: v for k, v in self.origin.items()
                 if k not in {"first_count", "last_count", "rows_listed", "count_moved"}}
         marker = hashlib.sha256(f"{self.origin_dedupe_key}#pass{number}".encode()).hexdigest()[:32]
-        return self.model_copy(update={"origin": {**kept, "pass": number, "pass_marker": marker}})
+        kept.pop("dated_count", None)  # the next pass plans its windows afresh
+        return self.model_copy(update={"origin": {**kept, "pass": number, "pass_marker": marker},
+                                       "windows": [], "cursor": {}})
 
 
 class ResyncRequest(BaseModel):
@@ -182,6 +201,8 @@ class ReconcileJob(BaseModel):
     drift: dict[str, int] = Field(default_factory=dict)  # found (and repaired) so far, by kind
     argyle_calls: int = 0
     full_rows: int = 0  # rows the full pass has listed so far
+    # A large full pass split into start-date windows listed at once: each one's own cursor.
+    windows: list[ListingWindow] = Field(default_factory=list)
     # The count stage's figures (Argyle's count, the stored live keys), for the account's health.
     argyle_total: int | None = None
     stored_total: int | None = None

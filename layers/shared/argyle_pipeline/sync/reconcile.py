@@ -32,11 +32,11 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from argyle_pipeline.argyle.client import AccountNotFound, ArgyleUnavailable
 from argyle_pipeline.aws.event_queue import QueuedEvent
 from argyle_pipeline.sync.context import SyncContext
+from argyle_pipeline.sync.listing_windows import list_windows, plan_windows
 from argyle_pipeline.sync.messages import (
     ACCOUNTS_REMOVED,
     PURGE_EVENT,
@@ -48,16 +48,9 @@ from argyle_pipeline.sync.messages import (
 )
 from argyle_pipeline.sync.outcome import SyncOutcome
 from argyle_pipeline.sync.ports import UNDATED_KEY, StoredKey, UpsertResult
-from argyle_pipeline.timestamps import parse_timestamp
+from argyle_pipeline.timestamps import EARLIEST, LATEST, iso_seconds, parse_timestamp
 
-# Bounds of "every dated activity": Argyle's filters are inclusive, whole seconds.
-EARLIEST = 0  # 1970-01-01T00:00:00Z
-LATEST = 4_102_444_800  # 2100-01-01T00:00:00Z
 DRIFT_KINDS = ("missing", "extra", "stale")
-
-
-def iso_seconds(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -91,7 +84,7 @@ class Reconciler:
         ctx = self.ctx
         outcome = outcome or SyncOutcome(RECONCILE_EVENT, part=job.part)
         calls_before = ctx.argyle_calls
-        run = _Run(self, job, outcome, message)
+        run = _Run(self, job, outcome, message, remaining_ms)
         steps = 0
         progressed = False  # a step that asked Argyle something has completed in this invocation
         while job.stage != "done":
@@ -102,6 +95,11 @@ class Reconciler:
             before, calls_at_step = job.model_copy(deep=True), ctx.argyle_calls
             try:
                 run.step()
+            except _WindowsHandedOn:
+                # Argyle gave out in a window after others wrote pages: every window's cursor goes on.
+                job.argyle_calls += ctx.argyle_calls - calls_before
+                outcome.argyle_gave_out = True
+                return self._continue(job, message, outcome)
             except ArgyleUnavailable:
                 if not progressed:
                     raise  # nothing done here: the record fails and comes back with its own state
@@ -133,15 +131,20 @@ class Reconciler:
         return outcome
 
 
+class _WindowsHandedOn(Exception):
+    """A windowed full pass stopped because Argyle gave out in a window after pages were written."""
+
+
 class _Run:
     """One invocation's share of a reconcile: `step()` does one bounded unit of the current stage."""
 
     def __init__(self, reconciler: Reconciler, job: ReconcileJob, outcome: SyncOutcome,
-                 message: SyncMessage) -> None:
+                 message: SyncMessage, remaining_ms: Callable[[], int]) -> None:
         self.ctx = reconciler.ctx
         self.job = job
         self.outcome = outcome
         self.message = message
+        self.remaining_ms = remaining_ms
         self._index: _StoredIndex | None = None
 
     @property
@@ -158,6 +161,8 @@ class _Run:
                 # No counts to compare (API v2): a recent pass and a count stage would end in a
                 # full pass anyway, after wasted calls.
                 self.job.stage = "full"
+        elif stage == "full" and self._windowed():
+            self._list_windows()
         elif stage in ("recent", "full"):
             self._list_one_page()
         elif stage == "sweep":
@@ -191,6 +196,47 @@ class _Run:
             return
         job.cursor = {}
         job.stage = "sweep" if full else "count"
+
+    def _windowed(self) -> bool:
+        """Whether this full pass is listed as start-date windows at once (planned at its start,
+        as a listing's: above the threshold, with counts, no undated activity)."""
+        job, ctx = self.job, self.ctx
+        if job.windows:
+            return True
+        if job.cursor or job.full_rows:
+            return False  # a sequential pass already under way
+        def stored_span() -> tuple[int, int] | None:
+            seconds = self.index.seconds  # read only when the pass is large enough to split
+            return (seconds[0], seconds[-1]) if seconds else None
+
+        plan = plan_windows(job.account, None, None, known_count=None, argyle=ctx.argyle,
+                            k=min(ctx.options.listing_windows, len(ctx.fetchers)),
+                            threshold=ctx.options.window_threshold, list_counts=ctx.options.api.list_counts,
+                            span_hint=stored_span)
+        if plan is None:
+            return False
+        job.windows = plan.windows
+        return True
+
+    def _list_windows(self) -> None:
+        """Every unfinished window at once until they end or the invocation is short of time."""
+        job, ctx = self.job, self.ctx
+
+        def written(result: UpsertResult, rows: int) -> None:
+            self._note(result)
+            job.full_rows += rows
+
+        run = list_windows(job.account, job.windows, clients=ctx.fetchers, store=ctx.activities, now=ctx.now,
+                           marker=self._marker, on_written=written,
+                           out_of_time=lambda: self.remaining_ms() < ctx.options.continuation_margin_ms)
+        self.outcome.pages += run.pages
+        if all(w.done for w in job.windows):
+            job.windows, job.cursor, job.stage = [], {}, "sweep"
+            return
+        if run.unavailable is not None:
+            if run.pages == 0:
+                raise run.unavailable  # as a page that failed: the reconcile's own rules apply
+            raise _WindowsHandedOn
 
     @property
     def _marker(self) -> str:

@@ -58,6 +58,10 @@ class SyncSettings:
     continuation_margin_ms: int = 120_000
     # activities.updated: how many GET /activities/{id} run at once.
     fetch_concurrency: int = 4
+    # A large listing's start-date windows listed at once (LISTING_WINDOWS; template ListingWindows),
+    # and the activity count above which a listing is split (LISTING_WINDOW_THRESHOLD).
+    listing_windows: int = 4
+    listing_window_threshold: int = 2_000
     argyle_timeout_seconds: float = 30.0
     argyle_max_attempts: int = 5
     argyle_page_limit: int = 200
@@ -123,6 +127,8 @@ def sync_settings() -> SyncSettings:
         tombstone_days=_int("TOMBSTONE_DAYS", 35),
         continuation_margin_ms=int(_float("CONTINUATION_MARGIN_SECONDS", 120.0) * 1000),
         fetch_concurrency=max(1, _int("ARGYLE_FETCH_CONCURRENCY", 4)),
+        listing_windows=max(1, _int("LISTING_WINDOWS", 4)),
+        listing_window_threshold=max(0, _int("LISTING_WINDOW_THRESHOLD", 2_000)),
         argyle_timeout_seconds=_float("ARGYLE_TIMEOUT_SECONDS", 30.0),
         argyle_max_attempts=_int("ARGYLE_MAX_ATTEMPTS", 5),
         argyle_page_limit=_int("ARGYLE_PAGE_LIMIT", 200),

@@ -1,0 +1,389 @@
+"""A large listing as disjoint start-date windows listed at once (sync/listing_windows.py): how the
+range is split, when a listing is split at all (size, undated activities, API version), windows
+running concurrently, several windows continued in one message on their own exact cursors, data
+changing under a window, and one window's failure failing the record with no thread left."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from argyle_pipeline.argyle.api_versions import V2
+from argyle_pipeline.argyle.client import ActivityPage
+from argyle_pipeline.sync.context import SyncOptions
+from argyle_pipeline.sync.dispatch import ActivitySync
+from argyle_pipeline.sync.listing_windows import split_start_range, window_ranges
+from argyle_pipeline.sync.messages import (
+    CONTINUATION_EVENT,
+    Continuation,
+    ReconcileJob,
+    ResyncRequest,
+    SyncMessage,
+    message_from_sqs_record,
+    parse_message,
+)
+from argyle_pipeline.sync.ports import UpsertResult
+from tests.support.fake_argyle import BASE_TIME, FakeArgyle, make_activity, range_of, unavailable, webhook_body
+from tests.support.lambda_events import record_for
+from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
+
+ACCOUNT, USER = "acc-1", "user-1"
+PLENTY = 10**9
+WAIT_S = 10.0  # every wait's deadline: a broken window fails the test, it never hangs
+WINDOWS, THRESHOLD, PAGE = 4, 100, 25
+
+
+class SharedArgyle(FakeArgyle):
+    """One Argyle whose counters several windows' threads update (a lock keeps them exact)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lock = threading.Lock()
+        self.first_page_barrier: threading.Barrier | None = None
+        self.threads: set[str] = set()
+
+    def _call(self) -> None:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            super()._call()
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        barrier = self.first_page_barrier
+        if barrier is not None and from_start_date is not None:
+            barrier.wait(WAIT_S)  # every window's listing has begun before any page is answered
+        yield from super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+
+
+class LockedActivities(MemoryActivities):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.fail_on_write: int | None = None  # the write (0-based, in call order) that raises
+
+    def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                    resync_marker: str | None = None) -> UpsertResult:
+        with self.lock:
+            if self.fail_on_write is not None and len(self.upsert_many_calls) == self.fail_on_write:
+                raise RuntimeError("DynamoDB write failed")
+            return super().upsert_many(activities, synced_at, resync_marker=resync_marker)
+
+
+def make_sync(argyle: FakeArgyle, activities: MemoryActivities, *, windows: int = WINDOWS,
+              api: Any = None) -> tuple[ActivitySync, MemoryQueue, MemoryState]:
+    queue, state = MemoryQueue(), MemoryState()
+    options = SyncOptions(listing_windows=windows, window_threshold=THRESHOLD, page_limit=PAGE,
+                          **({"api": api} if api is not None else {}))
+    return ActivitySync(argyle, activities, state, queue, options, fetchers=[argyle] * windows), queue, state
+
+
+def deliver(sync: ActivitySync, body: bytes, remaining: int = PLENTY) -> dict[str, Any]:
+    message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="corr", received_at_ms=1)
+    return sync.process(message, parse_message(message), lambda: remaining).as_dict()
+
+
+def deliver_queued(sync: ActivitySync, queue: MemoryQueue, remaining: int = PLENTY) -> dict[str, Any]:
+    message = message_from_sqs_record(record_for(queue.sent.pop(0)))
+    return sync.process(message, parse_message(message), lambda: remaining).as_dict()
+
+
+def drain(sync: ActivitySync, queue: MemoryQueue, remaining: int = PLENTY) -> list[dict[str, Any]]:
+    outcomes = []
+    for _ in range(200):
+        if not queue.sent:
+            return outcomes
+        outcomes.append(deliver_queued(sync, queue, remaining))
+    raise AssertionError("the listing never finished")
+
+
+def fully_synced(docs: list[dict[str, Any]], field: str = "start_date",
+                 event: str = "activities.fully_synced") -> bytes:
+    start, end = range_of(docs, field)
+    return webhook_body(event, account=ACCOUNT, user=USER, available_from=start, available_to=end,
+                        available_count=len(docs))
+
+
+def window_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("argyle-window")]
+
+
+def listed_ranges(argyle: FakeArgyle) -> list[tuple[str | None, str | None]]:
+    return sorted({(f, t) for _, f, t, _ in argyle.list_requests}, key=lambda r: r[0] or "")
+
+
+# --- splitting ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("low", "high", "k"), [(0, 99, 4), (10, 13, 4), (5, 6, 4), (0, 1_000_003, 7), (7, 7, 3)])
+def test_a_start_range_splits_into_disjoint_adjacent_windows_that_cover_it_exactly(low: int, high: int, k: int):
+    # When a range is split
+    windows = split_start_range(low, high, k)
+    # Then the windows are at most k, start at low, end at high, and each begins the second after
+    # the one before ends (no gap, no overlap), none empty
+    assert 1 <= len(windows) <= k and len(windows) == min(k, high - low + 1)
+    assert windows[0][0] == low and windows[-1][1] == high
+    assert all(first <= last for first, last in windows)
+    assert all(windows[i][1] + 1 == windows[i + 1][0] for i in range(len(windows) - 1))
+
+
+def test_window_ranges_cut_where_the_activities_are_and_reach_the_outer_bounds():
+    # When the activities lie in [1000, 1999] and the windows must cover [0, 10_000]
+    windows = window_ranges((1000, 1999), 4, (0, 10_000))
+    # Then the inner cuts split [1000, 1999] evenly and the outer windows reach both bounds
+    assert windows == [(0, 1249), (1250, 1499), (1500, 1749), (1750, 10_000)]
+
+
+# --- when a listing is split -----------------------------------------------------------------------
+
+def test_a_large_listing_is_listed_as_concurrent_windows_and_the_copy_is_exact():
+    # Given 300 activities (above the threshold of 100) and a barrier every window's first
+    # request must reach before any is answered: only concurrent windows pass it
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    argyle.first_page_barrier = threading.Barrier(WINDOWS)
+    sync, queue, state = make_sync(argyle, activities)
+    # When its fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then 4 disjoint windows were listed from 4 threads, the copy is exact, the account is synced
+    assert outcome["action"] == "synced" and outcome["completed"] and outcome["exact"]
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert len({name for name in argyle.threads if name.startswith("argyle-window")}) == WINDOWS
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced" and queue.sent == []
+    # And Argyle was asked only for the windows' pages plus the two counts (whole account, dated)
+    pages = outcome["pages"]
+    assert sum(activities.upsert_many_calls) == 300
+    assert argyle.calls == pages + 2 and len(argyle.count_requests) == 2
+    assert pages <= 300 // PAGE + WINDOWS
+    assert not window_threads()
+
+
+def test_a_listing_at_or_below_the_threshold_is_sequential_with_no_count_call():
+    # Given 100 activities (the threshold) announced with their available_count
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 100)
+    sync, _, _ = make_sync(argyle, activities)
+    # When its fully_synced is processed
+    deliver(sync, fully_synced(docs))
+    # Then one whole-account listing ran, and no count was asked for
+    assert listed_ranges(argyle) == [(None, None)] and argyle.count_requests == []
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_undated_activities_keep_the_listing_whole_so_they_are_still_caught():
+    # Given 300 dated activities and 2 without a start date (no date filter matches those)
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    for n in (900, 901):
+        undated = make_activity(ACCOUNT, n, updated=argyle.tick())
+        undated["start_date"] = None
+        argyle.accounts[ACCOUNT][undated["id"]] = undated
+    sync, _, _ = make_sync(argyle, activities)
+    # When its fully_synced is processed
+    deliver(sync, fully_synced(docs))
+    # Then Argyle's whole count differed from its dated count, so the listing was the whole
+    # account's, one sequence, and the undated activities are stored
+    assert len(argyle.count_requests) == 2
+    assert listed_ranges(argyle) == [(None, None)]
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and len(activities.live(ACCOUNT)) == 302
+
+
+def test_on_v2_without_counts_a_large_listing_stays_sequential_with_no_extra_call():
+    # Given a v2 account of 300 gigs (v2's lists carry no count)
+    argyle, activities = SharedArgyle(page_limit=PAGE, api=V2), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, _, _ = make_sync(argyle, activities, api=V2)
+    # When its gigs.fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs, "start_datetime", "gigs.fully_synced"))
+    # Then one sequence listed it: no count asked for, no window
+    assert listed_ranges(argyle) == [(None, None)] and argyle.count_requests == []
+    assert argyle.calls == outcome["pages"] == 12
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_partially_synced_range_is_split_within_its_own_bounds():
+    # Given 400 activities, of which a partially_synced announces the first 200 days' worth
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 400)
+    first = docs[:200]
+    start, end = range_of(first)
+    body = webhook_body("activities.partially_synced", account=ACCOUNT, user=USER, available_from=start,
+                        available_to=end, available_count=200, days_synced=9)
+    sync, _, _ = make_sync(argyle, activities)
+    # When it is processed
+    deliver(sync, body)
+    # Then its windows begin at available_from and end at available_to exactly, and only that
+    # range is stored
+    ranges = listed_ranges(argyle)
+    assert len(ranges) == WINDOWS and ranges[0][0] == start and ranges[-1][1] == end
+    assert set(activities.live(ACCOUNT)) == {d["id"] for d in first}
+
+
+# --- continuations, changes, failures --------------------------------------------------------------
+
+def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
+    # Given 300 activities and an invocation that is always short of time (one page per window)
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs), remaining=60_000)
+    # Then each window wrote one page and one continuation carries all four windows' cursors
+    assert first["action"] == "continued" and first["pages"] == WINDOWS
+    assert len(queue.sent) == 1 and queue.sent[0].event_name == CONTINUATION_EVENT
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, Continuation) and len(job.windows) == WINDOWS
+    assert all(w.cursor == {"offset": str(PAGE)} and not w.done for w in job.windows)
+    # And when the continuations run (still one page per window each)
+    outcomes = drain(sync, queue, remaining=60_000)
+    # Then no page was listed twice, no count asked again, and the copy is exact and recorded
+    assert outcomes[-1]["completed"] and state.accounts[ACCOUNT]["status"] == "fully_synced"
+    assert argyle.calls == first["pages"] + sum(o["pages"] for o in outcomes) + 2
+    assert sum(activities.upsert_many_calls) == 300
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_window_whose_data_changes_mid_listing_makes_another_pass_that_ends_exact():
+    # Given 300 activities, and Argyle removing one early activity and adding one inside the
+    # windows once, after the listing's first pages were read
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    changed = threading.Event()
+
+    def change_once(account: str | None) -> None:
+        if not changed.is_set():
+            changed.set()
+            argyle.remove(ACCOUNT, docs[1]["id"])
+            argyle.add_dated(ACCOUNT, 5000, BASE_TIME + timedelta(hours=150, minutes=30))
+
+    argyle.between_pages = change_once
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced and whatever it queues are processed
+    first = deliver(sync, fully_synced(docs))
+    outcomes = drain(sync, queue)
+    # Then the change was noticed, a second pass ran, and its sweep removed what Argyle removed
+    assert first["relisted"] and outcomes and outcomes[-1]["listing_pass"] == 2
+    assert outcomes[-1]["completed"] and not outcomes[-1]["unstable"]
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_write_failing_in_one_window_fails_the_record_with_no_thread_left():
+    # Given 300 activities, and the third page written (whichever window it is in) failing
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    activities.fail_on_write = 2
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed, the write's error is the record's error
+    with pytest.raises(RuntimeError, match="DynamoDB write failed"):
+        deliver(sync, fully_synced(docs))
+    # Then every window's thread has ended, nothing was queued, the account is not recorded, and
+    # the other windows stopped after their page in hand (at most one more page each)
+    assert not window_threads()
+    assert queue.sent == [] and ACCOUNT not in state.accounts
+    assert len(activities.upsert_many_calls) <= 2 + WINDOWS
+    # And when the record comes back (the same body), it lists everything: the copy is exact
+    activities.fail_on_write = None
+    deliver(sync, fully_synced(docs))
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_argyle_giving_out_in_one_window_hands_every_window_on_from_its_own_cursor():
+    # Given 300 activities and Argyle answering the 7th request (2 counts, then window pages) with
+    # an exhausted 429
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    original = argyle._call
+
+    def fail_seventh() -> None:
+        with argyle.lock:
+            if argyle.calls == 6:
+                argyle.calls += 1
+                raise unavailable()
+        original()
+
+    argyle._call = fail_seventh  # type: ignore[method-assign]
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs))
+    # Then the record did not fail: the windows' cursors went on in one continuation
+    assert first["action"] == "continued" and first["argyle_gave_out"] and len(queue.sent) == 1
+    assert not window_threads()
+    # And the continuation finishes the listing exactly, with no activity written twice by a
+    # window that restarted from its first page
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert sum(activities.upsert_many_calls) == 300
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_resync_in_windows_removes_what_argyle_no_longer_has():
+    # Given 300 activities synced, then one removed at Argyle with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[7]["id"])
+    argyle.list_requests.clear()
+    # When an operator's re-sync runs
+    outcome = deliver(sync, ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0001").body())
+    drain(sync, queue)
+    # Then it was listed in windows (cut where the stored activities lie) and its sweep removed
+    # the activity Argyle no longer has
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert outcome["removed"] == 1
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+# --- the reconciler's full pass --------------------------------------------------------------------
+
+def reconcile_full(sync: ActivitySync, request_id: str, remaining: int = PLENTY) -> dict[str, Any]:
+    return deliver(sync, ReconcileJob(account=ACCOUNT, user=USER, request_id=request_id, scope="full").body(),
+                   remaining)
+
+
+def test_a_large_full_reconcile_is_listed_in_windows_and_repairs_every_kind_of_drift():
+    # Given 300 synced activities, then at Argyle one removed, one added and one updated with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[10]["id"])
+    argyle.add_dated(ACCOUNT, 7000, BASE_TIME + timedelta(hours=120, minutes=1))
+    argyle.update(ACCOUNT, docs[200]["id"], tips="7.77")
+    argyle.list_requests.clear()
+    # When the weekly full pass runs
+    outcome = reconcile_full(sync, "reconcile-full-1")
+    # Then it listed 4 windows at once and repaired all three
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert outcome["drift"] == {"missing": 1, "extra": 1, "stale": 1}
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and queue.sent == []
+    assert not window_threads()
+
+
+def test_a_full_reconcile_in_windows_short_of_time_continues_on_every_windows_cursor():
+    # Given 300 synced activities, 3 removed at Argyle with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    for i in (5, 105, 205):
+        argyle.remove(ACCOUNT, docs[i]["id"])
+    # When the full pass runs in invocations always short of time (one page per window each)
+    started = reconcile_full(sync, "reconcile-full-2", remaining=1)  # its first step: the stage
+    listed = deliver_queued(sync, queue, remaining=1)
+    # Then the first listing part wrote one page per window and handed on every window's cursor
+    assert started["pages"] == 0 and listed["action"] == "continued" and listed["pages"] == WINDOWS
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, ReconcileJob) and len(job.windows) == WINDOWS
+    assert all(w.cursor == {"offset": str(PAGE)} for w in job.windows)
+    outcomes = drain(sync, queue, remaining=1)
+    # And it ends exact, the three removals found, with every row listed once
+    assert outcomes[-1]["drift"]["extra"] == 3
+    assert listed["pages"] + sum(o["pages"] for o in outcomes) <= 297 // PAGE + WINDOWS
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
