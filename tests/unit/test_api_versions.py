@@ -232,6 +232,8 @@ def test_gigs_fully_synced_lists_every_gig_and_records_the_account_fully_synced(
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
     assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
     assert world.state.accounts[ACCOUNT]["available_count"] == 10
+    # A whole-account listing Argyle held still during: the copy is exact, as after activities.fully_synced
+    assert world.state.accounts[ACCOUNT]["data_as_of"] == world.state.accounts[ACCOUNT]["last_sync"]["at"]
 
 
 def test_gigs_updated_and_removed_are_confirmed_with_argyle_like_their_v1_twins() -> None:

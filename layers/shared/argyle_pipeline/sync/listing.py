@@ -173,7 +173,7 @@ class Listing:
         outcome.completed = True
         outcome.covered_from, outcome.covered_to = job.from_start_date, job.to_start_date
         # Only a listing of the whole account that Argyle held still during proves the copy exact.
-        outcome.exact = (job.origin_event == FULLY_SYNCED and not (job.from_start_date or job.to_start_date)
+        outcome.exact = (rule_event(job.origin_event) == FULLY_SYNCED and not (job.from_start_date or job.to_start_date)
                          and not outcome.unstable)
         return outcome
 
