@@ -98,7 +98,8 @@ class Worker:
                  "-o", "addopts=", f"@{args_file}"],
                 cwd=self.copy, env=self.env, capture_output=True, timeout=timeout, check=False)
             code = completed.returncode
-            status = {0: "survived", 1: "killed"}.get(code, "error")
+            # 2: collection failed (the mutant broke an import): the tests noticed it as surely as a failure.
+            status = {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
             if status == "error":
                 output = completed.stdout[-4000:] + completed.stderr[-4000:]
                 (self.copy / ".mutation-last-error.txt").write_bytes(output)

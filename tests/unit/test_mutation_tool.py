@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from mutation.mutants import mutants_of
+from mutation.mutants import Mutant, mutants_of
 from mutation.runner import Worker
 
 SOURCE = textwrap.dedent('''
@@ -82,3 +82,16 @@ def test_a_mutant_the_tests_notice_is_killed_and_one_they_miss_survives(tmp_path
 
     assert (killed.status, survived.status) == ("killed", "survived")
     assert (project / "calc.py").read_bytes() == SOURCE  # the original is put back
+
+
+def test_a_mutant_that_breaks_the_module_at_import_is_killed(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "calc.py").write_bytes(SOURCE)
+    (project / "test_calc.py").write_text("from calc import total\n\ndef test_total():\n    assert total([1]) == 1\n")
+    worker = Worker(project, project, sys.executable)
+    worker.env["PYTHONPATH"] = str(project)
+    # A module-level line made to raise when imported: collection fails before any test runs
+    broken = Mutant("calc.py", 3, 0, 3, 14, "import logging", "import logging_that_is_not_there")
+
+    assert worker.run(broken, ["test_calc.py"], timeout=60).status == "killed"
