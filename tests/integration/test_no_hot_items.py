@@ -27,7 +27,7 @@ from local_stack.template_resources import StackResources
 from tests.support.dynamodb_fault_hook import DynamoDBFaultHook
 from tests.support.lambda_events import FakeLambdaContext
 from tests.support.moto_tables import live_activities
-from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer
+from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer, webhook_inbox
 from tests.support.sync_harness import WEBHOOK_SECRET, DrainReport, SyncHarness
 
 LOAD_ERRORS = ["ProvisionedThroughputExceededException", "ThrottlingException", "TransactionConflictException"]
@@ -42,10 +42,8 @@ def sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def inbox(sandbox: SandboxServer) -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    sandbox.subscribe(f"{server.url}/webhooks/argyle", events=["*"], secret=WEBHOOK_SECRET)
-    yield server
-    server.stop()
+    with webhook_inbox(sandbox, WEBHOOK_SECRET) as server:
+        yield server
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
 from tests.support.lambda_events import FakeLambdaContext, sqs_event
 from tests.support.moto_tables import live_activities
-from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer
+from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer, webhook_inbox
 from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness, fully_synced_body
 
 
@@ -32,11 +32,8 @@ def sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def inbox(sandbox: SandboxServer) -> Iterator[RecordingServer]:
-    """Where the sandbox delivers its signed webhooks (the tests hand them to the receiver's code)."""
-    server = RecordingServer().start()
-    sandbox.subscribe(f"{server.url}/webhooks/argyle", events=["*"], secret=WEBHOOK_SECRET)
-    yield server
-    server.stop()
+    with webhook_inbox(sandbox, WEBHOOK_SECRET) as server:
+        yield server
 
 
 @pytest.fixture

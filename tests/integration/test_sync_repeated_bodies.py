@@ -13,16 +13,14 @@ import sync_handler
 from argyle_sandbox.server import SandboxServer
 from local_stack.template_resources import StackResources
 from tests.support.moto_tables import live_activities
-from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer, sandbox  # noqa: F401
+from tests.support.sandbox_fixtures import SANDBOX_KEY_ID, SANDBOX_KEY_SECRET, RecordingServer, sandbox, webhook_inbox  # noqa: F401
 from tests.support.sync_harness import WEBHOOK_SECRET, SyncHarness
 
 
 @pytest.fixture
 def inbox(sandbox: SandboxServer) -> Iterator[RecordingServer]:
-    server = RecordingServer().start()
-    sandbox.subscribe(f"{server.url}/webhooks/argyle", events=["*"], secret=WEBHOOK_SECRET)
-    yield server
-    server.stop()
+    with webhook_inbox(sandbox, WEBHOOK_SECRET) as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -36,6 +37,17 @@ def sandbox() -> Iterator[SandboxServer]:
     with SandboxServer(seed=1, api_key_id=SANDBOX_KEY_ID, api_key_secret=SANDBOX_KEY_SECRET,
                        delivery_backoff=0.01, delivery_timeout=2.0) as server:
         yield server
+
+
+@contextmanager
+def webhook_inbox(sandbox: SandboxServer, secret: str) -> Iterator[RecordingServer]:
+    """Where the sandbox delivers every signed webhook (tests hand them to the receiver's code)."""
+    server = RecordingServer().start()
+    sandbox.subscribe(f"{server.url}/webhooks/argyle", events=["*"], secret=secret)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
