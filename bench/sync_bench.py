@@ -64,9 +64,8 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
     from tests.support.network import free_port
 
     port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "bench.bench_moto", str(port)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -109,12 +108,13 @@ def _ours(job: dict[str, Any], out: Any) -> None:
 
     import sync_handler
     from argyle_pipeline.argyle.client import ArgyleClient
+    from argyle_pipeline.aws.dynamodb_client import sync_dynamodb_client
     from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, dedupe_key
     from argyle_pipeline.aws.secret_values import ArgyleCredentials
     from argyle_pipeline.sync.settings import sync_settings
     from tests.support.lambda_events import FakeLambdaContext, record_from_sqs_message, sqs_event
 
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = sync_dynamodb_client()  # as the handler builds it
     counts: dict[str, int] = {}
     _count_calls(dynamodb, counts)
     latency = LatencyModel(**job["latency"]) if job.get("latency") else None

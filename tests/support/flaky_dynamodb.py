@@ -6,6 +6,7 @@ at random from a seeded generator. Everything else goes to the real (moto) clien
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -29,26 +30,32 @@ class FlakyDynamoDB:
         self.throttle_next = 0  # the next N calls of a throttle_operations operation raise
         self.enabled = True
         self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()  # the store sends a page's batches from several threads
 
     def _count(self, operation: str) -> None:
-        self.calls[operation] = self.calls.get(operation, 0) + 1
+        with self._lock:
+            self.calls[operation] = self.calls.get(operation, 0) + 1
 
     def _throttle(self, operation: str) -> None:
         if not self.enabled or operation not in self.throttle_operations:
             return
-        if self.throttle_next > 0:
-            self.throttle_next -= 1
-            raise throttled(operation)
-        if self.p_throttle and self._rng.random() < self.p_throttle:
+        with self._lock:
+            if self.throttle_next > 0:
+                self.throttle_next -= 1
+                fail = True
+            else:
+                fail = bool(self.p_throttle) and self._rng.random() < self.p_throttle
+        if fail:
             raise throttled(operation)
 
     def _drop_half(self) -> bool:
         if not self.enabled:
             return False
-        if self.unprocessed_next > 0:
-            self.unprocessed_next -= 1
-            return True
-        return bool(self.p_unprocessed) and self._rng.random() < self.p_unprocessed
+        with self._lock:
+            if self.unprocessed_next > 0:
+                self.unprocessed_next -= 1
+                return True
+            return bool(self.p_unprocessed) and self._rng.random() < self.p_unprocessed
 
     def batch_write_item(self, RequestItems: dict[str, list[Any]], **kwargs: Any) -> dict[str, Any]:
         self._count("batch_write_item")

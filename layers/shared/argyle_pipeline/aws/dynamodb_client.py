@@ -46,6 +46,11 @@ def sync_dynamodb_client(*, max_attempts: int = MAX_ATTEMPTS, **client_kwargs: A
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
+    # No client-side parameter validation: DynamoDB validates every request itself (a bad one is a
+    # ValidationException, raised like any other error), and botocore's second walk over every
+    # attribute of every item costs about as much CPU as serialising them.
+    # Connections: a large listing's windows (4) each write a page's batches 4 at a time.
+    config = Config(retries={"mode": "standard", "max_attempts": max_attempts}, parameter_validation=False,
+                    max_pool_connections=32)
     return retry_transaction_conflicts(boto3.client("dynamodb", config=config, **client_kwargs),
                                        max_attempts=max_attempts)

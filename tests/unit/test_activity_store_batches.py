@@ -1,0 +1,82 @@
+"""A page's batches go to DynamoDB several at once; a failure in one still fails the page, the
+others are not left half-sent, and nothing keeps running after the call."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from argyle_pipeline.argyle.activity import Activity
+from argyle_pipeline.aws.activity_store import ActivityStore
+from tests.support.fake_argyle import make_activity
+
+
+class RecordingClient:
+    """BatchGetItem finds nothing; BatchWriteItem records each batch, and throttles the batch that
+    holds `fail_id` (once botocore's retries would be spent)."""
+
+    def __init__(self, fail_id: str | None = None, *, expect_overlap: bool = True) -> None:
+        self.fail_id = fail_id
+        self.expect_overlap = expect_overlap
+        self.written: list[str] = []
+        self.in_flight = self.most_in_flight = self.calls = 0
+        self._lock = threading.Lock()
+        self._overlap = threading.Barrier(2, timeout=5)
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+        (requests,) = RequestItems.values()
+        ids = [r["PutRequest"]["Item"]["activity_id"]["S"] for r in requests]
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.calls += 1
+            first_two = self.calls <= 2
+        try:
+            if self.expect_overlap and first_two:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self._overlap.wait()  # proves two batches are in DynamoDB at the same time
+            if self.fail_id in ids:
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                                  "BatchWriteItem")
+            with self._lock:
+                self.written.extend(ids)
+            return {"UnprocessedItems": {}}
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def _page(n: int) -> list[Activity]:
+    return [Activity.from_api(make_activity("acc-1", i)) for i in range(n)]
+
+
+def test_a_pages_batches_are_written_at_the_same_time():
+    client = RecordingClient()
+    page = _page(200)
+    result = ActivityStore("activities", client, concurrency=4).upsert_many(page, "2026-11-29T00:00:00Z")
+    assert result.written == 200 and sorted(client.written) == sorted(a.id for a in page)
+    assert 2 <= client.most_in_flight <= 4
+
+
+def test_one_batch_refused_fails_the_page_after_the_others_are_sent_and_leaves_no_thread():
+    page = _page(200)
+    client = RecordingClient(fail_id=page[60].id)  # in the third batch of 25
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(ClientError, match="slow down"):
+        ActivityStore("activities", client, concurrency=4).upsert_many(page, "2026-11-29T00:00:00Z")
+    # The other seven batches went out whole (a retry of the page writes them again, idempotently).
+    assert len(client.written) == 175 and page[60].id not in client.written
+    assert {t.ident for t in threading.enumerate()} <= before
+
+
+def test_one_at_a_time_when_asked():
+    client = RecordingClient(expect_overlap=False)
+    ActivityStore("activities", client, concurrency=1).upsert_many(_page(100), "2026-11-29T00:00:00Z")
+    assert client.most_in_flight == 1 and len(client.written) == 100
