@@ -371,10 +371,9 @@ class CappedArgyle(SharedArgyle):
     def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
                             to_start_date: str | None = None,
                             cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
-        taken = 0
-        for page in super().list_activity_pages(account, from_start_date, to_start_date, cursor):
+        pages = super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        for taken, page in enumerate(pages, start=1):
             yield page
-            taken += 1
             if page.next_cursor and taken >= self.max_pages:
                 raise PageLimitExceeded(f"more than {self.max_pages} pages",
                                         next_cursor=dict(page.next_cursor) if self.resumable else None)
