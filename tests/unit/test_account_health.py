@@ -129,6 +129,30 @@ def test_a_reconcile_records_data_as_of_and_the_counts_it_compared() -> None:
     assert state["data_as_of"] == state["last_sync"]["at"]
 
 
+def test_an_account_argyle_reports_in_error_shows_disconnected_with_its_error_code_until_it_reconnects() -> None:
+    # Given a synced account
+    world = World()
+    world.deliver(fully_synced(world.argyle.add(ACCOUNT, 3)))
+
+    def updated(connection: dict[str, Any] | None, **resource: Any) -> dict[str, Any]:
+        body = webhook_body("accounts.updated", account=ACCOUNT, user=USER,
+                            resource={"id": ACCOUNT, "connection": connection, **resource})
+        return world.deliver(body)
+
+    # When Argyle reports (accounts.updated, with the account object) its connection in error
+    outcome = updated({"status": "error", "error_code": "auth_required"}, scanned_at=at(1))
+    # Then the state holds Argyle's status, error code and scan time, and the account's health says so
+    state = world.state.accounts[ACCOUNT]
+    assert outcome["connection_status"] == "error"
+    assert (state["connection_status"], state["error_code"], state["scanned_at"]) == ("error", "auth_required", at(1))
+    assert "disconnected" in assess(state, NOW, THRESHOLDS).problems
+    # And when the worker fixes it, the account is connected again and its error code is gone
+    updated({"status": "connected", "error_code": None})
+    state = world.state.accounts[ACCOUNT]
+    assert (state["connection_status"], state["error_code"]) == ("connected", None)
+    assert "disconnected" not in assess(state, NOW, THRESHOLDS).problems
+
+
 # --- the subscription check ---------------------------------------------------------------------
 
 URL = "https://abc.execute-api.us-east-1.amazonaws.com/prod/webhooks/argyle"

@@ -121,6 +121,55 @@ def test_a_lost_race_on_a_shard_tries_another_and_still_gets_its_token():
     assert sum(clock.slept) < 0.01
 
 
+def test_a_shard_lost_to_another_invocation_is_tried_again_at_once_even_while_another_is_empty():
+    # Given two shards: one spent to its last token (a refill is 0.5 s away), and one whose next
+    # conditional write loses to another invocation
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=4.0, shards=2)
+    store.shards[0] = ShardState(0.0, clock.now, 0.0, 1)
+    store.lose_next = 1
+    # When a token is taken
+    budget.acquire()
+    # Then it came from the contended shard on the next round, without sleeping out the refill
+    assert store.writes == {1: 1}
+    assert sum(clock.slept) < 0.01
+
+
+def test_a_spent_budget_is_waited_out_in_one_sleep_until_the_refill_not_by_polling_the_store():
+    # Given a stack budget of 4 requests/s in one shard, spent to its last token just now
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=4.0, shards=1)
+    store.shards[0] = ShardState(0.0, clock.now, 0.0, 1)
+    # When a token is taken
+    budget.acquire()
+    # Then the invocation slept once, a quarter second (one token at 4/s), and read the store twice
+    assert clock.slept == [pytest.approx(0.25)]
+    assert budget.store_calls == 3  # a read, the read after the sleep, and the write that took the token
+
+
+def test_the_same_or_a_shorter_retry_after_during_a_pause_shortens_nothing_and_writes_nothing():
+    # Given an invocation told by Argyle to wait 30 s (every shard paused in the store)
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1)
+    start = clock.now
+    budget.slow_down(30.0)
+    calls = budget.store_calls
+    # When more 429s arrive with the same and with shorter Retry-After values
+    budget.slow_down(30.0)
+    budget.slow_down(5.0)
+    # Then no further store write was made, and the next token still waits the whole 30 s
+    assert budget.store_calls == calls
+    budget.acquire()
+    assert clock.now - start >= 30.0
+
+
+@pytest.mark.parametrize(("rate", "shards", "lease"), [(0.0, 8, 2), (-1.0, 8, 2), (10.0, 0, 2), (10.0, 8, 0)])
+def test_a_budget_with_no_rate_no_shard_or_no_lease_is_refused_saying_what_it_needs(
+        rate: float, shards: int, lease: int):
+    with pytest.raises(ValueError, match="requests_per_second must be > 0, shards and lease at least 1"):
+        SharedRequestBudget(MemoryBudgetStore(), rate, shards=shards, lease=lease)
+
+
 def test_a_429_pauses_every_invocation_until_its_retry_after():
     # Given two invocations, and the first told by Argyle to wait 5 s
     store, clock = MemoryBudgetStore(), Clock()

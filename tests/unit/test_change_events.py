@@ -20,9 +20,17 @@ from argyle_pipeline.sync.change_events import (
 )
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
-from argyle_pipeline.sync.messages import PURGE_EVENT, RESYNC_EVENT, PurgeJob, SyncMessage, parse_message
+from argyle_pipeline.sync.messages import (
+    PURGE_EVENT,
+    RESYNC_EVENT,
+    PurgeJob,
+    SyncMessage,
+    message_from_sqs_record,
+    parse_message,
+)
 from argyle_pipeline.sync.ports import ChangeSet
 from tests.support.fake_argyle import FakeArgyle, webhook_body
+from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
 from tests.unit.test_sync_logic import ACCOUNT, PLENTY, USER, fully_synced
 
@@ -32,18 +40,29 @@ SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "change-events.schema.js
 class World:
     """The sync with change tracking on; `publish` is what the handler would publish for a message."""
 
-    def __init__(self) -> None:
-        self.argyle = FakeArgyle()
+    def __init__(self, page_limit: int = 200) -> None:
+        self.argyle = FakeArgyle(page_limit=page_limit)
         self.activities, self.state, self.queue = MemoryActivities(), MemoryState(), MemoryQueue()
         self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue,
                                  SyncOptions(track_changes=True))
         self.n = 0
 
-    def publish(self, body: bytes, *, replay_id: str = "", publish_changes: bool = False) -> list[tuple[str, Any]]:
+    def publish(self, body: bytes, *, replay_id: str = "", publish_changes: bool = False,
+                remaining_ms: int = PLENTY) -> list[tuple[str, Any]]:
         self.n += 1
         message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="c", received_at_ms=self.n,
                               message_id=f"m-{self.n}", replay_id=replay_id, publish_changes=publish_changes)
-        outcome = self.sync.process(message, parse_message(message), lambda: PLENTY).as_dict()
+        return self._events(message, remaining_ms)
+
+    def publish_queued(self, remaining_ms: int = PLENTY) -> list[list[tuple[str, Any]]]:
+        """What each of the sync's own follow-up messages publishes, until none is left."""
+        published = []
+        while self.queue.sent:
+            published.append(self._events(message_from_sqs_record(record_for(self.queue.sent.pop(0))), remaining_ms))
+        return published
+
+    def _events(self, message: SyncMessage, remaining_ms: int) -> list[tuple[str, Any]]:
+        outcome = self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
         return change_events(outcome, account=ACCOUNT, user=USER, message_id=message.message_id)
 
 
@@ -148,6 +167,26 @@ def test_a_replay_or_resync_publishes_nothing_unless_asked() -> None:
     asked = world.publish(webhook_body(RESYNC_EVENT, account=ACCOUNT, user=USER, request_id="resync-0002",
                                        publish_changes=True))
     assert detail(asked, "activities.changed")[0]["counts"]["added"] == 3
+
+
+def test_a_resync_continued_in_later_messages_stays_quiet_in_every_part_unless_asked() -> None:
+    # Given 6 activities listed 2 a page, and invocations short of time (one page each)
+    world = World(page_limit=2)
+    docs = world.argyle.add(ACCOUNT, 6)
+    # When a re-sync that did not ask for change events runs, part after part
+    first = world.publish(webhook_body(RESYNC_EVENT, account=ACCOUNT, user=USER, request_id="resync-0001"),
+                          remaining_ms=1)
+    later = world.publish_queued(remaining_ms=1)
+    # Then no part publishes anything, though every activity was stored by one part or another
+    assert len(later) >= 2 and first == [] and later == [[]] * len(later)
+    assert set(world.activities.live(ACCOUNT)) == {d["id"] for d in docs}
+    # And a re-sync that asked publishes, in its later parts too, every activity it added once
+    world.activities.items.clear()
+    asked = [world.publish(webhook_body(RESYNC_EVENT, account=ACCOUNT, user=USER, request_id="resync-0002",
+                                        publish_changes=True), remaining_ms=1)]
+    asked += world.publish_queued(remaining_ms=1)
+    added = [i for events in asked for changed in detail(events, "activities.changed") for i in changed["added"]]
+    assert len(asked) >= 3 and sorted(added) == sorted(d["id"] for d in docs)
 
 
 def test_a_stored_outcome_is_published_again_only_for_a_redelivery_of_the_same_message() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
+from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent
 from local_stack.fifo_dedupe_window import FifoDedupeWindow
 from local_stack.template_resources import StackResources
 
@@ -136,6 +137,25 @@ def test_a_failed_send_is_not_remembered(windowed: tuple[Any, str, FifoDedupeWin
     # Then the id was never "seen": the next send with it is delivered
     send(sqs, queue_url, "id-1", body="delivered")
     assert take_all(sqs, queue_url) == ["delivered"]
+
+
+def test_the_receivers_queue_sends_through_the_client_the_window_is_attached_to(
+        stack_in_process: StackResources, clock: Clock):
+    # Given the receiver's EventQueue, and the window put on its client as the local stack does
+    queue_url = stack_in_process.queue_urls["EventsQueue"]
+    queue = EventQueue(queue_url, client=boto3.client("sqs"))
+    window = FifoDedupeWindow(300, clock=clock)
+    window.attach(queue.client)
+    event = QueuedEvent(body=b'{"event": "activities.added"}', event_name="activities.added", group_id="account:a",
+                        dedupe_key="k" * 64, correlation_id="req-1", received_at_ms=1, deduplication_id="d" * 64)
+    # When one delivery is sent, received and deleted, then sent again within the window
+    first = queue.send(event)
+    assert take_all(queue.client, queue_url) == ['{"event": "activities.added"}']
+    clock.now += 60
+    again = queue.send(event)
+    # Then the re-send is answered with the first message's id and never delivered
+    assert again == first and window.dropped == 1
+    assert take_all(queue.client, queue_url) == []
 
 
 def test_a_window_must_be_positive():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from argyle_pipeline.argyle.api_versions import V2
-from argyle_pipeline.argyle.client import ActivityPage
+from argyle_pipeline.argyle.client import ActivityPage, PageLimitExceeded
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.listing_windows import split_start_range, window_ranges
@@ -223,6 +223,44 @@ def test_a_partially_synced_range_is_split_within_its_own_bounds():
     assert set(activities.live(ACCOUNT)) == {d["id"] for d in first}
 
 
+@pytest.mark.parametrize(("size", "windows"), [(300, WINDOWS), (THRESHOLD, 1)])
+def test_a_whole_account_announced_without_a_count_is_counted_first_and_split_only_when_large(
+        size: int, windows: int):
+    # Given an account of `size` activities whose fully_synced carries no available_count
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, size)
+    start, end = range_of(docs)
+    body = webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=start,
+                        available_to=end)
+    sync, _, _ = make_sync(argyle, activities)
+    # When it is processed
+    deliver(sync, body)
+    # Then Argyle's count decided: a large account in windows (after a second count, of its dated
+    # activities), one at the threshold as one whole-account sequence after that one count
+    assert len(listed_ranges(argyle)) == windows
+    assert argyle.count_requests[0] == (ACCOUNT, None, None) and len(argyle.count_requests) == (2 if windows > 1 else 1)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+@pytest.mark.parametrize(("in_range", "windows"), [(200, WINDOWS), (THRESHOLD, 1)])
+def test_a_range_announced_without_a_count_is_counted_first_and_split_only_when_large(in_range: int, windows: int):
+    # Given 400 activities, and a partially_synced naming the first `in_range` of them, with no count
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 400)
+    start, end = range_of(docs[:in_range])
+    body = webhook_body("activities.partially_synced", account=ACCOUNT, user=USER, available_from=start,
+                        available_to=end, days_synced=9)
+    sync, _, _ = make_sync(argyle, activities)
+    # When it is processed
+    deliver(sync, body)
+    # Then Argyle was asked for that range's count, once; a large range was listed in windows
+    # within its bounds, one at the threshold as one sequence; and only that range is stored
+    assert argyle.count_requests == [(ACCOUNT, start, end)]
+    ranges = listed_ranges(argyle)
+    assert len(ranges) == windows and ranges[0][0] == start and ranges[-1][1] == end
+    assert set(activities.live(ACCOUNT)) == {d["id"] for d in docs[:in_range]}
+
+
 # --- continuations, changes, failures --------------------------------------------------------------
 
 def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
@@ -320,6 +358,56 @@ def test_argyle_giving_out_in_one_window_hands_every_window_on_from_its_own_curs
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
     assert sum(activities.upsert_many_calls) == 300
     assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+class CappedArgyle(SharedArgyle):
+    """A client that stops each listing call after `max_pages` pages, as ArgyleClient's page cap
+    does: PageLimitExceeded, with the cursor to resume from (or none, when `resumable` is off)."""
+
+    def __init__(self, max_pages: int, resumable: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_pages, self.resumable = max_pages, resumable
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        pages = super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        for taken, page in enumerate(pages, start=1):
+            yield page
+            if page.next_cursor and taken >= self.max_pages:
+                raise PageLimitExceeded(f"more than {self.max_pages} pages",
+                                        next_cursor=dict(page.next_cursor) if self.resumable else None)
+
+
+def test_windows_that_reach_the_clients_page_cap_continue_from_their_exact_cursors():
+    # Given 300 activities (3 pages per window) and a client that lists at most 2 pages a call
+    argyle, activities = CappedArgyle(2, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs))
+    # Then the record did not fail: every window went on in one continuation, from where it stopped
+    assert first["action"] == "continued" and first["pages"] == 2 * WINDOWS and len(queue.sent) == 1
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, Continuation)
+    assert [w.cursor for w in job.windows] == [{"offset": str(2 * PAGE)}] * WINDOWS
+    # And the continuation finishes the copy exactly, no page listed twice
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert sum(activities.upsert_many_calls) == 300
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_page_cap_with_no_cursor_to_resume_from_fails_the_record_and_records_no_sync():
+    # Given a client whose page cap gives no cursor to resume from
+    argyle, activities = CappedArgyle(2, resumable=False, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed, the record fails (SQS retries it) rather than record a
+    # truncated copy as complete
+    with pytest.raises(PageLimitExceeded):
+        deliver(sync, fully_synced(docs))
+    assert queue.sent == [] and ACCOUNT not in state.accounts and not window_threads()
 
 
 def test_a_resync_in_windows_removes_what_argyle_no_longer_has():

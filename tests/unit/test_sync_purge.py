@@ -139,6 +139,25 @@ def test_argyle_reporting_the_account_connected_again_starts_it_afresh():
     assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
 
 
+def test_accounts_connected_after_the_removal_lets_the_accounts_later_webhooks_write_again():
+    # Given a purged account
+    world = World()
+    world.synced(ACCOUNT, 10)
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body())
+    # When the worker connects it again: accounts.connected first, then its activities arrive
+    world.argyle.revoked.discard(ACCOUNT)
+    world.argyle.accounts[ACCOUNT] = {}  # Argyle answers for the account again, with no activities yet
+    connected = world.deliver(webhook_body("accounts.connected", account=ACCOUNT, user=USER))
+    new = world.argyle.add(ACCOUNT, 4, first=100)
+    added = world.deliver(webhook_body("activities.added", account=ACCOUNT, user=USER, added_from=None,
+                                       added_to=None))
+    # Then the account is no longer treated as purged: the connection is recorded, the activities stored
+    assert connected["connection_status"] == "connected" and world.state.purge_marker(ACCOUNT) is None
+    assert added["action"] != "skipped_purged"
+    assert sorted(key[1] for key in stored(world, ACCOUNT)) == sorted(doc["id"] for doc in new)
+
+
 def test_a_large_account_purges_across_messages_in_its_group():
     world = World()
     world.synced(ACCOUNT, 2_500)
@@ -223,3 +242,32 @@ def test_a_purge_that_fails_part_way_resumes_when_its_message_is_retried():
     # When SQS delivers the same message again, it is not taken for a late event of a purged account
     outcome = world.deliver(body, received_at_ms=50_000)
     assert outcome["action"] == "purged" and stored(world, ACCOUNT) == []
+
+
+def test_a_reconnection_that_overtakes_a_purge_under_way_finishes_it_then_syncs_afresh():
+    # Given a large account whose purge has begun (its marker set) and whose next part is queued
+    world = World()
+    old = world.synced(ACCOUNT, 30)
+    world.argyle.revoke(ACCOUNT)
+    first = world.deliver(removed_body(), remaining_ms=1)
+    assert first["action"] == "continued" and world.state.accounts[ACCOUNT]["status"] == "purging"
+    assert len(stored(world, ACCOUNT)) == 30
+    # When the worker connects the account again and its fully_synced is processed before that part
+    world.argyle.revoked.discard(ACCOUNT)
+    new = world.argyle.add(ACCOUNT, 7, first=100)
+    reconnected = webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=None,
+                               available_to=None, available_count=7)
+    outcome = world.deliver(reconnected)
+    # Then the old copy is gone and only what Argyle holds now is stored, under an ordinary state
+    assert outcome["action"] == "synced"
+    assert sorted(key[1] for key in stored(world, ACCOUNT)) == sorted(doc["id"] for doc in new)
+    assert not {doc["id"] for doc in old} & {key[1] for key in stored(world, ACCOUNT)}
+    assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+    # and of the old account's archive only this webhook's copy is left; the user's profile stays
+    assert [entry["body"] for entry in world.state.archive.values()
+            if entry["group"] == f"account:{ACCOUNT}"] == [reconnected]
+    assert USER in world.state.users
+    # And the purge's queued part, arriving after, deletes nothing of the new copy
+    rest = world.drain()
+    assert [o["action"] for o in rest] == ["skipped"]
+    assert len(stored(world, ACCOUNT)) == 7 and world.state.accounts[ACCOUNT]["status"] == "fully_synced"

@@ -112,16 +112,19 @@ def test_event_types_the_sync_ignores_are_still_enqueued() -> None:
 
 
 @pytest.mark.parametrize(
-    ("request_", "reason"),
+    ("request_", "reason", "answer"),
     [
-        (WebhookRequest(b'{"event": "x"}', {}, None, "r"), "missing_signature"),
-        (signed_request(b'{"event": "x"}', secret="wrong"), "signature_mismatch"),
+        # The sender is told the header is missing (a misconfigured proxy that strips it is found at once)
+        (WebhookRequest(b'{"event": "x"}', {}, None, "r"), "missing_signature", "missing X-Argyle-Signature header"),
+        # A wrong signature is told nothing about why
+        (signed_request(b'{"event": "x"}', secret="wrong"), "signature_mismatch", "invalid signature"),
     ],
 )
-def test_unsigned_or_forged_is_401_and_nothing_enqueued(request_: WebhookRequest, reason: str) -> None:
+def test_unsigned_or_forged_is_401_saying_whether_the_header_was_missing_and_nothing_enqueued(
+        request_: WebhookRequest, reason: str, answer: str) -> None:
     queue = FakeQueue()
     result = handle_webhook(request_, lambda: [SECRET], queue)
-    assert (result.status, result.outcome) == (401, reason)
+    assert (result.status, result.outcome, result.body) == (401, reason, {"error": answer})
     assert queue.sent == []
 
 
@@ -129,7 +132,25 @@ def test_no_secret_configured_is_401() -> None:
     queue = FakeQueue()
     result = handle_webhook(signed_request(b'{"event": "x"}', secret=""), lambda: [], queue)
     assert (result.status, result.outcome) == (401, "no_secret_configured")
+    # The caller learns nothing of the stack's configuration: the answer any bad signature gets
+    assert result.body == {"error": "invalid signature"}
     assert queue.sent == []
+
+
+def test_an_event_name_of_any_length_is_queued_cut_to_256_characters_so_the_message_still_fits() -> None:
+    # Given a signed body of 150 KB whose event name is 140 KB of it (the name travels twice:
+    # in the body and as the message's `event` attribute, which the queue's limit also counts)
+    name = "activities." + "x" * 140_000
+    body = json.dumps({"event": name, "data": {"account": ACCOUNT, "pad": "y" * 10_000}}).encode()
+    queue = FakeQueue()
+    # When it is received
+    result = handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    # Then it is accepted, the body queued whole, and the attribute holds the name's first 256 characters
+    assert result.status == 202
+    (sent,) = queue.sent
+    assert sent.body == body
+    assert sent.attributes()["event"]["StringValue"] == name[:256]
+    assert sent.size() <= 262_144
 
 
 @pytest.mark.parametrize(
