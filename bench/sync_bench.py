@@ -224,6 +224,20 @@ def _fresh_stack(endpoint: str, prefix: str) -> Any:
                                   prefix=prefix, endpoint_url=endpoint)
 
 
+def _check_copy(table: str, sandbox: Any, account: str) -> None:
+    """The table holds exactly the account's activities at Argyle (ids), or the figures mean nothing."""
+    import boto3
+
+    pages = boto3.client("dynamodb").get_paginator("query").paginate(
+        TableName=table, KeyConditionExpression="account_id = :a", ProjectionExpression="activity_id, removed_at",
+        ExpressionAttributeValues={":a": {"S": account}})
+    stored = {item["activity_id"]["S"] for page in pages for item in page["Items"] if "removed_at" not in item}
+    expected = set(sandbox.state.account(account).records)
+    if stored != expected:
+        raise RuntimeError(f"the copy of {account} is not exact: {len(expected - stored)} missing, "
+                           f"{len(stored - expected)} extra")
+
+
 def _webhook(sandbox: Any, account: str) -> str:
     start, end = sandbox.available_range(account)
     data = {"account": account, "user": sandbox.state.account(account).user, "available_from": start,
@@ -296,9 +310,14 @@ def _table(sandbox: Any, endpoint: str, accounts: dict[int, str], latency: Laten
         ours = _run_child(_ours, {"env": {**env, "LISTING_WINDOWS": str(WINDOWS)}, "account": account,
                                   "body": _webhook(sandbox, account), "latency": job_latency})
         # The same listing as one sequence (prefetch only): what the windows gain over it.
-        sequential = (_run_child(_ours, {"env": {**env, "LISTING_WINDOWS": "1"}, "account": account,
-                                         "body": _webhook(sandbox, account), "latency": job_latency})
-                      if latency is not None else None)
+        sequential = None
+        if latency is not None:  # into a table of its own, as the windows' run had
+            sequential_stack = _fresh_stack(endpoint, f"{tag}{n}seq")
+            sequential = _run_child(_ours, {"env": {**env, **sequential_stack.environment(), "LISTING_WINDOWS": "1"},
+                                            "account": account, "body": _webhook(sandbox, account),
+                                            "latency": job_latency})
+            _check_copy(sequential_stack.tables["ActivitiesTable"], sandbox, account)
+        _check_copy(stack.tables["ActivitiesTable"], sandbox, account)
         row: dict[str, Any] = {"bench": f"sync_{'latency' if latency is not None else 'zero'}", "api": api, "n": n,
                                **ours,
                                "activities_per_s": n / ours["wall_s"],
@@ -313,6 +332,7 @@ def _table(sandbox: Any, endpoint: str, accounts: dict[int, str], latency: Laten
             naive_stack = _fresh_stack(endpoint, f"naive{tag}{n}")
             naive = _run_child(_naive, {"env": env, "account": account, "latency": job_latency,
                                         "table": naive_stack.tables["ActivitiesTable"]})
+            _check_copy(naive_stack.tables["ActivitiesTable"], sandbox, account)
             row["naive"] = naive
             row["naive_over_ours"] = naive["wall_s"] / ours["wall_s"]
         if latency is not None:

@@ -44,11 +44,11 @@ class SharedArgyle(FakeArgyle):
         super().__init__(**kwargs)
         self.lock = threading.Lock()
         self.first_page_barrier: threading.Barrier | None = None
-        self.threads: set[str] = set()
+        self.threads: set[tuple[str, int]] = set()  # (name, ident) of each thread that called
 
     def _call(self) -> None:
         with self.lock:
-            self.threads.add(threading.current_thread().name)
+            self.threads.add((threading.current_thread().name, threading.get_ident()))
             super()._call()
 
     def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
@@ -109,7 +109,7 @@ def fully_synced(docs: list[dict[str, Any]], field: str = "start_date",
 
 
 def window_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("argyle-window")]
+    return [t for t in threading.enumerate() if t.name.startswith(("argyle-window", "argyle-prefetch"))]
 
 
 def listed_ranges(argyle: FakeArgyle) -> list[tuple[str | None, str | None]]:
@@ -151,7 +151,8 @@ def test_a_large_listing_is_listed_as_concurrent_windows_and_the_copy_is_exact()
     # Then 4 disjoint windows were listed from 4 threads, the copy is exact, the account is synced
     assert outcome["action"] == "synced" and outcome["completed"] and outcome["exact"]
     assert len(listed_ranges(argyle)) == WINDOWS
-    assert len({name for name in argyle.threads if name.startswith("argyle-window")}) == WINDOWS
+    # (each window's pages are fetched by its own prefetching thread while the window writes)
+    assert len({ident for name, ident in argyle.threads if name.startswith("argyle-prefetch")}) == WINDOWS
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
     assert state.accounts[ACCOUNT]["status"] == "fully_synced" and queue.sent == []
     # And Argyle was asked only for the windows' pages plus the two counts (whole account, dated)

@@ -13,7 +13,8 @@ activity matches no date filter, so when the two differ the listing stays sequen
 listing that sees undated activities is the unfiltered one). v2 documents no `count`: its large
 listings stay sequential (exact; its keyset pages do not shift under change anyway).
 
-Listing (`list_windows`): each window does at least one page per invocation, then stops when the
+Listing (`list_windows`): each window fetches its next page while it writes the current one
+(`PagePrefetch`, two pages at most per window), does at least one page per invocation, then stops when the
 invocation runs short of time, when another window asked to stop, or at its end; its cursor only
 advances after its page is written, so a continuation carries every window's exact cursor. An
 error in one window stops the others after their current page; every thread is joined before the
@@ -23,13 +24,14 @@ error is raised, and the record fails with its message's cursors, as a sequentia
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
+from argyle_pipeline.argyle.client import ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.messages import ListingWindow
+from argyle_pipeline.sync.page_prefetch import PagePrefetch
 from argyle_pipeline.sync.ports import UNDATED_KEY, ActivitySource, ActivityWriter, StoredKey, UpsertResult
 from argyle_pipeline.timestamps import EARLIEST, LATEST, iso_seconds, parse_timestamp
 
@@ -159,49 +161,47 @@ def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Seq
     lock = threading.Lock()
 
     def list_one(window: ListingWindow, client: ActivitySource) -> None:
-        pages: Iterator[ActivityPage] = iter(())
         taken = 0
         try:
             pages = client.list_activity_pages(account, window.from_start_date, window.to_start_date,
                                                cursor=dict(window.cursor) or None)
-            # At least one page per invocation, so every window progresses however short the time.
-            while taken == 0 or not stop.is_set():
-                try:
-                    page = next(pages, None)
-                except ArgyleUnavailable as exc:
+            with PagePrefetch(pages) as prefetch:
+                # At least one page per invocation, so every window progresses however short the time.
+                while taken == 0 or not stop.is_set():
+                    try:
+                        page = prefetch.take()
+                    except ArgyleUnavailable as exc:
+                        with lock:
+                            run.unavailable = run.unavailable or exc
+                        stop.set()
+                        return
+                    except PageLimitExceeded as exc:
+                        if not exc.next_cursor:
+                            raise
+                        window.cursor = dict(exc.next_cursor)  # the client's cap: a new part goes on
+                        return
+                    if page is None:
+                        window.done, window.cursor = True, {}
+                        return
+                    if page.next_cursor and not stop.is_set() and not out_of_time():
+                        prefetch.start_next()  # this window's next page comes while this one is written
+                    result = store.upsert_many(page.activities, now(), resync_marker=marker)
+                    taken += 1
+                    note_counts(window.counts, page.count, len(page.activities))
                     with lock:
-                        run.unavailable = run.unavailable or exc
-                    stop.set()
-                    return
-                except PageLimitExceeded as exc:
-                    if not exc.next_cursor:
-                        raise
-                    window.cursor = dict(exc.next_cursor)  # the client's cap: a new part goes on
-                    return
-                if page is None:
-                    window.done, window.cursor = True, {}
-                    return
-                result = store.upsert_many(page.activities, now(), resync_marker=marker)
-                taken += 1
-                note_counts(window.counts, page.count, len(page.activities))
-                with lock:
-                    on_written(result, len(page.activities))
-                    run.pages += 1
-                if not page.next_cursor:
-                    window.done, window.cursor = True, {}
-                    return
-                window.cursor = dict(page.next_cursor)  # only now: the page before it is written
-                if out_of_time():
-                    stop.set()
-                    return
+                        on_written(result, len(page.activities))
+                        run.pages += 1
+                    if not page.next_cursor:
+                        window.done, window.cursor = True, {}
+                        return
+                    window.cursor = dict(page.next_cursor)  # only now: the page before it is written
+                    if out_of_time():
+                        stop.set()
+                        return
         except BaseException as exc:  # re-raised in the caller's thread, after every thread ended
             with lock:
                 run.errors.append(exc)
             stop.set()
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
 
     pool = ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="argyle-window")
     try:
