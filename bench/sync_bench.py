@@ -357,14 +357,16 @@ def _table(sandbox: Any, endpoint: str, accounts: dict[int, str], latency: Laten
         print(f"peak memory at N={rows[-1]['n']:,} is {growth:+.1f} MB against N={rows[0]['n']:,} "
               f"(target <= {MEMORY_TARGET_MB} MB): {verdict}")
     if latency is not None:
-        worst = max(r["of_floor"] for r in rows)
-        print(f"ours ({WINDOWS} windows above {WINDOW_THRESHOLD:,}) / floor at most {worst:.2f}x "
-              f"(target <= {FLOOR_TARGET}x; with windows, N >= 10,000: <= {WINDOWS_FLOOR_TARGET}x): "
-              f"{'ok' if worst <= FLOOR_TARGET else 'OVER TARGET'}")
-        windowed = [r for r in rows if r["n"] >= 10_000]
-        if windowed:
-            worst_windowed = max(r["of_floor"] for r in windowed)
-            print(f"with windows, N >= 10,000: at most {worst_windowed:.2f}x floor (target <= "
+        # The targets are for N >= 10,000 (below the window threshold a sync is short anyway).
+        large = [r for r in rows if r["n"] >= 10_000]
+        sequences = [r["sequential"]["wall_s"] / r["floor_s"] for r in large if r.get("sequential")]
+        if sequences:
+            worst = max(sequences)
+            print(f"one sequence with prefetch, N >= 10,000: at most {worst:.2f}x floor (target <= {FLOOR_TARGET}x): "
+                  f"{'ok' if worst <= FLOOR_TARGET else 'OVER TARGET'}")
+        if large:
+            worst_windowed = max(r["of_floor"] for r in large)
+            print(f"{WINDOWS} windows, N >= 10,000: at most {worst_windowed:.2f}x floor (target <= "
                   f"{WINDOWS_FLOOR_TARGET}x): {'ok' if worst_windowed <= WINDOWS_FLOOR_TARGET else 'OVER TARGET'}")
     return rows
 

@@ -251,18 +251,18 @@ class Adapter:
         own_index = _index_names(node, self.constants) or (index or set())
         calls: list[AwsCall] = []
         for child in ast.walk(node):
-            if not (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)):
-                continue
-            receiver, name = child.func.value, child.func.attr
-            on_client = isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) \
-                and receiver.value.id == "self"
-            if on_client and name in operations(self.service):
-                at_call = _index_names(child, self.constants) or own_index
-                calls.append(AwsCall(_actions(self.service, name, child), at_call,
-                                     f"{self.name}.{method} at {code.where(self.module, child)}"))
-            elif isinstance(receiver, ast.Name) and receiver.id == "self" and name in self.methods \
-                    and name not in seen:
-                calls += self.calls_of(code, name, own_index, seen | {method})
+            if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute):
+                receiver, name = child.func.value, child.func.attr
+                on_client = isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) \
+                    and receiver.value.id == "self"
+                if on_client and name in operations(self.service):
+                    at_call = _index_names(child, self.constants) or own_index
+                    calls.append(AwsCall(_actions(self.service, name, child), at_call,
+                                         f"{self.name}.{method} at {code.where(self.module, child)}"))
+            elif isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name) and child.value.id == "self" \
+                    and child.attr in self.methods and child.attr not in seen:
+                # One of the adapter's own methods, called here or handed on to be called (a callback).
+                calls += self.calls_of(code, child.attr, own_index, seen | {method})
         return calls
 
 
