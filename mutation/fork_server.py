@@ -57,8 +57,11 @@ def preload(modules: list[str], copy: Path) -> list[str]:
 
         for plugin in default_plugins:
             importlib.import_module(f"_pytest.{plugin}")
-    inside = sorted(name for name, module in list(sys.modules.items())
-                    if _is_under(getattr(module, "__file__", None), copy))
+    installed = Path(sys.prefix).resolve()  # a virtual environment inside the repository is not the project
+    itself = Path(__file__).resolve()
+    inside = sorted(name for name, file in ((name, getattr(module, "__file__", None))
+                                            for name, module in list(sys.modules.items()))
+                    if _is_under(file, copy) and not _is_under(file, installed) and Path(str(file)).resolve() != itself)
     if inside:
         raise SystemExit(f"fork server: preloading imported the project's own modules {inside}: "
                          "a child would run them unmutated")

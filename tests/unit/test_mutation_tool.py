@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import ForkWorker, Worker
+from mutation.runner import FORK_SERVER, ForkWorker, Worker
 
 SOURCE = textwrap.dedent('''
     """A module docstring is never mutated."""
@@ -211,3 +213,19 @@ def test_the_fork_server_refuses_to_preload_a_module_of_the_project(tmp_path: Pa
 
     assert result.status == "error"
     assert b"imported the project's own modules ['calc']" in (project / ".mutation-last-error.txt").read_bytes()
+
+
+def test_the_real_preload_list_imports_no_module_of_the_project_and_starts_no_thread() -> None:
+    # Given the repository itself as the worker's copy, with the path a worker gives its tests
+    repo = Path(__file__).resolve().parents[2]
+    worker = Worker(repo, repo, sys.executable)
+
+    # When the fork server imports its default list of heavy modules
+    server = subprocess.run([sys.executable, str(FORK_SERVER), "--copy", str(repo)], cwd=repo, env=worker.env,
+                            input=b"", capture_output=True, timeout=120, check=False)
+
+    # Then it is ready (it refuses to be if a preloaded module came from the project, or started a thread)
+    assert server.returncode == 0, server.stderr.decode()[-2000:]
+    ready = json.loads(server.stdout.splitlines()[0])
+    assert ready["ready"] is True
+    assert ready["not_installed"] == []  # every listed module is installed: the list is not stale
