@@ -199,16 +199,19 @@ class ForkWorker(Worker):
             server.stdout.close()
 
 
+def is_measured(found: Result | None, map_digest: str) -> bool:
+    """A caught mutant stays caught; one that was not is measured again once the code or tests changed.
+    An error measured nothing (a run interrupted, a fork server gone): it is run again."""
+    return found is not None and found.status != "error" and (
+        found.status in CAUGHT or found.map_digest == map_digest)
+
+
 def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results,
             *, workers: int, deadline: float, on_result: Callable[[Mutant, Result], None], fork: bool = True,
             max_tests: int | None = None) -> int:
     """Runs the mutants not yet measured until `deadline` (a monotonic time); returns how many were left."""
-    def measured(mutant: Mutant, digest: str) -> bool:
-        # A caught mutant stays caught; one that was not is measured again once the tests changed.
-        found = results.get(result_key(mutant, digest))
-        return found is not None and (found.status in CAUGHT or found.map_digest == coverage.digest)
-
-    pending = [(m, digest) for m, digest in mutants if not measured(m, digest)]
+    pending = [(m, digest) for m, digest in mutants
+               if not is_measured(results.get(result_key(m, digest)), coverage.digest)]
     for mutant, digest in list(pending):
         if not coverage.tests_for(mutant.path, mutant.line, mutant.end_line):
             result = Result("uncovered", 0.0, 0, coverage.digest)

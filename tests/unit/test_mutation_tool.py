@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import FORK_SERVER, ForkWorker, Worker
+from mutation.runner import FORK_SERVER, ForkWorker, Result, Worker, is_measured, run_capped
 
 SOURCE = textwrap.dedent('''
     """A module docstring is never mutated."""
@@ -229,3 +230,46 @@ def test_the_real_preload_list_imports_no_module_of_the_project_and_starts_no_th
     ready = json.loads(server.stdout.splitlines()[0])
     assert ready["ready"] is True
     assert ready["not_installed"] == []  # every listed module is installed: the list is not stale
+
+
+def test_a_resumed_run_keeps_caught_mutants_and_measures_again_errors_and_survivors_of_older_tests() -> None:
+    current = "map-now"
+
+    assert is_measured(Result("killed", 1.0, 3, "map-before"), current)
+    assert is_measured(Result("survived", 9.0, 3, current), current)
+    assert not is_measured(Result("survived", 9.0, 3, "map-before"), current)  # a test may have been added since
+    assert not is_measured(Result("error", 0.5, 3, current), current)  # pytest never ran to a verdict
+    assert not is_measured(None, current)
+
+
+class _RecordingWorker(Worker):
+    """Kills a mutant when one of `killers` runs; records which tests each run was given."""
+
+    def __init__(self, killers: set[str]) -> None:
+        self.killers = killers
+        self.runs: list[list[str]] = []
+
+    def run(self, mutant: Mutant, tests: list[str], timeout: float) -> Result:
+        self.runs.append(list(tests))
+        return Result("killed" if self.killers & set(tests) else "survived", 1.0, len(tests))
+
+
+def test_tests_run_fastest_first_and_a_capped_survivor_runs_all_its_tests_before_it_survives() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick", "t::medium"]}},
+                           {"t::slow": 30.0, "t::quick": 0.1, "t::medium": 2.0})
+    mutant = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    ordered = coverage.fastest_first(coverage.tests_for("calc.py", 11, 11))
+    only_the_slow_test_notices = _RecordingWorker({"t::slow"})
+    nothing_notices = _RecordingWorker(set())
+    the_quick_test_notices = _RecordingWorker({"t::quick"})
+
+    caught_late = run_capped(only_the_slow_test_notices, mutant, ordered, coverage, max_tests=2)
+    survivor = run_capped(nothing_notices, mutant, ordered, coverage, max_tests=2)
+    caught_early = run_capped(the_quick_test_notices, mutant, ordered, coverage, max_tests=2)
+
+    assert ordered == ["t::quick", "t::medium", "t::slow"]
+    assert caught_late.status == "killed"
+    assert only_the_slow_test_notices.runs == [["t::quick", "t::medium"], ordered]
+    assert (survivor.status, survivor.tests, survivor.seconds) == ("survived", 3, 2.0)  # both runs' time
+    assert the_quick_test_notices.runs == [["t::quick", "t::medium"]]  # caught under the cap: no second run
+    assert caught_early.status == "killed"
