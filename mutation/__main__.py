@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
         if current is not None:
             print_estimate(mutants, current, results, args.workers, fork=not args.no_fork)
+        else:
+            print("no coverage map of the code as it is now: the time estimate comes with the next run", flush=True)
     else:
         started = time.monotonic()
         coverage = load_or_build(REPO, STATE, args.workers, args.tests, rebuild=args.rebuild_map)
