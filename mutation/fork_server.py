@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -165,6 +166,9 @@ def main() -> int:
     if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
         del sys.path[0]  # this script's folder: its neighbours are not the tests' modules
     missing = preload([name for name in options.preload.split(",") if name], copy)
+    # The preloaded objects live as long as the server: out of every collection, so that a child's
+    # gc.collect (pytest runs five at the end of a session) scans only what the child made.
+    gc.freeze()
     _reply({"ready": True, "pid": os.getpid(), "not_installed": missing})
     while True:
         line = sys.stdin.readline()
