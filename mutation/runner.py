@@ -31,8 +31,8 @@ CAUGHT = ("killed", "timeout")
 FORK_SERVER = Path(__file__).with_name("fork_server.py")
 SERVER_START_SECONDS = 300.0  # importing moto, boto3 and hypothesis on a busy machine
 # Seconds each mutant costs before its first test runs (docs/testing.md: measured on 20 mutants).
-FORK_OVERHEAD_SECONDS = 1.0
-PROCESS_OVERHEAD_SECONDS = 12.0
+FORK_OVERHEAD_SECONDS = 0.5
+PROCESS_OVERHEAD_SECONDS = 3.0
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=")
 PYTHONPATH_DIRS = ("layers/shared", "functions/receiver", "functions/sync", "functions/reconcile", ".")
 
