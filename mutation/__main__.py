@@ -88,11 +88,16 @@ def print_estimate(mutants: list[tuple[Mutant, str]], coverage: CoverageMap, res
     surviving = sum(r.status not in CAUGHT for r in measured) / len(measured) if len(measured) >= 20 else 0.1
     to_run = [m for m, digest in mutants if results.get(result_key(m, digest)) is None]
     estimate = estimate_seconds(to_run, coverage, fork=fork)
-    minutes = [seconds / 60 / max(1, workers) for seconds in
-               (estimate.caught, estimate.expected(surviving), estimate.survived)]
-    print(f"{len(to_run)} mutants to run: about {minutes[1]:.0f} minutes on {workers} workers if "
-          f"{surviving:.0%} survive (from {minutes[0]:.0f} if each is caught by its fastest test, to "
-          f"{minutes[2]:.0f} if none is)", flush=True)
+    fastest, expected, slowest = (_duration(seconds / max(1, workers)) for seconds in
+                                  (estimate.caught, estimate.expected(surviving), estimate.survived))
+    print(f"{len(to_run)} mutants to run: {expected} on {workers} workers if {surviving:.0%} survive "
+          f"(from {fastest} if each is caught by its fastest test, to {slowest} if none is)", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return "less than a minute"
+    return f"about {seconds / 60:.0f} minutes" if seconds < 90 * 60 else f"about {seconds / 3600:.1f} hours"
 
 
 def report(files: list[str], mutants: list[tuple[Mutant, str]], results: Results, min_score: float,
