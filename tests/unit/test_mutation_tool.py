@@ -13,7 +13,16 @@ from pathlib import Path
 
 from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import FORK_SERVER, ForkWorker, Result, Worker, is_measured, run_capped
+from mutation.runner import (
+    FORK_OVERHEAD_SECONDS,
+    FORK_SERVER,
+    ForkWorker,
+    Result,
+    Worker,
+    estimate_seconds,
+    is_measured,
+    run_capped,
+)
 
 SOURCE = textwrap.dedent('''
     """A module docstring is never mutated."""
@@ -273,3 +282,19 @@ def test_tests_run_fastest_first_and_a_capped_survivor_runs_all_its_tests_before
     assert (survivor.status, survivor.tests, survivor.seconds) == ("survived", 3, 2.0)  # both runs' time
     assert the_quick_test_notices.runs == [["t::quick", "t::medium"]]  # caught under the cap: no second run
     assert caught_early.status == "killed"
+
+
+def test_the_estimate_charges_a_caught_mutant_its_fastest_test_and_a_survivor_all_of_them() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"], 17: ["t::quick"]}},
+                           {"t::slow": 30.0, "t::quick": 0.5})
+    boundary = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    total = Mutant("calc.py", 17, 8, 17, 22, "count += value", "count = value")
+    never_run = Mutant("calc.py", 5, 0, 5, 1, "0", "1")  # no test executes line 5: it costs nothing
+
+    estimate = estimate_seconds([boundary, total, never_run], coverage, fork=True)
+
+    assert estimate.caught == 2 * FORK_OVERHEAD_SECONDS + 0.5 + 0.5
+    assert estimate.survived == 2 * FORK_OVERHEAD_SECONDS + 30.5 + 0.5
+    assert estimate.expected(0.5) == (estimate.caught + estimate.survived) / 2
+    assert estimate_seconds([boundary], coverage, fork=False).caught > estimate_seconds([boundary], coverage,
+                                                                                       fork=True).caught
