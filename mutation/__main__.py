@@ -3,7 +3,9 @@
     python -m mutation                       # the critical files (mutation/targets.py)
     python -m mutation FILE...               # only these files
     python -m mutation --minutes 30          # stop starting mutants after 30 minutes (run again to resume)
-    python -m mutation --report              # print what is measured so far, run nothing
+    python -m mutation --report              # print what is measured so far (and the time left), run nothing
+    python -m mutation --max-tests 20        # each mutant's 20 fastest tests first; all of them before it survives
+    python -m mutation --no-fork             # a fresh pytest process per mutant instead of the fork server
 
 Exit codes: 0 every file at or above --min-score; 1 a file below it or mutants left to run; 2 usage.
 """
@@ -16,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from mutation.coverage_map import load_or_build
+from mutation.coverage_map import CoverageMap, load_if_current, load_or_build
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import CAUGHT, Result, Results, result_key, run_all
+from mutation.runner import CAUGHT, Result, Results, estimate_seconds, result_key, run_all
 from mutation.targets import CRITICAL_FILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the results so far; run nothing")
     parser.add_argument("--rebuild-map", action="store_true", help="make the coverage map again")
     parser.add_argument("--tests", nargs="*", default=[], help="the tests to map (default: the whole suite)")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="start a fresh pytest process per mutant (slower; no fork server)")
+    parser.add_argument("--max-tests", type=int, default=None, metavar="N",
+                        help="run each mutant's N fastest tests; a mutant they miss is run against all before it "
+                             "counts as a survivor")
     args = parser.parse_args(argv)
+    if args.max_tests is not None and args.max_tests < 1:
+        parser.error("--max-tests must be at least 1")
     files = args.files or list(CRITICAL_FILES)
     missing = [name for name in files if not (REPO / name).is_file()]
     if missing:
@@ -48,18 +57,47 @@ def main(argv: list[str] | None = None) -> int:
         digest = hashlib.sha256(source).hexdigest()
         mutants.extend((mutant, digest) for mutant in mutants_of(name, source))
     left = 0
-    if not args.report:
+    if args.report:
+        current = load_if_current(REPO, STATE, args.tests)
+        print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
+        if current is not None:
+            print_estimate(mutants, current, results, args.workers, fork=not args.no_fork)
+        else:
+            print("no coverage map of the code as it is now: the time estimate comes with the next run", flush=True)
+    else:
         started = time.monotonic()
         coverage = load_or_build(REPO, STATE, args.workers, args.tests, rebuild=args.rebuild_map)
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
+        print_estimate(mutants, coverage, results, args.workers, fork=not args.no_fork)
 
         def show(mutant: Mutant, result: Result) -> None:
             if result.status not in CAUGHT:
                 print(f"  {result.status:9} {mutant.describe()}", flush=True)
 
         left = run_all(REPO, STATE, mutants, coverage, results, workers=args.workers,
-                       deadline=started + args.minutes * 60, on_result=show)
+                       deadline=started + args.minutes * 60, on_result=show, fork=not args.no_fork,
+                       max_tests=args.max_tests)
     return report(files, mutants, results, args.min_score, left)
+
+
+def print_estimate(mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results, workers: int,
+                   *, fork: bool) -> None:
+    """How long the mutants not measured yet take: a survivor runs all its tests, so their share decides."""
+    measured = [r for r in (results.get(result_key(m, d)) for m, d in mutants) if r is not None and r.tests]
+    # Until enough mutants are measured, the first partial run's share (1 in 10 not caught).
+    surviving = sum(r.status not in CAUGHT for r in measured) / len(measured) if len(measured) >= 20 else 0.1
+    to_run = [m for m, digest in mutants if results.get(result_key(m, digest)) is None]
+    estimate = estimate_seconds(to_run, coverage, fork=fork)
+    fastest, expected, slowest = (_duration(seconds / max(1, workers)) for seconds in
+                                  (estimate.caught, estimate.expected(surviving), estimate.survived))
+    print(f"{len(to_run)} mutants to run: {expected} on {workers} workers if {surviving:.0%} survive "
+          f"(from {fastest} if each is caught by its fastest test, to {slowest} if none is)", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return "less than a minute"
+    return f"about {seconds / 60:.0f} minutes" if seconds < 90 * 60 else f"about {seconds / 3600:.1f} hours"
 
 
 def report(files: list[str], mutants: list[tuple[Mutant, str]], results: Results, min_score: float,

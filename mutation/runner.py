@@ -1,15 +1,19 @@
 """Runs each mutant against the tests that execute its lines, in copies of the repository.
 
 Each worker owns one copy (`.mutation/work-N`): it writes the mutant into its copy, runs pytest on
-the covering tests (stopping at the first failure), and puts the original back. Results are saved
-after every mutant, keyed by the file's content, so an interrupted run resumes where it stopped and
-an edited file is measured again.
+the covering tests, fastest first, stopping at the first failure, and puts the original back. By
+default pytest runs in a child forked from the worker's fork server (`fork_server.py`), which has
+imported the heavy third-party modules once; `Worker` (the `--no-fork` fallback) starts a fresh
+`python -m pytest` per mutant. Results are saved after every mutant, keyed by the file's content, so
+an interrupted run resumes where it stopped and an edited file is measured again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -24,6 +28,12 @@ from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant
 
 CAUGHT = ("killed", "timeout")
+FORK_SERVER = Path(__file__).with_name("fork_server.py")
+SERVER_START_SECONDS = 300.0  # importing moto, boto3 and hypothesis on a busy machine
+# Seconds each mutant costs before its first test runs (docs/testing.md: measured on 20 mutants).
+FORK_OVERHEAD_SECONDS = 0.5
+PROCESS_OVERHEAD_SECONDS = 3.0
+PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=")
 PYTHONPATH_DIRS = ("layers/shared", "functions/receiver", "functions/sync", "functions/reconcile", ".")
 
 
@@ -93,32 +103,115 @@ class Worker:
         args_file.write_text("\n".join(tests) + "\n")
         started = time.monotonic()
         try:
-            completed = subprocess.run(
-                [self.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
-                 "-o", "addopts=", f"@{args_file}"],
-                cwd=self.copy, env=self.env, capture_output=True, timeout=timeout, check=False)
-            code = completed.returncode
-            # 2: collection failed (the mutant broke an import): the tests noticed it as surely as a failure.
-            status = {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
-            if status == "error":
-                output = completed.stdout[-4000:] + completed.stderr[-4000:]
-                (self.copy / ".mutation-last-error.txt").write_bytes(output)
-        except subprocess.TimeoutExpired:
-            status = "timeout"
+            code, output = self.pytest([*PYTEST_ARGS, f"@{args_file}"], timeout)
         finally:
             target.write_bytes(original)
+        # 2: collection failed (the mutant broke an import): the tests noticed it as surely as a failure.
+        status = "timeout" if code is None else {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
+        if status == "error":
+            (self.copy / ".mutation-last-error.txt").write_bytes(output)
         return Result(status, round(time.monotonic() - started, 2), len(tests))
+
+    def pytest(self, args: list[str], timeout: float) -> tuple[int | None, bytes]:
+        """pytest's exit code (None: out of time) and the end of its output."""
+        try:
+            completed = subprocess.run([self.python, "-m", "pytest", *args], cwd=self.copy, env=self.env,
+                                       capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return None, b""
+        return completed.returncode, completed.stdout[-4000:] + completed.stderr[-4000:]
+
+    def close(self) -> None:
+        """Nothing to stop: each run's process ended with it."""
+
+
+class ForkServerError(RuntimeError):
+    pass
+
+
+class ForkWorker(Worker):
+    """Runs pytest in a child forked from this worker's fork server, started at its first mutant."""
+
+    def __init__(self, repo: Path, copy: Path, python: str, preload: list[str] | None = None) -> None:
+        super().__init__(repo, copy, python)
+        self.preload = preload  # None: the server's own list of heavy modules
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def pytest(self, args: list[str], timeout: float) -> tuple[int | None, bytes]:
+        output = self.copy / ".mutation-output.txt"
+        try:
+            server = self.server or self._start()
+            self._send(server, {"args": args, "timeout": timeout, "output": str(output)})
+            # The server enforces the timeout; the margin only covers a server that stopped answering.
+            code = self._receive(server, timeout + 60)["code"]
+        except ForkServerError as failure:
+            self.close()  # the next mutant starts a new server
+            return -1, str(failure).encode() + b"\n" + self._server_log()
+        found = output.read_bytes() if output.exists() else b""
+        return code, found[-8000:]
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        command = [self.python, str(FORK_SERVER), "--copy", str(self.copy)]
+        if self.preload is not None:
+            command.append("--preload=" + ",".join(self.preload))
+        with open(self.copy / ".mutation-fork-server.log", "wb") as log:
+            self.server = subprocess.Popen(command, cwd=self.copy, env=self.env, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=log)
+        self._receive(self.server, SERVER_START_SECONDS)
+        return self.server
+
+    @staticmethod
+    def _send(server: subprocess.Popen[bytes], message: dict) -> None:
+        assert server.stdin is not None
+        try:
+            server.stdin.write(json.dumps(message).encode() + b"\n")
+            server.stdin.flush()
+        except (BrokenPipeError, OSError) as failure:
+            raise ForkServerError(f"the fork server is gone: {failure}") from failure
+
+    @staticmethod
+    def _receive(server: subprocess.Popen[bytes], timeout: float) -> dict:
+        assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], timeout)
+        line = server.stdout.readline() if ready else b""
+        if not line:
+            raise ForkServerError("the fork server stopped answering" if not ready else "the fork server exited")
+        return json.loads(line)
+
+    def _server_log(self) -> bytes:
+        log = self.copy / ".mutation-fork-server.log"
+        return log.read_bytes()[-4000:] if log.exists() else b""
+
+    def close(self) -> None:
+        """Ends the server: end of its input, then a kill if it does not go."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        assert server.stdin is not None
+        with contextlib.suppress(OSError):  # already gone
+            server.stdin.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def is_measured(found: Result | None, map_digest: str) -> bool:
+    """A caught mutant stays caught; one that was not is measured again once the code or tests changed.
+    An error measured nothing (a run interrupted, a fork server gone): it is run again."""
+    return found is not None and found.status != "error" and (
+        found.status in CAUGHT or found.map_digest == map_digest)
 
 
 def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results,
-            *, workers: int, deadline: float, on_result: Callable[[Mutant, Result], None]) -> int:
+            *, workers: int, deadline: float, on_result: Callable[[Mutant, Result], None], fork: bool = True,
+            max_tests: int | None = None) -> int:
     """Runs the mutants not yet measured until `deadline` (a monotonic time); returns how many were left."""
-    def measured(mutant: Mutant, digest: str) -> bool:
-        # A caught mutant stays caught; one that was not is measured again once the tests changed.
-        found = results.get(result_key(mutant, digest))
-        return found is not None and (found.status in CAUGHT or found.map_digest == coverage.digest)
-
-    pending = [(m, digest) for m, digest in mutants if not measured(m, digest)]
+    pending = [(m, digest) for m, digest in mutants
+               if not is_measured(results.get(result_key(m, digest)), coverage.digest)]
     for mutant, digest in list(pending):
         if not coverage.tests_for(mutant.path, mutant.line, mutant.end_line):
             result = Result("uncovered", 0.0, 0, coverage.digest)
@@ -126,7 +219,9 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
             on_result(mutant, result)
             pending.remove((mutant, digest))
     copies = [make_copy(repo, state / f"work-{index}") for index in range(workers)] if pending else []
-    free = [Worker(repo, copy, sys.executable) for copy in copies]
+    kind = ForkWorker if fork else Worker
+    free: list[Worker] = [kind(repo, copy, sys.executable) for copy in copies]
+    everyone = list(free)
     lock = threading.Lock()
     left = 0
 
@@ -140,10 +235,8 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
         with lock:
             worker = free.pop()
         try:
-            tests = coverage.tests_for(mutant.path, mutant.line, mutant.end_line)
-            # Ten times what the tests took unmutated, and never under a minute: a slower run is a loop.
-            timeout = max(60.0, 10 * coverage.seconds_for(tests))
-            result = worker.run(mutant, tests, timeout)
+            tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
+            result = run_capped(worker, mutant, tests, coverage, max_tests)
             result.map_digest = coverage.digest
             results.put(result_key(mutant, digest), result)
             on_result(mutant, result)
@@ -151,6 +244,49 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
             with lock:
                 free.append(worker)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(measure, pending))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(measure, pending))
+    finally:
+        for worker in everyone:
+            worker.close()
     return left
+
+
+def run_capped(worker: Worker, mutant: Mutant, tests: list[str], coverage: CoverageMap,
+               max_tests: int | None) -> Result:
+    """Runs the first `max_tests` of `tests`; a mutant they miss is run against all of them before it survives."""
+    def timeout_for(chosen: list[str]) -> float:
+        # Ten times what the tests took unmutated, and never under a minute: a slower run is a loop.
+        return max(60.0, 10 * coverage.seconds_for(chosen))
+
+    first = tests[:max_tests] if max_tests else tests
+    result = worker.run(mutant, first, timeout_for(first))
+    if result.status == "survived" and len(first) < len(tests):
+        again = worker.run(mutant, tests, timeout_for(tests))
+        again.seconds = round(again.seconds + result.seconds, 2)
+        result = again
+    return result
+
+
+@dataclass
+class Estimate:
+    """Seconds on one worker for a set of mutants: each caught by its fastest test, or each running all."""
+
+    caught: float = 0.0
+    survived: float = 0.0
+
+    def expected(self, surviving: float) -> float:
+        """With a share `surviving` of mutants that run every covering test (a survivor does)."""
+        return (1 - surviving) * self.caught + surviving * self.survived
+
+
+def estimate_seconds(mutants: list[Mutant], coverage: CoverageMap, *, fork: bool) -> Estimate:
+    overhead = FORK_OVERHEAD_SECONDS if fork else PROCESS_OVERHEAD_SECONDS
+    estimate = Estimate()
+    for mutant in mutants:
+        tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
+        if tests:  # an uncovered mutant costs nothing: it is a survivor without a run
+            estimate.caught += overhead + coverage.seconds_for(tests[:1])
+            estimate.survived += overhead + coverage.seconds_for(tests)
+    return estimate

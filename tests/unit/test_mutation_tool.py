@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import Worker
+from mutation.runner import (
+    FORK_OVERHEAD_SECONDS,
+    FORK_SERVER,
+    ForkWorker,
+    Result,
+    Worker,
+    estimate_seconds,
+    is_measured,
+    run_capped,
+)
 
 SOURCE = textwrap.dedent('''
     """A module docstring is never mutated."""
@@ -95,3 +109,192 @@ def test_a_mutant_that_breaks_the_module_at_import_is_killed(tmp_path: Path) -> 
     broken = Mutant("calc.py", 3, 0, 3, 14, "import logging", "import logging_that_is_not_there")
 
     assert worker.run(broken, ["test_calc.py"], timeout=60).status == "killed"
+
+
+LOOPING = textwrap.dedent("""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from calc import total
+
+    def test_total_ends():
+        # A process of the tests' own, left running: the fork server must not leave it behind.
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        with Path("helpers.pid").open("a") as pids:
+            pids.write(f"{helper.pid}\\n")
+        assert total([2, 3]) == 5
+""")
+
+
+def _toy_project(root: Path, tests: str) -> Path:
+    project = root / "project"
+    project.mkdir()
+    (project / "calc.py").write_bytes(SOURCE)
+    (project / "test_calc.py").write_text(tests)
+    return project
+
+
+def _toy_fork_worker(project: Path, preload: list[str]) -> ForkWorker:
+    worker = ForkWorker(project, project, sys.executable, preload=preload)
+    worker.env["PYTHONPATH"] = str(project)
+    worker.env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the toy needs no plugin: each child starts in a blink
+    return worker
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only a zombie waiting for its parent to read its status."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_the_fork_server_kills_a_noticed_mutant_keeps_a_missed_one_and_imports_the_project_fresh_each_time(
+        tmp_path: Path) -> None:
+    project = _toy_project(tmp_path, textwrap.dedent("""
+        from calc import total, within
+
+        def test_total():
+            assert total([2, 3]) == 5
+
+        def test_within_below_the_limit():
+            assert within(10, 3)
+    """))
+    worker = _toy_fork_worker(project, preload=["pytest"])
+    by_text = {m.describe(): m for m in mutants_of("calc.py", SOURCE)}
+    try:
+        killed = worker.run(by_text["calc.py:17: count += value -> count = value"], ["test_calc.py"], timeout=60)
+        survived = worker.run(by_text["calc.py:11: size <= limit -> (size < limit)"], ["test_calc.py"], timeout=60)
+        # The same server again: the first child's mutated `calc` must not linger in the second.
+        killed_again = worker.run(by_text["calc.py:18: return count -> return None"], ["test_calc.py"], timeout=60)
+        server = worker.server
+        assert server is not None
+    finally:
+        worker.close()
+
+    assert (killed.status, survived.status, killed_again.status) == ("killed", "survived", "killed")
+    assert (project / "calc.py").read_bytes() == SOURCE
+    assert server.returncode == 0  # ended at the end of its input
+
+
+def test_the_fork_server_times_out_an_endless_mutant_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    project = _toy_project(tmp_path, LOOPING)
+    worker = _toy_fork_worker(project, preload=["pytest"])
+    endless = Mutant("calc.py", 17, 8, 17, 22, "count += value", "while True: pass")
+    try:
+        started = time.monotonic()
+        result = worker.run(endless, ["test_calc.py"], timeout=1.5)
+        elapsed = time.monotonic() - started
+        # No test tries the boundary: this run ends normally, with its helper still running.
+        after = worker.run(Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)"), ["test_calc.py"],
+                           timeout=60)
+        server = worker.server
+        assert server is not None
+    finally:
+        worker.close()
+
+    assert result.status == "timeout"
+    assert elapsed < 30  # the server's deadline, not the runner's safety margin, ended it
+    assert after.status == "survived"  # the server still answers after a kill
+    helpers = [int(pid) for pid in (project / "helpers.pid").read_text().split()]
+    assert len(helpers) == 2
+    assert _until(lambda: all(_gone(pid) for pid in helpers)), "a process the tests started outlived its run"
+    assert _until(lambda: _gone(server.pid)), "the fork server outlived the worker"
+
+
+def test_the_fork_server_refuses_to_preload_a_module_of_the_project(tmp_path: Path) -> None:
+    project = _toy_project(tmp_path, "def test_nothing():\n    assert True\n")
+    worker = _toy_fork_worker(project, preload=["pytest", "calc"])
+    try:
+        result = worker.run(Mutant("calc.py", 15, 12, 15, 13, "0", "1"), ["test_calc.py"], timeout=60)
+    finally:
+        worker.close()
+
+    assert result.status == "error"
+    assert b"imported the project's own modules ['calc']" in (project / ".mutation-last-error.txt").read_bytes()
+
+
+def test_the_real_preload_list_imports_no_module_of_the_project_and_starts_no_thread() -> None:
+    # Given the repository itself as the worker's copy, with the path a worker gives its tests
+    repo = Path(__file__).resolve().parents[2]
+    worker = Worker(repo, repo, sys.executable)
+
+    # When the fork server imports its default list of heavy modules
+    server = subprocess.run([sys.executable, str(FORK_SERVER), "--copy", str(repo)], cwd=repo, env=worker.env,
+                            input=b"", capture_output=True, timeout=120, check=False)
+
+    # Then it is ready (it refuses to be if a preloaded module came from the project, or started a thread)
+    assert server.returncode == 0, server.stderr.decode()[-2000:]
+    ready = json.loads(server.stdout.splitlines()[0])
+    assert ready["ready"] is True
+    assert ready["not_installed"] == []  # every listed module is installed: the list is not stale
+
+
+def test_a_resumed_run_keeps_caught_mutants_and_measures_again_errors_and_survivors_of_older_tests() -> None:
+    current = "map-now"
+
+    assert is_measured(Result("killed", 1.0, 3, "map-before"), current)
+    assert is_measured(Result("survived", 9.0, 3, current), current)
+    assert not is_measured(Result("survived", 9.0, 3, "map-before"), current)  # a test may have been added since
+    assert not is_measured(Result("error", 0.5, 3, current), current)  # pytest never ran to a verdict
+    assert not is_measured(None, current)
+
+
+class _RecordingWorker(Worker):
+    """Kills a mutant when one of `killers` runs; records which tests each run was given."""
+
+    def __init__(self, killers: set[str]) -> None:
+        self.killers = killers
+        self.runs: list[list[str]] = []
+
+    def run(self, mutant: Mutant, tests: list[str], timeout: float) -> Result:
+        self.runs.append(list(tests))
+        return Result("killed" if self.killers & set(tests) else "survived", 1.0, len(tests))
+
+
+def test_tests_run_fastest_first_and_a_capped_survivor_runs_all_its_tests_before_it_survives() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick", "t::medium"]}},
+                           {"t::slow": 30.0, "t::quick": 0.1, "t::medium": 2.0})
+    mutant = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    ordered = coverage.fastest_first(coverage.tests_for("calc.py", 11, 11))
+    only_the_slow_test_notices = _RecordingWorker({"t::slow"})
+    nothing_notices = _RecordingWorker(set())
+    the_quick_test_notices = _RecordingWorker({"t::quick"})
+
+    caught_late = run_capped(only_the_slow_test_notices, mutant, ordered, coverage, max_tests=2)
+    survivor = run_capped(nothing_notices, mutant, ordered, coverage, max_tests=2)
+    caught_early = run_capped(the_quick_test_notices, mutant, ordered, coverage, max_tests=2)
+
+    assert ordered == ["t::quick", "t::medium", "t::slow"]
+    assert caught_late.status == "killed"
+    assert only_the_slow_test_notices.runs == [["t::quick", "t::medium"], ordered]
+    assert (survivor.status, survivor.tests, survivor.seconds) == ("survived", 3, 2.0)  # both runs' time
+    assert the_quick_test_notices.runs == [["t::quick", "t::medium"]]  # caught under the cap: no second run
+    assert caught_early.status == "killed"
+
+
+def test_the_estimate_charges_a_caught_mutant_its_fastest_test_and_a_survivor_all_of_them() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"], 17: ["t::quick"]}},
+                           {"t::slow": 30.0, "t::quick": 0.5})
+    boundary = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    total = Mutant("calc.py", 17, 8, 17, 22, "count += value", "count = value")
+    never_run = Mutant("calc.py", 5, 0, 5, 1, "0", "1")  # no test executes line 5: it costs nothing
+
+    estimate = estimate_seconds([boundary, total, never_run], coverage, fork=True)
+
+    assert estimate.caught == 2 * FORK_OVERHEAD_SECONDS + 0.5 + 0.5
+    assert estimate.survived == 2 * FORK_OVERHEAD_SECONDS + 30.5 + 0.5
+    assert estimate.expected(0.5) == (estimate.caught + estimate.survived) / 2
+    assert estimate_seconds([boundary], coverage, fork=False).caught > estimate_seconds([boundary], coverage,
+                                                                                       fork=True).caught
