@@ -11,7 +11,10 @@ a share of the benchmark machine's two cores, which the sync under test needs. S
 - An item's size (DynamoDB's 400 KB limit) is added up once per attribute, not re-measured over
   every attribute already set each time one more is set.
 - No log line per request.
-Each benchmark run checks that the table holds exactly the activities Argyle serves.
+Each benchmark run checks that the table holds exactly the activities Argyle serves, through
+`GET /_bench/activity-ids?table=T&account=A&region=R`: the account's live activity ids, read from
+moto's store directly (a paginated Query of 100,000 items costs moto minutes: it sorts the whole
+partition again for every page).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import signal
 import sys
 import threading
 from typing import Any
+from urllib.parse import parse_qs
 
 
 def plain_json_parameters() -> None:
@@ -57,6 +61,30 @@ def item_size_added_up() -> None:
     dynamo_type.LimitedSizeDict.__setitem__ = setitem  # type: ignore[method-assign]
 
 
+def live_activity_ids(table_name: str, account: str, region: str) -> list[str]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].get_table(table_name)
+    for hash_key, items in table.items.items():
+        if hash_key.value == account:
+            return [range_key.value for range_key, item in items.items() if "removed_at" not in item.attrs]
+    return []
+
+
+def with_inspection(app: Any) -> Any:
+    """moto's WSGI app, plus the benchmark's read of an account's stored ids."""
+    def inspecting(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != "/_bench/activity-ids":
+            return app(environ, start_response)
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        body = json.dumps(live_activity_ids(query["table"], query["account"], query["region"])).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return inspecting
+
+
 def main(argv: list[str]) -> int:
     from moto.server import ThreadedMotoServer
 
@@ -68,6 +96,8 @@ def main(argv: list[str]) -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    assert server._server is not None
+    server._server.app = with_inspection(server._server.app)
     serialize_requests(server._server)  # moto's backends are not safe for concurrent requests
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

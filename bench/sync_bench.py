@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -226,12 +227,9 @@ def _fresh_stack(endpoint: str, prefix: str) -> Any:
 
 def _check_copy(table: str, sandbox: Any, account: str) -> None:
     """The table holds exactly the account's activities at Argyle (ids), or the figures mean nothing."""
-    import boto3
-
-    pages = boto3.client("dynamodb").get_paginator("query").paginate(
-        TableName=table, KeyConditionExpression="account_id = :a", ProjectionExpression="activity_id, removed_at",
-        ExpressionAttributeValues={":a": {"S": account}})
-    stored = {item["activity_id"]["S"] for page in pages for item in page["Items"] if "removed_at" not in item}
+    query = urllib.parse.urlencode({"table": table, "account": account, "region": REGION})
+    with urllib.request.urlopen(f"{os.environ['AWS_ENDPOINT_URL']}/_bench/activity-ids?{query}", timeout=120) as answer:
+        stored = set(json.loads(answer.read()))
     expected = set(sandbox.state.account(account).records)
     if stored != expected:
         raise RuntimeError(f"the copy of {account} is not exact: {len(expected - stored)} missing, "
