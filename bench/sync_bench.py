@@ -25,6 +25,7 @@ above that at the smallest N; with latency, ours / floor <= 1.1, and with 4 wind
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import multiprocessing
@@ -130,6 +131,7 @@ def _ours(job: dict[str, Any], out: Any) -> None:
                for _ in range(max(settings.fetch_concurrency, settings.listing_windows) + 1)]
     sync_handler.set_runtime(sync_handler.build_runtime(settings, argyle=clients[0], fetchers=clients[1:],
                                                         dynamodb=dynamodb))
+    gc.freeze()  # as the handler does once it has built its runtime
     sqs = boto3.client("sqs")
     body = job["body"].encode()
     EventQueue(settings.queue_url, sqs).send(QueuedEvent(

@@ -7,6 +7,7 @@ Powertools: FIFO batch processing with partial failures, idempotency, logs, metr
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +167,9 @@ def runtime() -> SyncRuntime:
     global _runtime
     if _runtime is None:
         _runtime = build_runtime(sync_settings())
+        # The modules, clients and service models live as long as the container: out of the
+        # collector's reach, a collection during a large listing walks only the listing's objects.
+        gc.freeze()
     return _runtime
 
 
