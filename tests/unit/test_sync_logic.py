@@ -220,6 +220,9 @@ def test_updated_fetches_ids_with_bounded_concurrency_and_removes_the_ones_gone(
     assert outcome["fetched"] == 5 and outcome["upserted"] == 5 and outcome["removed"] == 1
     assert world.activities.upsert_one_calls == 5
     assert world.activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    # and the account's state follows the event (what Argyle now says is available)
+    state = world.state.accounts[ACCOUNT]
+    assert state["available_count"] == 7 and state["last_event"] == "activities.updated"
 
 
 @pytest.mark.parametrize("field", ["removed_activities", "removed_gigs"])
@@ -238,6 +241,9 @@ def test_removed_tombstones_each_id_argyle_confirms_gone_whichever_name_the_list
     # Then Argyle was asked about each id, both answered 404 and were removed in one batch
     assert sorted(world.argyle.get_requests) == sorted(gone)
     assert outcome["removed"] == 2 and world.activities.remove_calls == [gone]
+    # and the account's state follows the event
+    state = world.state.accounts[ACCOUNT]
+    assert state["available_count"] == 4 and state["last_event"] == "activities.removed"
     assert outcome["contradicted"] == 0
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
 
