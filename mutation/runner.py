@@ -84,6 +84,12 @@ def make_copy(repo: Path, destination: Path) -> Path:
     return destination
 
 
+def collection_failed(output: bytes) -> bool:
+    """pytest could not import a test module: with `-x` it then stops with "found no collectors"
+    (exit code 4) rather than 2, but the cause is the same, a mutant that breaks an import."""
+    return b"ERROR collecting" in output
+
+
 class Worker:
     def __init__(self, repo: Path, copy: Path, python: str) -> None:
         self.repo = repo
@@ -108,6 +114,8 @@ class Worker:
             target.write_bytes(original)
         # 2: collection failed (the mutant broke an import): the tests noticed it as surely as a failure.
         status = "timeout" if code is None else {0: "survived", 1: "killed", 2: "killed"}.get(code, "error")
+        if status == "error" and collection_failed(output):
+            status = "killed"  # 4 ("found no collectors"): the test module itself failed to import
         if status == "error":
             (self.copy / ".mutation-last-error.txt").write_bytes(output)
         return Result(status, round(time.monotonic() - started, 2), len(tests))
