@@ -75,6 +75,23 @@ def test_genuine_event_is_enqueued_raw_with_group_dedupe_and_attributes() -> Non
     assert attrs["received_at_ms"] == {"DataType": "Number", "StringValue": "1234"}
 
 
+def test_a_webhook_without_a_request_id_is_still_followed_by_the_start_of_its_dedupe_key() -> None:
+    # Given a signed webhook that came with no request id (a direct invoke, not API Gateway)
+    body = payload(added_count=1)
+    request = signed_request(body)
+    request.request_id = ""
+    queue = FakeQueue()
+    # When it is received
+    handle_webhook(request, lambda: [SECRET], queue)
+    # Then its message still carries a correlation id for the sync's log lines: the first 32
+    # characters of its dedupe key (the same in every delivery of these bytes, and in the logs)
+    (sent,) = queue.sent
+    assert sent.correlation_id == dedupe_key(body)[:32] and len(sent.correlation_id) == 32
+    # and with a request id, that is the correlation id
+    handle_webhook(signed_request(body), lambda: [SECRET], queue)
+    assert queue.sent[-1].correlation_id == "req-1"
+
+
 def test_users_events_are_grouped_by_user() -> None:
     body = json.dumps({"event": "users.fully_synced", "data": {"user": USER, "resource": {"id": USER}}}).encode()
     queue = FakeQueue()
