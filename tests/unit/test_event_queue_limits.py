@@ -1,0 +1,47 @@
+"""The queue refuses what SQS would refuse, before sending it: SQS's limit is 256 KiB (262,144
+bytes) for the body and every attribute together. A message over it that reached SQS would fail
+there, and the receiver would answer 503 (Argyle retries it for ever) instead of 413."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from argyle_pipeline.aws.event_queue import EventQueue, MessageTooLarge, QueuedEvent
+
+SQS_LIMIT = 262_144
+
+
+class RecordingSqs:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.sent.append(kwargs)
+        return {"MessageId": f"m-{len(self.sent)}"}
+
+
+def event_of_size(size: int) -> QueuedEvent:
+    """A text webhook whose message (body and attributes) is `size` bytes as SQS counts them."""
+    def event(body_length: int) -> QueuedEvent:
+        return QueuedEvent(body=b"x" * body_length, event_name="activities.added", group_id="account:a",
+                           dedupe_key="k" * 64, correlation_id="req-1", received_at_ms=1, text="x" * body_length)
+
+    overhead = event(1).size() - 1
+    made = event(size - overhead)
+    assert made.size() == size
+    return made
+
+
+def test_a_message_of_exactly_256_kib_is_sent():
+    sqs = RecordingSqs()
+    EventQueue("https://queue", sqs).send(event_of_size(SQS_LIMIT))
+    assert len(sqs.sent) == 1
+
+
+def test_one_byte_more_is_refused_before_sqs_sees_it():
+    sqs = RecordingSqs()
+    with pytest.raises(MessageTooLarge, match="262145 bytes exceeds 262144"):
+        EventQueue("https://queue", sqs).send(event_of_size(SQS_LIMIT + 1))
+    assert sqs.sent == []
