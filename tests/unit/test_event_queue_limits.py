@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.aws.event_queue import EventQueue, MessageTooLarge, QueuedEvent
+from argyle_pipeline.aws.event_queue import EventQueue, MessageTooLarge, QueuedEvent, decode_body, encode_body
 
 SQS_LIMIT = 262_144
 
@@ -45,3 +45,16 @@ def test_one_byte_more_is_refused_before_sqs_sees_it():
     with pytest.raises(MessageTooLarge, match="262145 bytes exceeds 262144"):
         EventQueue("https://queue", sqs).send(event_of_size(SQS_LIMIT + 1))
     assert sqs.sent == []
+
+
+@pytest.mark.parametrize("body", [b'{"event": "a\x01b"}', b'{"a": "\xef\xbf\xbe"}', b"\xff\xfe not utf-8"],
+                         ids=["ascii control character", "U+FFFE", "not UTF-8"])
+def test_a_body_sqs_cannot_carry_as_text_travels_as_base64_and_comes_back_byte_for_byte(body: bytes):
+    text, encoding = encode_body(body)
+    assert encoding == "base64"
+    assert decode_body(text, encoding) == body
+
+
+def test_a_body_sqs_can_carry_travels_as_its_own_text():
+    body = '{"event": "activities.added",\n\t"name": "Zoë"}'.encode()
+    assert encode_body(body) == (body.decode(), "raw")
