@@ -411,6 +411,32 @@ def test_a_page_cap_with_no_cursor_to_resume_from_fails_the_record_and_records_n
     assert queue.sent == [] and ACCOUNT not in state.accounts and not window_threads()
 
 
+def test_a_sequential_listing_that_reaches_the_clients_page_cap_continues_from_its_exact_cursor():
+    # Given 60 activities (below the threshold: one sequence of 3 pages) and a client capped at 2 pages a call
+    argyle, activities = CappedArgyle(2, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 60)
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs))
+    # Then the record did not fail: the listing went on in a continuation from the third page
+    assert first["action"] == "continued" and first["pages"] == 2 and len(queue.sent) == 1
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, Continuation) and not job.windows and job.cursor == {"offset": str(2 * PAGE)}
+    # And the continuation finishes the copy exactly, no page listed twice
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and activities.upsert_many_calls == [PAGE] * 2 + [10]
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_sequential_listings_page_cap_with_no_cursor_fails_the_record_and_records_no_sync():
+    argyle, activities = CappedArgyle(2, resumable=False, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 60)
+    sync, queue, state = make_sync(argyle, activities)
+    with pytest.raises(PageLimitExceeded):
+        deliver(sync, fully_synced(docs))
+    assert queue.sent == [] and ACCOUNT not in state.accounts
+
+
 def test_a_resync_in_windows_removes_what_argyle_no_longer_has():
     # Given 300 activities synced, then one removed at Argyle with no webhook
     argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
