@@ -137,6 +137,26 @@ def test_window_ranges_cut_where_the_activities_are_and_reach_the_outer_bounds()
     assert windows == [(0, 1249), (1250, 1499), (1500, 1749), (1750, 10_000)]
 
 
+@pytest.mark.parametrize("span", [(5000, 5000), (20_000, 30_000)])
+def test_activities_at_one_start_or_outside_the_range_leave_it_one_window(span: tuple[int, int]):
+    # When every activity starts in the same second, or the span lies outside the range to cover,
+    # then there is nothing to cut: one window covers the whole range
+    assert window_ranges(span, 4, (0, 10_000)) == [(0, 10_000)]
+
+
+def test_a_large_listing_whose_activities_all_start_at_once_is_listed_whole_and_exact():
+    # Given 150 activities (above the threshold) that all start in the same second
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = [argyle.add_dated(ACCOUNT, n, BASE_TIME) for n in range(150)]
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then it is listed as one sequence (no window to cut it into), completely
+    assert [r[3] for r in argyle.list_requests] == [None] and outcome["pages"] == 6 and queue.sent == []
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
 # --- when a listing is split -----------------------------------------------------------------------
 
 def test_a_large_listing_is_listed_as_concurrent_windows_and_the_copy_is_exact():
