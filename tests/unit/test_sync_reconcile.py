@@ -16,6 +16,7 @@ from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.messages import (
     CHANGES_EVENT,
     ReconcileJob,
+    ResyncRequest,
     SyncMessage,
     message_from_sqs_record,
     parse_message,
@@ -47,6 +48,10 @@ class World:
             message = message_from_sqs_record(record_for(event))
             outcomes.append(self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict())
         return outcomes
+
+    def deliver_next(self, remaining_ms: int = PLENTY) -> dict[str, Any]:
+        message = message_from_sqs_record(record_for(self.queue.sent.pop(0)))
+        return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
 
     def synced(self, n: int) -> list[dict[str, Any]]:
         docs = self.argyle.add(ACCOUNT, n)
@@ -269,6 +274,45 @@ def test_a_listing_argyle_keeps_changing_is_recorded_after_three_passes_and_coun
     assert first["relisted"] and [o["listing_pass"] for o in rest] == [2, 3]
     assert rest[-1]["unstable"] is True and world.queue.sent == []
     assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def _updated_body(ids: list[str]) -> bytes:
+    return webhook_body("activities.updated", account=ACCOUNT, user=USER, updated_activities=ids,
+                        updated_count=len(ids), available_from=None, available_to=None, available_count=0)
+
+
+def test_activities_an_event_writes_between_a_second_passs_parts_are_read_again_not_removed():
+    # Given a listing of 600 that Argyle changes under its first pass (one removal before each later page)
+    world = World()
+    world.argyle.add(ACCOUNT, 600)
+
+    def scan(account: str | None) -> None:
+        ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+        world.argyle.remove(ACCOUNT, ordered[0]["id"])
+
+    world.argyle.between_pages = scan
+    assert world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=None,
+                                      available_to=None, available_count=600))["relisted"]
+    world.argyle.between_pages = None
+    # And its second pass short of time after its first page, then an activities.updated for two
+    # activities of that page written before the pass goes on
+    first_part = world.deliver_next(remaining_ms=1)
+    assert first_part["listing_pass"] == 2 and first_part["action"] == "continued"
+    ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+    touched = [ordered[0]["id"], ordered[1]["id"]]
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
+    world.deliver(_updated_body(touched))
+    # (changed once more at Argyle since, its webhook not here yet)
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    # When the rest of the pass is processed
+    rest = world.drain()
+    # Then its sweep read the two again (their writes carried no pass mark), kept them at their
+    # newest and counts them, while removing the two that Argyle removed during the first pass
+    assert rest[-1]["listing_pass"] == 2 and rest[-1]["completed"]
+    assert rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 2
+    assert world.exact() and set(touched) <= set(world.activities.live(ACCOUNT))
 
 
 def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
