@@ -315,6 +315,30 @@ def test_activities_an_event_writes_between_a_second_passs_parts_are_read_again_
     assert world.exact() and set(touched) <= set(world.activities.live(ACCOUNT))
 
 
+def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_what_argyle_lost():
+    # Given 600 synced activities, one of them since removed at Argyle with no webhook
+    world = World()
+    docs = world.synced(600)
+    ordered = sorted(docs, key=lambda d: (d["start_date"], d["id"]))
+    world.argyle.remove(ACCOUNT, ordered[-1]["id"])
+    # And a re-sync short of time after its first page, then an activities.updated for two
+    # activities of that page, which change at Argyle once more before the re-sync goes on
+    first = world.deliver(ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0002").body(), remaining_ms=1)
+    assert first["action"] == "continued" and first["pages"] == 1
+    touched = [ordered[0]["id"], ordered[1]["id"]]
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
+    world.deliver(_updated_body(touched))
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    # When the rest of the re-sync is processed
+    rest = world.drain()
+    # Then it read the two again and kept them at their newest, counted, and removed only the lost one
+    assert rest[-1]["completed"] and rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 1
+    assert world.state.accounts[ACCOUNT]["resync_removed"] == 1
+    assert world.exact()
+
+
 def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
     # Given 600 activities stored, and an activities.added over the newest 300 during whose listing
     # Argyle removes two of them; one old activity is also gone at Argyle without a webhook
