@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from argyle_pipeline.argyle.api_versions import V2
-from argyle_pipeline.argyle.client import ActivityPage, PageLimitExceeded
+from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.listing_windows import split_start_range, window_ranges
@@ -521,4 +521,49 @@ def test_a_full_reconcile_in_windows_short_of_time_continues_on_every_windows_cu
     # And it ends exact, the three removals found, with every row listed once
     assert outcomes[-1]["drift"]["extra"] == 3
     assert listed["pages"] + sum(o["pages"] for o in outcomes) <= 297 // PAGE + WINDOWS
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_whose_window_argyle_fails_hands_every_window_on_and_counts_every_call():
+    # Given 300 synced activities, 3 removed at Argyle with no webhook, and a full pass that has
+    # staged and written one page per window in two short invocations
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    for i in (5, 105, 205):
+        argyle.remove(ACCOUNT, docs[i]["id"])
+    calls_before = argyle.calls
+    reconcile_full(sync, "reconcile-full-3", remaining=1)
+    assert deliver_queued(sync, queue, remaining=1)["pages"] == WINDOWS
+    # When Argyle gives out on one window's next page while the others write theirs
+    argyle.fail_next = [unavailable()]
+    handed_on = deliver_queued(sync, queue)
+    # Then the part ends without failing the record: every window goes on from its own cursor
+    assert handed_on["action"] == "continued" and handed_on["argyle_gave_out"] is True
+    assert handed_on["pages"] >= WINDOWS - 1 and len(queue.sent) == 1
+    # And the pass ends exact, its record counting every Argyle call the reconcile made in all its parts
+    outcomes = drain(sync, queue)
+    assert outcomes[-1]["drift"]["extra"] == 3 and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == argyle.calls - calls_before
+
+
+def test_a_full_reconcile_part_whose_every_window_argyle_fails_fails_the_record_to_be_retried():
+    # Given a full pass in windows that wrote one page per window in its last (short) invocation
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[7]["id"])
+    reconcile_full(sync, "reconcile-full-4", remaining=1)
+    assert deliver_queued(sync, queue, remaining=1)["pages"] == WINDOWS
+    next_part = queue.sent[0]
+    # When Argyle gives out on every window's next page
+    argyle.fail_next = [unavailable() for _ in range(WINDOWS)]
+    with pytest.raises(ArgyleUnavailable):
+        deliver_queued(sync, queue)
+    # Then nothing was handed on (SQS retries the record), and its retry finishes the pass exactly
+    assert queue.sent == [] and argyle.fail_next == [] and not window_threads()
+    queue.sent.append(next_part)
+    assert drain(sync, queue)[-1]["drift"]["extra"] == 1
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
