@@ -194,6 +194,32 @@ def test_a_missed_removal_is_found_and_the_activity_confirmed_gone_before_it_is_
     assert world.exact()
 
 
+class CountsStopAnswering(FakeArgyle):
+    """An Argyle that answers the account's first two counts (all, dated), then no count (None),
+    as when its count stops being reported mid-reconcile."""
+
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None:
+        counted = super().count_activities(account, from_start_date, to_start_date)
+        return counted if len(self.count_requests) <= 2 else None
+
+
+def test_a_bisection_without_a_count_for_its_half_lists_the_window_and_still_repairs_the_drift():
+    # Given 1,000 stored activities, one of them since removed at Argyle with no webhook, and an
+    # Argyle whose counts stop answering after the reconcile's first two
+    world = World()
+    world.argyle = CountsStopAnswering(page_limit=200)
+    world.sync.ctx.argyle, world.sync.ctx.fetchers = world.argyle, [world.argyle]
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[600]["id"])
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then the window it could not halve was listed instead, and the removal found and confirmed
+    assert len(world.argyle.count_requests) == 3
+    assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0}
+    assert world.argyle.get_requests == [docs[600]["id"]] and world.exact()
+
+
 def test_fifty_scattered_missing_activities_are_repaired_for_no_more_than_a_listing():
     world = World()
     world.synced(10_000)
