@@ -21,6 +21,7 @@ from argyle_pipeline.sync.messages import (
     message_from_sqs_record,
     parse_message,
 )
+from argyle_pipeline.timestamps import EARLIEST, LATEST
 from tests.support.fake_argyle import BASE_TIME, FakeArgyle, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
@@ -218,6 +219,28 @@ def test_a_bisection_without_a_count_for_its_half_lists_the_window_and_still_rep
     assert len(world.argyle.count_requests) == 3
     assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0}
     assert world.argyle.get_requests == [docs[600]["id"]] and world.exact()
+
+
+def test_with_pages_of_one_a_missed_activity_is_found_by_halving_the_time_range():
+    # Given pages of one activity (ARGYLE_PAGE_LIMIT=1), one activity stored and a second one,
+    # an hour later, added at Argyle with no webhook: half of Argyle's activities are not stored,
+    # so the stored ones cannot say where to cut
+    world = World()
+    world.argyle = FakeArgyle(page_limit=1)
+    world.sync = ActivitySync(world.argyle, world.activities, world.state, world.queue, SyncOptions(page_limit=1),
+                              clock=lambda: (BASE_TIME + timedelta(days=400)).timestamp())
+    world.synced(1)
+    missed = world.argyle.add_dated(ACCOUNT, 1, BASE_TIME + timedelta(hours=1))
+    calls = world.argyle.calls
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then it is repaired, each count halving the time range until the two starts part: about
+    # log2(130 years / 1 hour) calls in all (the halvings, the first two counts, the window's
+    # listing), never one per second
+    used = world.argyle.calls - calls
+    assert outcome["drift"] == {"missing": 1, "extra": 0, "stale": 0}
+    assert missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+    assert used <= math.log2((LATEST - EARLIEST) / 3600) + 2, used
 
 
 def test_fifty_scattered_missing_activities_are_repaired_for_no_more_than_a_listing():
