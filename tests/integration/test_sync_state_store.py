@@ -108,7 +108,7 @@ class ThrottledReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 (boto3's name)
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.batch_reads += 1
         if self.batch_reads <= self.rounds:
             return {"Responses": {}, "UnprocessedKeys": RequestItems}
