@@ -194,3 +194,18 @@ def test_the_start_date_index_answers_a_range_oldest_first(store: ActivityStore)
     # Then the live activities of that range come back in start order
     assert [f["activity_id"] for f in found] == [acts[n].id for n in (3, 5, 6)]
     assert [f["activity"] for f in found] == [acts[n].raw for n in (3, 5, 6)]
+
+
+def test_the_start_date_index_answers_a_range_open_at_either_end(store: ActivityStore):
+    # Given 6 activities an hour apart
+    from datetime import timedelta
+
+    acts = [activity(n) for n in range(6)]
+    store.upsert_many(acts, SYNCED_AT)
+    hour = [iso(BASE_TIME + timedelta(hours=n)) for n in range(6)]
+    # When only an upper bound is given, then every start up to it (inclusive) comes back, oldest first
+    assert [f["activity_id"] for f in store.activities_by_start_date(ACCOUNT, start_to=hour[2])] == \
+        [acts[n].id for n in (0, 1, 2)]
+    # And only a lower bound: every start from it on
+    assert [f["activity_id"] for f in store.activities_by_start_date(ACCOUNT, start_from=hour[4])] == \
+        [acts[n].id for n in (4, 5)]

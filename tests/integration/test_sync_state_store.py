@@ -3,10 +3,14 @@ availability ordered by receive time, user records, and the archive that counts 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import boto3
 import pytest
 
-from argyle_pipeline.aws.sync_state_store import SyncStateStore
+from argyle_pipeline.aws import sync_state_store
+from argyle_pipeline.aws.sync_state_store import SyncStateStore, event_key
 from local_stack.template_resources import StackResources
 
 ACCOUNT, USER = "acc-state", "user-state"
@@ -92,3 +96,112 @@ def test_an_archived_event_keeps_its_exact_bytes_and_is_counted_once(state: Sync
     item = state.archived_event("k1")
     assert item is not None and item["body"] == body and item["expires_at"] == 2_000_000_000
     assert state.event_counts() == {"accounts.updated": 1, "activities.added": 1}
+
+
+class ThrottledReads:
+    """A DynamoDB client whose first `rounds` BatchGetItem calls read nothing and hand every key
+    back as UnprocessedKeys, as DynamoDB does when it throttles a batch read (moto never does)."""
+
+    def __init__(self, client: Any, rounds: int) -> None:
+        self._client, self.rounds, self.batch_reads = client, rounds, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.batch_reads += 1
+        if self.batch_reads <= self.rounds:
+            return {"Responses": {}, "UnprocessedKeys": RequestItems}
+        return self._client.batch_get_item(RequestItems=RequestItems)
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The store's back-off waits, recorded instead of slept."""
+    recorded: list[float] = []
+    monkeypatch.setattr(sync_state_store, "time", SimpleNamespace(sleep=recorded.append))
+    return recorded
+
+
+def test_throttled_account_state_reads_are_retried_after_a_growing_capped_wait(state: SyncStateStore,
+                                                                              waits: list[float]):
+    # Given two accounts with state, and DynamoDB throttling the first 7 batch reads
+    state.mark_fully_synced("acc-a", USER, "t")
+    state.mark_partially_synced("acc-b", USER, 7, "t")
+    throttled = ThrottledReads(boto3.client("dynamodb"), rounds=7)
+    # When the health check reads their states
+    states = SyncStateStore(state.table_name, throttled).account_states(["acc-a", "acc-b"])
+    # Then the eighth read returns both, after waits that double from 0.1 s and stop growing at 2 s
+    assert sorted(s["account_id"] for s in states) == ["acc-a", "acc-b"]
+    assert throttled.batch_reads == 8
+    assert waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+
+
+def test_account_states_still_unread_after_eight_reads_fail_loudly(state: SyncStateStore, waits: list[float]):
+    # Given DynamoDB throttling every batch read
+    state.mark_fully_synced("acc-a", USER, "t")
+    throttled = ThrottledReads(boto3.client("dynamodb"), rounds=100)
+    # When the states are read, then the read fails (the caller retries) rather than return too few
+    with pytest.raises(RuntimeError, match="left account states unread"):
+        SyncStateStore(state.table_name, throttled).account_states(["acc-a"])
+    assert throttled.batch_reads == 8 and len(waits) == 7
+
+
+def test_forgetting_a_purge_removes_the_marker_so_the_account_starts_afresh(state: SyncStateStore):
+    # Given an account purged after accounts.removed
+    state.begin_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", at="t1")
+    state.finish_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", purged_at="t2",
+                       deleted={"activities": 3})
+    assert state.purge_marker(ACCOUNT) is not None
+    # When Argyle reports it connected again and the purge is forgotten
+    state.forget_purge(ACCOUNT)
+    # Then no marker is left to skip its messages, and no state of the old account either
+    assert state.purge_marker(ACCOUNT) is None
+    assert state.account_state(ACCOUNT) is None
+
+
+@pytest.mark.parametrize("keys_of", ["archived_keys", "counter_keys"])
+def test_a_groups_archive_and_counter_keys_come_at_most_limit_at_a_time(state: SyncStateStore, keys_of: str):
+    # Given a group with three archived events of three kinds (three bodies, three counters)
+    group = f"account:{ACCOUNT}"
+    for i, event in enumerate(["activities.added", "activities.updated", "accounts.updated"]):
+        state.archive_event(f"k{i}", event, b"{}", received_at_ms=i, processed_at="t", expires_at=2_000_000_000,
+                            group_id=group)
+    keys = getattr(state, keys_of)
+    # When a purge takes them two at a time, then each step gets two, and all three are there
+    assert len(keys(group, limit=2)) == 2
+    assert len(keys(group)) == 3
+    assert keys(group, limit=1)[0] in keys(group)
+
+
+class ArchivedMeanwhile:
+    """A DynamoDB client under which a concurrent copy of the same event archives it (counter and
+    body) right after this copy's read found nothing: the race between the read and the put."""
+
+    def __init__(self, client: Any, other: SyncStateStore, body: bytes) -> None:
+        self._client, self._other, self._body, self.raced = client, other, body, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        response = self._client.get_item(**kwargs)
+        if not self.raced and kwargs["Key"] == event_key("k-race"):
+            self.raced = True
+            assert self._other.archive_event("k-race", "activities.added", self._body, received_at_ms=1,
+                                             processed_at="t", expires_at=2_000_000_000, group_id="account:a")
+        return response
+
+
+def test_an_event_archived_by_a_concurrent_copy_meanwhile_is_not_new_and_counted_once(state: SyncStateStore):
+    # Given another copy of the event archiving it between this copy's read and its writes
+    body = b'{"event": "activities.added"}'
+    racing = ArchivedMeanwhile(boto3.client("dynamodb"), state, body)
+    # When this copy archives it
+    archived = SyncStateStore(state.table_name, racing).archive_event(
+        "k-race", "activities.added", body, received_at_ms=1, processed_at="t", expires_at=2_000_000_000,
+        group_id="account:a")
+    # Then it reports the event as not new (no error: the record succeeds), and it is counted once
+    assert racing.raced and archived is False
+    assert state.event_counts() == {"activities.added": 1}
+    assert state.archived_event("k-race")["body"] == body  # type: ignore[index]

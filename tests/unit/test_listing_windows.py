@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from argyle_pipeline.argyle.api_versions import V2
-from argyle_pipeline.argyle.client import ActivityPage, PageLimitExceeded
+from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.listing_windows import split_start_range, window_ranges
@@ -135,6 +135,26 @@ def test_window_ranges_cut_where_the_activities_are_and_reach_the_outer_bounds()
     windows = window_ranges((1000, 1999), 4, (0, 10_000))
     # Then the inner cuts split [1000, 1999] evenly and the outer windows reach both bounds
     assert windows == [(0, 1249), (1250, 1499), (1500, 1749), (1750, 10_000)]
+
+
+@pytest.mark.parametrize("span", [(5000, 5000), (20_000, 30_000)])
+def test_activities_at_one_start_or_outside_the_range_leave_it_one_window(span: tuple[int, int]):
+    # When every activity starts in the same second, or the span lies outside the range to cover,
+    # then there is nothing to cut: one window covers the whole range
+    assert window_ranges(span, 4, (0, 10_000)) == [(0, 10_000)]
+
+
+def test_a_large_listing_whose_activities_all_start_at_once_is_listed_whole_and_exact():
+    # Given 150 activities (above the threshold) that all start in the same second
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = [argyle.add_dated(ACCOUNT, n, BASE_TIME) for n in range(150)]
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then it is listed as one sequence (no window to cut it into), completely
+    assert [r[3] for r in argyle.list_requests] == [None] and outcome["pages"] == 6 and queue.sent == []
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
 
 
 # --- when a listing is split -----------------------------------------------------------------------
@@ -411,6 +431,32 @@ def test_a_page_cap_with_no_cursor_to_resume_from_fails_the_record_and_records_n
     assert queue.sent == [] and ACCOUNT not in state.accounts and not window_threads()
 
 
+def test_a_sequential_listing_that_reaches_the_clients_page_cap_continues_from_its_exact_cursor():
+    # Given 60 activities (below the threshold: one sequence of 3 pages) and a client capped at 2 pages a call
+    argyle, activities = CappedArgyle(2, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 60)
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs))
+    # Then the record did not fail: the listing went on in a continuation from the third page
+    assert first["action"] == "continued" and first["pages"] == 2 and len(queue.sent) == 1
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, Continuation) and not job.windows and job.cursor == {"offset": str(2 * PAGE)}
+    # And the continuation finishes the copy exactly, no page listed twice
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and activities.upsert_many_calls == [PAGE] * 2 + [10]
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_a_sequential_listings_page_cap_with_no_cursor_fails_the_record_and_records_no_sync():
+    argyle, activities = CappedArgyle(2, resumable=False, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 60)
+    sync, queue, state = make_sync(argyle, activities)
+    with pytest.raises(PageLimitExceeded):
+        deliver(sync, fully_synced(docs))
+    assert queue.sent == [] and ACCOUNT not in state.accounts
+
+
 def test_a_resync_in_windows_removes_what_argyle_no_longer_has():
     # Given 300 activities synced, then one removed at Argyle with no webhook
     argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
@@ -475,4 +521,49 @@ def test_a_full_reconcile_in_windows_short_of_time_continues_on_every_windows_cu
     # And it ends exact, the three removals found, with every row listed once
     assert outcomes[-1]["drift"]["extra"] == 3
     assert listed["pages"] + sum(o["pages"] for o in outcomes) <= 297 // PAGE + WINDOWS
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_whose_window_argyle_fails_hands_every_window_on_and_counts_every_call():
+    # Given 300 synced activities, 3 removed at Argyle with no webhook, and a full pass that has
+    # staged and written one page per window in two short invocations
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    for i in (5, 105, 205):
+        argyle.remove(ACCOUNT, docs[i]["id"])
+    calls_before = argyle.calls
+    reconcile_full(sync, "reconcile-full-3", remaining=1)
+    assert deliver_queued(sync, queue, remaining=1)["pages"] == WINDOWS
+    # When Argyle gives out on one window's next page while the others write theirs
+    argyle.fail_next = [unavailable()]
+    handed_on = deliver_queued(sync, queue)
+    # Then the part ends without failing the record: every window goes on from its own cursor
+    assert handed_on["action"] == "continued" and handed_on["argyle_gave_out"] is True
+    assert handed_on["pages"] >= WINDOWS - 1 and len(queue.sent) == 1
+    # And the pass ends exact, its record counting every Argyle call the reconcile made in all its parts
+    outcomes = drain(sync, queue)
+    assert outcomes[-1]["drift"]["extra"] == 3 and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == argyle.calls - calls_before
+
+
+def test_a_full_reconcile_part_whose_every_window_argyle_fails_fails_the_record_to_be_retried():
+    # Given a full pass in windows that wrote one page per window in its last (short) invocation
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[7]["id"])
+    reconcile_full(sync, "reconcile-full-4", remaining=1)
+    assert deliver_queued(sync, queue, remaining=1)["pages"] == WINDOWS
+    next_part = queue.sent[0]
+    # When Argyle gives out on every window's next page
+    argyle.fail_next = [unavailable() for _ in range(WINDOWS)]
+    with pytest.raises(ArgyleUnavailable):
+        deliver_queued(sync, queue)
+    # Then nothing was handed on (SQS retries the record), and its retry finishes the pass exactly
+    assert queue.sent == [] and argyle.fail_next == [] and not window_threads()
+    queue.sent.append(next_part)
+    assert drain(sync, queue)[-1]["drift"]["extra"] == 1
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)

@@ -16,10 +16,12 @@ from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.messages import (
     CHANGES_EVENT,
     ReconcileJob,
+    ResyncRequest,
     SyncMessage,
     message_from_sqs_record,
     parse_message,
 )
+from argyle_pipeline.timestamps import EARLIEST, LATEST
 from tests.support.fake_argyle import BASE_TIME, FakeArgyle, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
@@ -47,6 +49,10 @@ class World:
             message = message_from_sqs_record(record_for(event))
             outcomes.append(self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict())
         return outcomes
+
+    def deliver_next(self, remaining_ms: int = PLENTY) -> dict[str, Any]:
+        message = message_from_sqs_record(record_for(self.queue.sent.pop(0)))
+        return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
 
     def synced(self, n: int) -> list[dict[str, Any]]:
         docs = self.argyle.add(ACCOUNT, n)
@@ -189,6 +195,54 @@ def test_a_missed_removal_is_found_and_the_activity_confirmed_gone_before_it_is_
     assert world.exact()
 
 
+class CountsStopAnswering(FakeArgyle):
+    """An Argyle that answers the account's first two counts (all, dated), then no count (None),
+    as when its count stops being reported mid-reconcile."""
+
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None:
+        counted = super().count_activities(account, from_start_date, to_start_date)
+        return counted if len(self.count_requests) <= 2 else None
+
+
+def test_a_bisection_without_a_count_for_its_half_lists_the_window_and_still_repairs_the_drift():
+    # Given 1,000 stored activities, one of them since removed at Argyle with no webhook, and an
+    # Argyle whose counts stop answering after the reconcile's first two
+    world = World()
+    world.argyle = CountsStopAnswering(page_limit=200)
+    world.sync.ctx.argyle, world.sync.ctx.fetchers = world.argyle, [world.argyle]
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[600]["id"])
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then the window it could not halve was listed instead, and the removal found and confirmed
+    assert len(world.argyle.count_requests) == 3
+    assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0}
+    assert world.argyle.get_requests == [docs[600]["id"]] and world.exact()
+
+
+def test_with_pages_of_one_a_missed_activity_is_found_by_halving_the_time_range():
+    # Given pages of one activity (ARGYLE_PAGE_LIMIT=1), one activity stored and a second one,
+    # an hour later, added at Argyle with no webhook: half of Argyle's activities are not stored,
+    # so the stored ones cannot say where to cut
+    world = World()
+    world.argyle = FakeArgyle(page_limit=1)
+    world.sync = ActivitySync(world.argyle, world.activities, world.state, world.queue, SyncOptions(page_limit=1),
+                              clock=lambda: (BASE_TIME + timedelta(days=400)).timestamp())
+    world.synced(1)
+    missed = world.argyle.add_dated(ACCOUNT, 1, BASE_TIME + timedelta(hours=1))
+    calls = world.argyle.calls
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then it is repaired, each count halving the time range until the two starts part: about
+    # log2(130 years / 1 hour) calls in all (the halvings, the first two counts, the window's
+    # listing), never one per second
+    used = world.argyle.calls - calls
+    assert outcome["drift"] == {"missing": 1, "extra": 0, "stale": 0}
+    assert missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+    assert used <= math.log2((LATEST - EARLIEST) / 3600) + 2, used
+
+
 def test_fifty_scattered_missing_activities_are_repaired_for_no_more_than_a_listing():
     world = World()
     world.synced(10_000)
@@ -269,6 +323,69 @@ def test_a_listing_argyle_keeps_changing_is_recorded_after_three_passes_and_coun
     assert first["relisted"] and [o["listing_pass"] for o in rest] == [2, 3]
     assert rest[-1]["unstable"] is True and world.queue.sent == []
     assert world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def _updated_body(ids: list[str]) -> bytes:
+    return webhook_body("activities.updated", account=ACCOUNT, user=USER, updated_activities=ids,
+                        updated_count=len(ids), available_from=None, available_to=None, available_count=0)
+
+
+def test_activities_an_event_writes_between_a_second_passs_parts_are_read_again_not_removed():
+    # Given a listing of 600 that Argyle changes under its first pass (one removal before each later page)
+    world = World()
+    world.argyle.add(ACCOUNT, 600)
+
+    def scan(account: str | None) -> None:
+        ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+        world.argyle.remove(ACCOUNT, ordered[0]["id"])
+
+    world.argyle.between_pages = scan
+    assert world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=None,
+                                      available_to=None, available_count=600))["relisted"]
+    world.argyle.between_pages = None
+    # And its second pass short of time after its first page, then an activities.updated for two
+    # activities of that page written before the pass goes on
+    first_part = world.deliver_next(remaining_ms=1)
+    assert first_part["listing_pass"] == 2 and first_part["action"] == "continued"
+    ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
+    touched = [ordered[0]["id"], ordered[1]["id"]]
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
+    world.deliver(_updated_body(touched))
+    # (changed once more at Argyle since, its webhook not here yet)
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    # When the rest of the pass is processed
+    rest = world.drain()
+    # Then its sweep read the two again (their writes carried no pass mark), kept them at their
+    # newest and counts them, while removing the two that Argyle removed during the first pass
+    assert rest[-1]["listing_pass"] == 2 and rest[-1]["completed"]
+    assert rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 2
+    assert world.exact() and set(touched) <= set(world.activities.live(ACCOUNT))
+
+
+def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_what_argyle_lost():
+    # Given 600 synced activities, one of them since removed at Argyle with no webhook
+    world = World()
+    docs = world.synced(600)
+    ordered = sorted(docs, key=lambda d: (d["start_date"], d["id"]))
+    world.argyle.remove(ACCOUNT, ordered[-1]["id"])
+    # And a re-sync short of time after its first page, then an activities.updated for two
+    # activities of that page, which change at Argyle once more before the re-sync goes on
+    first = world.deliver(ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0002").body(), remaining_ms=1)
+    assert first["action"] == "continued" and first["pages"] == 1
+    touched = [ordered[0]["id"], ordered[1]["id"]]
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
+    world.deliver(_updated_body(touched))
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    # When the rest of the re-sync is processed
+    rest = world.drain()
+    # Then it read the two again and kept them at their newest, counted, and removed only the lost one
+    assert rest[-1]["completed"] and rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 1
+    assert world.state.accounts[ACCOUNT]["resync_removed"] == 1
+    assert world.exact()
 
 
 def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
