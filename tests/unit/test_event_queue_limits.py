@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.aws.event_queue import EventQueue, MessageTooLarge, QueuedEvent, decode_body, encode_body
+from argyle_pipeline.aws.event_queue import (
+    EventQueue,
+    MessageTooLarge,
+    QueuedEvent,
+    attribute_text,
+    decode_body,
+    encode_body,
+)
 
 SQS_LIMIT = 262_144
 
@@ -58,3 +65,12 @@ def test_a_body_sqs_cannot_carry_as_text_travels_as_base64_and_comes_back_byte_f
 def test_a_body_sqs_can_carry_travels_as_its_own_text():
     body = '{"event": "activities.added",\n\t"name": "Zoë"}'.encode()
     assert encode_body(body) == (body.decode(), "raw")
+
+
+@pytest.mark.parametrize(("value", "sent"), [
+    ("activities.added", "activities.added"),
+    ("zoë's \x01 event", "zoë's \ufffd event"),  # kept, with only what SQS refuses replaced
+    ("", "-"),  # SQS refuses an empty attribute
+])
+def test_an_attribute_keeps_its_text_with_only_what_sqs_refuses_replaced(value: str, sent: str):
+    assert attribute_text(value) == sent
