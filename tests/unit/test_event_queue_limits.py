@@ -70,6 +70,7 @@ def test_a_body_sqs_can_carry_travels_as_its_own_text():
 @pytest.mark.parametrize(("value", "sent"), [
     ("activities.added", "activities.added"),
     ("zoë's \x01 event", "zoë's \ufffd event"),  # kept, with only what SQS refuses replaced
+    ("plain \x01 ascii", "plain \ufffd ascii"),  # ASCII, but a control character SQS refuses
     ("", "-"),  # SQS refuses an empty attribute
 ])
 def test_an_attribute_keeps_its_text_with_only_what_sqs_refuses_replaced(value: str, sent: str):
