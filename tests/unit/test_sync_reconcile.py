@@ -349,12 +349,7 @@ def test_activities_an_event_writes_between_a_second_passs_parts_are_read_again_
     assert first_part["listing_pass"] == 2 and first_part["action"] == "continued"
     ordered = sorted(world.argyle.accounts[ACCOUNT].values(), key=lambda d: (d["start_date"], d["id"]))
     touched = [ordered[0]["id"], ordered[1]["id"]]
-    for activity_id in touched:
-        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
-    world.deliver(_updated_body(touched))
-    # (changed once more at Argyle since, its webhook not here yet)
-    for activity_id in touched:
-        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    _updated_then_changed_again(world, touched)
     # When the rest of the pass is processed
     rest = world.drain()
     # Then its sweep read the two again (their writes carried no pass mark), kept them at their
@@ -362,6 +357,16 @@ def test_activities_an_event_writes_between_a_second_passs_parts_are_read_again_
     assert rest[-1]["listing_pass"] == 2 and rest[-1]["completed"]
     assert rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 2
     assert world.exact() and set(touched) <= set(world.activities.live(ACCOUNT))
+
+
+def _updated_then_changed_again(world: World, touched: list[str]) -> None:
+    """The activities change at Argyle, their activities.updated is processed, and they change
+    once more (that webhook not here yet)."""
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
+    world.deliver(_updated_body(touched))
+    for activity_id in touched:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
 
 
 def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_what_argyle_lost():
@@ -375,11 +380,7 @@ def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_
     first = world.deliver(ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0002").body(), remaining_ms=1)
     assert first["action"] == "continued" and first["pages"] == 1
     touched = [ordered[0]["id"], ordered[1]["id"]]
-    for activity_id in touched:
-        world.argyle.update(ACCOUNT, activity_id, tips="4.44")
-    world.deliver(_updated_body(touched))
-    for activity_id in touched:
-        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    _updated_then_changed_again(world, touched)
     # When the rest of the re-sync is processed
     rest = world.drain()
     # Then it read the two again and kept them at their newest, counted, and removed only the lost one
