@@ -1,4 +1,4 @@
-"""The benchmarks' DynamoDB and SQS: moto's server, serialised as the local stack's, with three
+"""The benchmarks' DynamoDB and SQS: moto's server, serialised as the local stack's, with four
 costs of moto's own taken out. `python -m bench.bench_moto PORT`.
 
 moto's CPU is not what production pays: in the latency model a DynamoDB call costs its 6 ms, not
@@ -11,6 +11,8 @@ a share of the benchmark machine's two cores, which the sync under test needs. S
 - An item's size (DynamoDB's 400 KB limit) is added up once per attribute, not re-measured over
   every attribute already set each time one more is set.
 - No log line per request, and the garbage collector runs far less often.
+- Keep-alive (HTTP/1.1), as DynamoDB's and SQS's endpoints: werkzeug's default HTTP/1.0 closed
+  every connection after one call, so each call paid a new connection and a new server thread.
 Each benchmark run checks that the table holds exactly the activities Argyle serves, through
 `GET /_bench/activity-ids?table=T&account=A&region=R`: the account's live activity ids, read from
 moto's store directly (a paginated Query of 100,000 items costs moto minutes: it sorts the whole
@@ -87,7 +89,7 @@ def with_inspection(app: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    from moto.server import ThreadedMotoServer
+    from moto.server import MotoRequestHandler, ThreadedMotoServer
 
     from local_stack.serialized_moto import serialize_requests
 
@@ -99,6 +101,8 @@ def main(argv: list[str]) -> int:
     plain_json_parameters()
     item_size_added_up()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # Keep-alive, as AWS's endpoints (see the docstring).
+    MotoRequestHandler.protocol_version = "HTTP/1.1"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     assert server._server is not None

@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from argyle_pipeline.argyle.activity import Activity, parse_json
+import pytest
+
+from argyle_pipeline.argyle.activity import Activity, InvalidActivity, parse_json
 
 # Shapes from API-NOTES.md: money as strings, income_rates as JSON numbers, nulls, unknown fields.
 ACTIVITY_JSON = b"""{
@@ -47,8 +49,6 @@ def test_typed_fields_are_aware_utc_and_money_is_decimal() -> None:
     assert activity.end_date is None
     assert activity.income is not None
     assert activity.income.total == Decimal("10.14") and activity.income.bonus is None
-    # Unknown fields stay reachable on the model too
-    assert activity.model_extra is not None and "brand_new_field" in activity.model_extra
 
 
 def test_null_start_date_and_odd_money_do_not_fail_the_activity() -> None:
@@ -66,3 +66,31 @@ def test_null_start_date_and_odd_money_do_not_fail_the_activity() -> None:
 def test_parse_json_keeps_integers_as_int() -> None:
     assert parse_json(b'{"n": 3, "x": 0.1}') == {"n": 3, "x": Decimal("0.1")}
     assert isinstance(parse_json(b'{"n": 3}')["n"], int)
+
+
+def test_a_malformed_field_the_sync_never_reads_does_not_fail_the_activity() -> None:
+    # Given an activity whose id, account, start and update time are fine, but whose other fields
+    # are not what the documentation says (Argyle's data comes from thousands of employers)
+    doc = parse_json(json.dumps({
+        "id": "a3", "account": "acc1", "start_date": "2022-03-01T10:00:00Z", "updated_at": "2022-03-02T10:00:00Z",
+        "created_at": "yesterday", "end_date": 17, "employer": {"name": "SprintCar"}, "status": 3,
+        "type": None, "income": {"currency": 840, "total": "10.14"}}))
+
+    # When it becomes an Activity
+    activity = Activity.from_api(doc)
+
+    # Then the sync's fields are typed, the conveniences say "unknown", and raw keeps it all as sent
+    assert activity.id == "a3" and activity.start_date == datetime(2022, 3, 1, 10, 0, tzinfo=UTC)
+    assert activity.created_at is None and activity.end_date is None
+    assert activity.employer is None and activity.status is None and activity.type is None
+    assert activity.income is None
+    assert activity.raw is doc and activity.raw["employer"] == {"name": "SprintCar"}
+
+
+def test_a_malformed_field_the_sync_reads_fails_the_activity_naming_the_field_not_its_value() -> None:
+    doc = {"id": "a4", "account": "acc1", "updated_at": "last tuesday at 55 Main St"}
+
+    with pytest.raises(InvalidActivity, match="updated_at") as raised:
+        Activity.from_api(doc)
+
+    assert "Main St" not in str(raised.value)

@@ -12,13 +12,14 @@ DynamoDB rejects floats anyway. Unknown fields are kept, as Argyle asks integrat
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from argyle_pipeline.argyle.api_versions import V1, ApiVersion
-from argyle_pipeline.timestamps import UtcDateTime
+from argyle_pipeline.timestamps import UtcDateTime, parse_timestamp
 
 
 class InvalidActivity(ValueError):
@@ -62,52 +63,96 @@ class Income(BaseModel):
     total_charge: Money = None
 
 
-class Activity(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _TypedView(BaseModel):
+    """What the sync reads of an activity, validated strictly: a malformed field the sync never
+    uses must not fail a page, so nothing else is validated here."""
+
+    model_config = ConfigDict(extra="ignore")  # `raw` keeps every field, unknown ones included
 
     id: str
     account: str
     start_date: UtcDateTime | None = None
-    end_date: UtcDateTime | None = None
     updated_at: UtcDateTime | None = None
-    created_at: UtcDateTime | None = None
-    status: str | None = None
-    type: str | None = None
-    employer: str | None = None
-    income: Income | None = None
 
-    # default=None, not default_factory: a factory costs pydantic ~20 us per activity.
-    _raw: dict[str, Any] | None = PrivateAttr(default=None)
-    _api: ApiVersion = PrivateAttr(default=V1)
+
+class Activity:
+    """An activity (or gig) from Argyle: the typed fields the sync reads (`id`, `account`,
+    `start_date`, `updated_at`), the document exactly as sent (`raw`), and lenient conveniences
+    read from `raw` on access (None when absent or malformed)."""
+
+    __slots__ = ("_api", "account", "id", "raw", "start_date", "updated_at")
+
+    def __init__(self, view: _TypedView, raw: dict[str, Any], api: ApiVersion) -> None:
+        self.id = view.id
+        self.account = view.account
+        self.start_date = view.start_date
+        self.updated_at = view.updated_at
+        self.raw = raw  # every field exactly as parsed from Argyle's JSON (numbers Decimal/int)
+        self._api = api
 
     @classmethod
     def from_api(cls, doc: dict[str, Any], api: ApiVersion = V1) -> Activity:
         """`doc` as parsed by `parse_json`; it is kept as `raw`, not copied or re-rendered. `api`:
-        the version whose object it is (which fields hold its start and end)."""
+        the version whose object it is (which field holds its start)."""
         view = doc
         if api.start_field != "start_date" and isinstance(doc, dict):
             # A shallow copy for validation only: `raw` stays the gig exactly as sent.
-            view = {**doc, "start_date": doc.get(api.start_field), "end_date": doc.get(api.end_field)}
+            view = {**doc, "start_date": doc.get(api.start_field)}
         try:
-            activity = cls.model_validate(view)
+            typed = _TypedView.model_validate(view)
         except ValidationError as exc:
             # pydantic's own message quotes the input: name the fields only, and drop the cause.
             fields = sorted({f"{'.'.join(str(p) for p in err['loc'])} ({err['type']})"
                              for err in exc.errors(include_input=False, include_url=False)})
             raise InvalidActivity(f"activity does not fit the model: {', '.join(fields)}") from None
-        activity._raw = doc
-        activity._api = api
-        return activity
+        return cls(typed, doc, api)
 
     @property
     def api_version(self) -> ApiVersion:
-        """The API version whose object this is (V1 for an Activity built directly)."""
+        """The API version whose object this is."""
         return self._api
 
+    # --- conveniences the sync does not read: lenient, from `raw` ------------------------------------
+
     @property
-    def raw(self) -> dict[str, Any]:
-        """Every field exactly as parsed from Argyle's JSON (numbers Decimal/int, strings unchanged).
-        For an Activity built directly rather than by from_api, the fields it was given."""
-        if self._raw is None:
-            self._raw = self.model_dump(exclude_unset=True)
-        return self._raw
+    def end_date(self) -> datetime | None:
+        return _lenient_datetime(self.raw.get(self._api.end_field))
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _lenient_datetime(self.raw.get("created_at"))
+
+    @property
+    def status(self) -> str | None:
+        return _text(self.raw.get("status"))
+
+    @property
+    def type(self) -> str | None:
+        return _text(self.raw.get("type"))
+
+    @property
+    def employer(self) -> str | None:
+        return _text(self.raw.get("employer"))
+
+    @property
+    def income(self) -> Income | None:
+        value = self.raw.get("income")
+        if not isinstance(value, dict):
+            return None
+        try:
+            return Income.model_validate(value)
+        except ValidationError:  # `currency` of the wrong type: the money is still Argyle's, in raw
+            return None
+
+
+def _lenient_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
