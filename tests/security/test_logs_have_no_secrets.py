@@ -236,7 +236,7 @@ def test_receiver_logs_no_body_secret_or_signature(stack_in_process: StackResour
 
 class MarkedArgyle:
     """The sandbox's documents with a marked address and amount; an activity in `malformed` gets an
-    income that is not an object, which the project's model rejects."""
+    `updated_at` that is the address, which the sync reads and the project's model rejects."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.malformed: set[str] = set()
@@ -247,7 +247,7 @@ class MarkedArgyle:
             doc["start_location"]["formatted_address"] = ADDRESS
             doc["income"]["total"] = AMOUNT
             if record.id in self.malformed:
-                doc["income"] = [AMOUNT, ADDRESS]
+                doc["updated_at"] = ADDRESS
             return doc
 
         # What the API serves, and what sandbox.truth() reports: the same documents.
