@@ -5,6 +5,7 @@
     python -m mutation --minutes 30          # stop starting mutants after 30 minutes (run again to resume)
     python -m mutation --report              # print what is measured so far (and the time left), run nothing
     python -m mutation --max-tests 20        # each mutant's 20 fastest tests first; all of them before it survives
+    python -m mutation --budget 30           # only each mutant's fastest tests that fit 30 s: a miss is "unsettled"
     python -m mutation --no-fork             # a fresh pytest process per mutant instead of the fork server
 
 Exit codes: 0 every file at or above --min-score; 1 a file below it or mutants left to run; 2 usage.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from mutation.coverage_map import CoverageMap, load_if_current, load_or_build
 from mutation.mutants import Mutant, mutants_of
-from mutation.runner import CAUGHT, Result, Results, estimate_seconds, result_key, run_all
+from mutation.runner import CAUGHT, UNSETTLED, Result, Results, estimate_seconds, is_measured, result_key, run_all
 from mutation.targets import CRITICAL_FILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tests", type=int, default=None, metavar="N",
                         help="run each mutant's N fastest tests; a mutant they miss is run against all before it "
                              "counts as a survivor")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="run only each mutant's fastest tests that fit SECONDS of their unmutated time; a mutant "
+                             "they miss is unsettled (not caught) until a run without --budget runs the rest")
     args = parser.parse_args(argv)
     if args.max_tests is not None and args.max_tests < 1:
         parser.error("--max-tests must be at least 1")
+    if args.budget is not None and args.budget <= 0:
+        parser.error("--budget must be positive")
     files = args.files or list(CRITICAL_FILES)
     missing = [name for name in files if not (REPO / name).is_file()]
     if missing:
@@ -61,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         current = load_if_current(REPO, STATE, args.tests)
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
         if current is not None:
-            print_estimate(mutants, current, results, args.workers, fork=not args.no_fork)
+            print_estimate(mutants, current, results, args.workers, fork=not args.no_fork, budget=args.budget)
         else:
             print("no coverage map of the code as it is now: the time estimate comes with the next run", flush=True)
     else:
         started = time.monotonic()
         coverage = load_or_build(REPO, STATE, args.workers, args.tests, rebuild=args.rebuild_map)
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
-        print_estimate(mutants, coverage, results, args.workers, fork=not args.no_fork)
+        print_estimate(mutants, coverage, results, args.workers, fork=not args.no_fork, budget=args.budget)
 
         def show(mutant: Mutant, result: Result) -> None:
             if result.status not in CAUGHT:
@@ -76,18 +82,19 @@ def main(argv: list[str] | None = None) -> int:
 
         left = run_all(REPO, STATE, mutants, coverage, results, workers=args.workers,
                        deadline=started + args.minutes * 60, on_result=show, fork=not args.no_fork,
-                       max_tests=args.max_tests)
+                       max_tests=args.max_tests, budget=args.budget)
     return report(files, mutants, results, args.min_score, left)
 
 
 def print_estimate(mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results, workers: int,
-                   *, fork: bool) -> None:
+                   *, fork: bool, budget: float | None = None) -> None:
     """How long the mutants not measured yet take: a survivor runs all its tests, so their share decides."""
     measured = [r for r in (results.get(result_key(m, d)) for m, d in mutants) if r is not None and r.tests]
     # Until enough mutants are measured, the first partial run's share (1 in 10 not caught).
     surviving = sum(r.status not in CAUGHT for r in measured) / len(measured) if len(measured) >= 20 else 0.1
-    to_run = [m for m, digest in mutants if results.get(result_key(m, digest)) is None]
-    estimate = estimate_seconds(to_run, coverage, fork=fork)
+    to_run = [m for m, digest in mutants
+              if not is_measured(results.get(result_key(m, digest)), coverage.digest, settle=budget is None)]
+    estimate = estimate_seconds(to_run, coverage, fork=fork, budget=budget)
     fastest, expected, slowest = (_duration(seconds / max(1, workers)) for seconds in
                                   (estimate.caught, estimate.expected(surviving), estimate.survived))
     print(f"{len(to_run)} mutants to run: {expected} on {workers} workers if {surviving:.0%} survive "
@@ -113,8 +120,10 @@ def report(files: list[str], mutants: list[tuple[Mutant, str]], results: Results
         caught = sum(r.status in CAUGHT for _, r in done)
         score = 100.0 * caught / len(done) if done else 0.0
         below |= score < min_score
+        unsettled = sum(r.status == UNSETTLED for _, r in done)
         print(f"{name:60} {caught:7} {len(done):5} " + (f"{score:6.1f}%" if done else "      -")
-              + ("" if len(done) == len(measured) else f"  ({len(measured) - len(done)} not run)"))
+              + ("" if len(done) == len(measured) else f"  ({len(measured) - len(done)} not run)")
+              + (f"  ({unsettled} unsettled: at least this score)" if unsettled else ""))
         survivors.extend(f"{m.describe()}  [{r.status}]" for m, r in done if r.status not in CAUGHT)
     if survivors:
         print("\nsurvivors (file:line: original -> mutant):")

@@ -28,6 +28,9 @@ from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant
 
 CAUGHT = ("killed", "timeout")
+# A mutant its fastest tests missed within `--budget` seconds, not yet run against the slower ones:
+# not caught (the score is a lower bound) until a run without a budget settles it.
+UNSETTLED = "unsettled"
 FORK_SERVER = Path(__file__).with_name("fork_server.py")
 SERVER_START_SECONDS = 300.0  # importing moto, boto3 and hypothesis on a busy machine
 # Seconds each mutant costs before its first test runs (docs/testing.md: measured on 20 mutants).
@@ -39,7 +42,7 @@ PYTHONPATH_DIRS = ("layers/shared", "functions/receiver", "functions/sync", "fun
 
 @dataclass
 class Result:
-    status: str  # killed | timeout | survived | uncovered | error
+    status: str  # killed | timeout | survived | unsettled | uncovered | error
     seconds: float
     tests: int
     map_digest: str = ""  # the coverage map (code and tests) a survivor was measured with
@@ -207,19 +210,25 @@ class ForkWorker(Worker):
             server.stdout.close()
 
 
-def is_measured(found: Result | None, map_digest: str) -> bool:
+def is_measured(found: Result | None, map_digest: str, *, settle: bool = True) -> bool:
     """A caught mutant stays caught; one that was not is measured again once the code or tests changed.
-    An error measured nothing (a run interrupted, a fork server gone): it is run again."""
-    return found is not None and found.status != "error" and (
-        found.status in CAUGHT or found.map_digest == map_digest)
+    An error measured nothing (a run interrupted, a fork server gone): it is run again. An unsettled
+    one (missed by its fastest tests within a budget) is run again by a run that settles (no budget)."""
+    if found is None or found.status == "error":
+        return False
+    if found.status == UNSETTLED and settle:
+        return False
+    return found.status in CAUGHT or found.map_digest == map_digest
 
 
 def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results,
             *, workers: int, deadline: float, on_result: Callable[[Mutant, Result], None], fork: bool = True,
-            max_tests: int | None = None) -> int:
-    """Runs the mutants not yet measured until `deadline` (a monotonic time); returns how many were left."""
+            max_tests: int | None = None, budget: float | None = None) -> int:
+    """Runs the mutants not yet measured until `deadline` (a monotonic time); returns how many were left.
+    With `budget` (seconds of mapped test time per mutant) a mutant missed by its fastest tests
+    within it is recorded as unsettled instead of running the slower ones."""
     pending = [(m, digest) for m, digest in mutants
-               if not is_measured(results.get(result_key(m, digest)), coverage.digest)]
+               if not is_measured(results.get(result_key(m, digest)), coverage.digest, settle=budget is None)]
     for mutant, digest in list(pending):
         if not coverage.tests_for(mutant.path, mutant.line, mutant.end_line):
             result = Result("uncovered", 0.0, 0, coverage.digest)
@@ -244,7 +253,7 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
             worker = free.pop()
         try:
             tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
-            result = run_capped(worker, mutant, tests, coverage, max_tests)
+            result = run_capped(worker, mutant, tests, coverage, max_tests, budget)
             result.map_digest = coverage.digest
             results.put(result_key(mutant, digest), result)
             on_result(mutant, result)
@@ -261,13 +270,35 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
     return left
 
 
+def within_budget(tests: list[str], coverage: CoverageMap, budget: float) -> list[str]:
+    """The longest prefix of `tests` (fastest first) whose mapped time fits `budget`; at least one test."""
+    chosen: list[str] = []
+    spent = 0.0
+    for test in tests:
+        spent += coverage.seconds_for([test])
+        if chosen and spent > budget:
+            break
+        chosen.append(test)
+    return chosen
+
+
 def run_capped(worker: Worker, mutant: Mutant, tests: list[str], coverage: CoverageMap,
-               max_tests: int | None) -> Result:
-    """Runs the first `max_tests` of `tests`; a mutant they miss is run against all of them before it survives."""
+               max_tests: int | None, budget: float | None = None) -> Result:
+    """Runs the first `max_tests` of `tests`; a mutant they miss is run against all of them before it
+    survives. With `budget`, only the fastest tests that fit it run: a mutant they miss, when slower
+    tests are left, is unsettled (the slower tests never ran against it)."""
     def timeout_for(chosen: list[str]) -> float:
         # Ten times what the tests took unmutated, and never under a minute: a slower run is a loop.
         return max(60.0, 10 * coverage.seconds_for(chosen))
 
+    if budget is not None:
+        chosen = within_budget(tests, coverage, budget)
+        if max_tests:
+            chosen = chosen[:max_tests]
+        result = worker.run(mutant, chosen, timeout_for(chosen))
+        if result.status == "survived" and len(chosen) < len(tests):
+            result.status = UNSETTLED
+        return result
     first = tests[:max_tests] if max_tests else tests
     result = worker.run(mutant, first, timeout_for(first))
     if result.status == "survived" and len(first) < len(tests):
@@ -289,12 +320,14 @@ class Estimate:
         return (1 - surviving) * self.caught + surviving * self.survived
 
 
-def estimate_seconds(mutants: list[Mutant], coverage: CoverageMap, *, fork: bool) -> Estimate:
+def estimate_seconds(mutants: list[Mutant], coverage: CoverageMap, *, fork: bool,
+                     budget: float | None = None) -> Estimate:
     overhead = FORK_OVERHEAD_SECONDS if fork else PROCESS_OVERHEAD_SECONDS
     estimate = Estimate()
     for mutant in mutants:
         tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
         if tests:  # an uncovered mutant costs nothing: it is a survivor without a run
             estimate.caught += overhead + coverage.seconds_for(tests[:1])
-            estimate.survived += overhead + coverage.seconds_for(tests)
+            missed = tests if budget is None else within_budget(tests, coverage, budget)
+            estimate.survived += overhead + coverage.seconds_for(missed)
     return estimate

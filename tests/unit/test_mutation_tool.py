@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mutation.__main__ import report
 from mutation.coverage_map import CoverageMap
 from mutation.mutants import Mutant, mutants_of
 from mutation.runner import (
@@ -20,9 +21,11 @@ from mutation.runner import (
     FORK_SERVER,
     ForkWorker,
     Result,
+    Results,
     Worker,
     estimate_seconds,
     is_measured,
+    result_key,
     run_capped,
 )
 
@@ -302,3 +305,60 @@ def test_the_estimate_charges_a_caught_mutant_its_fastest_test_and_a_survivor_al
     assert estimate.expected(0.5) == (estimate.caught + estimate.survived) / 2
     assert estimate_seconds([boundary], coverage, fork=False).caught > estimate_seconds([boundary], coverage,
                                                                                        fork=True).caught
+
+
+def test_a_budget_runs_only_the_fastest_tests_that_fit_and_a_mutant_they_miss_is_unsettled() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick", "t::medium"], 17: ["t::quick"]}},
+                           {"t::slow": 30.0, "t::quick": 0.1, "t::medium": 2.0})
+    boundary = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    total = Mutant("calc.py", 17, 8, 17, 22, "count += value", "count = value")
+    ordered = coverage.fastest_first(coverage.tests_for("calc.py", 11, 11))
+    only_the_slow_test_notices = _RecordingWorker({"t::slow"})
+    the_medium_test_notices = _RecordingWorker({"t::medium"})
+    nothing_notices = _RecordingWorker(set())
+
+    missed_within_budget = run_capped(only_the_slow_test_notices, boundary, ordered, coverage, None, budget=5.0)
+    caught = run_capped(the_medium_test_notices, boundary, ordered, coverage, None, budget=5.0)
+    # Every test of line 17 fits the budget: a miss there is a real survivor
+    survivor = run_capped(nothing_notices, total, ["t::quick"], coverage, None, budget=5.0)
+    # A budget below the fastest test still runs that one
+    tight = run_capped(_RecordingWorker({"t::quick"}), boundary, ordered, coverage, None, budget=0.01)
+
+    assert only_the_slow_test_notices.runs == [["t::quick", "t::medium"]]  # the slow test never ran
+    assert missed_within_budget.status == "unsettled"
+    assert caught.status == "killed"
+    assert survivor.status == "survived"
+    assert tight.status == "killed"
+
+
+def test_an_unsettled_mutant_waits_for_a_run_without_a_budget() -> None:
+    current = "map-now"
+    unsettled = Result("unsettled", 2.0, 2, current)
+
+    assert is_measured(unsettled, current, settle=False)  # another budget run leaves it
+    assert not is_measured(unsettled, current, settle=True)  # a full run runs its slower tests
+    assert not is_measured(Result("unsettled", 2.0, 2, "map-before"), current, settle=False)
+
+
+def test_the_estimate_with_a_budget_charges_a_miss_only_the_tests_that_fit() -> None:
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"]}}, {"t::slow": 30.0, "t::quick": 0.5})
+    boundary = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+
+    assert estimate_seconds([boundary], coverage, fork=True, budget=10.0).survived == FORK_OVERHEAD_SECONDS + 0.5
+    assert estimate_seconds([boundary], coverage, fork=True).survived == FORK_OVERHEAD_SECONDS + 30.5
+
+
+def test_the_report_counts_an_unsettled_mutant_as_not_caught_and_says_the_score_is_a_floor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    killed = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    unsettled = Mutant("calc.py", 17, 8, 17, 22, "count += value", "count = value")
+    results = Results(tmp_path / "results.json")
+    results.put(result_key(killed, "d" * 64), Result("killed", 1.0, 1, "map"))
+    results.put(result_key(unsettled, "d" * 64), Result("unsettled", 2.0, 2, "map"))
+
+    code = report(["calc.py"], [(killed, "d" * 64), (unsettled, "d" * 64)], results, 90.0, 0)
+
+    out = capsys.readouterr().out
+    assert code == 1  # 50% is below 90%
+    assert "50.0%" in out and "(1 unsettled: at least this score)" in out
+    assert "calc.py:17: count += value -> count = value  [unsettled]" in out
