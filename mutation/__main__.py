@@ -93,7 +93,7 @@ def print_estimate(mutants: list[tuple[Mutant, str]], coverage: CoverageMap, res
     # Until enough mutants are measured, the first partial run's share (1 in 10 not caught).
     surviving = sum(r.status not in CAUGHT for r in measured) / len(measured) if len(measured) >= 20 else 0.1
     to_run = [m for m, digest in mutants
-              if not is_measured(results.get(result_key(m, digest)), coverage.digest, settle=budget is None)]
+              if not is_measured(results.get(result_key(m, digest)), coverage.digest, budget=budget)]
     estimate = estimate_seconds(to_run, coverage, fork=fork, budget=budget)
     fastest, expected, slowest = (_duration(seconds / max(1, workers)) for seconds in
                                   (estimate.caught, estimate.expected(surviving), estimate.survived))

@@ -29,7 +29,7 @@ from mutation.mutants import Mutant
 
 CAUGHT = ("killed", "timeout")
 # A mutant its fastest tests missed within `--budget` seconds, not yet run against the slower ones:
-# not caught (the score is a lower bound) until a run without a budget settles it.
+# not caught (the score is a lower bound) until a run with a larger budget, or none, runs them.
 UNSETTLED = "unsettled"
 FORK_SERVER = Path(__file__).with_name("fork_server.py")
 SERVER_START_SECONDS = 300.0  # importing moto, boto3 and hypothesis on a busy machine
@@ -46,6 +46,7 @@ class Result:
     seconds: float
     tests: int
     map_digest: str = ""  # the coverage map (code and tests) a survivor was measured with
+    budget: float | None = None  # an unsettled mutant's budget (seconds of its fastest tests)
 
 
 class Results:
@@ -210,13 +211,14 @@ class ForkWorker(Worker):
             server.stdout.close()
 
 
-def is_measured(found: Result | None, map_digest: str, *, settle: bool = True) -> bool:
+def is_measured(found: Result | None, map_digest: str, *, budget: float | None = None) -> bool:
     """A caught mutant stays caught; one that was not is measured again once the code or tests changed.
     An error measured nothing (a run interrupted, a fork server gone): it is run again. An unsettled
-    one (missed by its fastest tests within a budget) is run again by a run that settles (no budget)."""
+    one (missed by its fastest tests within a budget) is run again by a run with a larger budget or
+    none (`budget` None)."""
     if found is None or found.status == "error":
         return False
-    if found.status == UNSETTLED and settle:
+    if found.status == UNSETTLED and (budget is None or found.budget is None or budget > found.budget):
         return False
     return found.status in CAUGHT or found.map_digest == map_digest
 
@@ -228,7 +230,7 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
     With `budget` (seconds of mapped test time per mutant) a mutant missed by its fastest tests
     within it is recorded as unsettled instead of running the slower ones."""
     pending = [(m, digest) for m, digest in mutants
-               if not is_measured(results.get(result_key(m, digest)), coverage.digest, settle=budget is None)]
+               if not is_measured(results.get(result_key(m, digest)), coverage.digest, budget=budget)]
     for mutant, digest in list(pending):
         if not coverage.tests_for(mutant.path, mutant.line, mutant.end_line):
             result = Result("uncovered", 0.0, 0, coverage.digest)
@@ -297,7 +299,7 @@ def run_capped(worker: Worker, mutant: Mutant, tests: list[str], coverage: Cover
             chosen = chosen[:max_tests]
         result = worker.run(mutant, chosen, timeout_for(chosen))
         if result.status == "survived" and len(chosen) < len(tests):
-            result.status = UNSETTLED
+            result.status, result.budget = UNSETTLED, budget
         return result
     first = tests[:max_tests] if max_tests else tests
     result = worker.run(mutant, first, timeout_for(first))

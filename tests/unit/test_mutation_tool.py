@@ -325,19 +325,21 @@ def test_a_budget_runs_only_the_fastest_tests_that_fit_and_a_mutant_they_miss_is
     tight = run_capped(_RecordingWorker({"t::quick"}), boundary, ordered, coverage, None, budget=0.01)
 
     assert only_the_slow_test_notices.runs == [["t::quick", "t::medium"]]  # the slow test never ran
-    assert missed_within_budget.status == "unsettled"
+    assert (missed_within_budget.status, missed_within_budget.budget) == ("unsettled", 5.0)
     assert caught.status == "killed"
     assert survivor.status == "survived"
     assert tight.status == "killed"
 
 
-def test_an_unsettled_mutant_waits_for_a_run_without_a_budget() -> None:
+def test_an_unsettled_mutant_waits_for_a_run_with_a_larger_budget_or_none() -> None:
     current = "map-now"
-    unsettled = Result("unsettled", 2.0, 2, current)
+    unsettled = Result("unsettled", 2.0, 2, current, budget=20.0)
 
-    assert is_measured(unsettled, current, settle=False)  # another budget run leaves it
-    assert not is_measured(unsettled, current, settle=True)  # a full run runs its slower tests
-    assert not is_measured(Result("unsettled", 2.0, 2, "map-before"), current, settle=False)
+    assert is_measured(unsettled, current, budget=20.0)  # the same budget again leaves it
+    assert is_measured(unsettled, current, budget=10.0)
+    assert not is_measured(unsettled, current, budget=120.0)  # more of its slower tests fit now
+    assert not is_measured(unsettled, current, budget=None)  # a full run runs all of them
+    assert not is_measured(Result("unsettled", 2.0, 2, "map-before", budget=20.0), current, budget=20.0)
 
 
 def test_the_estimate_with_a_budget_charges_a_miss_only_the_tests_that_fit() -> None:
