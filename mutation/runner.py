@@ -36,6 +36,9 @@ SERVER_START_SECONDS = 300.0  # importing moto, boto3 and hypothesis on a busy m
 # Seconds each mutant costs before its first test runs (docs/testing.md: measured on 20 mutants).
 FORK_OVERHEAD_SECONDS = 0.5
 PROCESS_OVERHEAD_SECONDS = 3.0
+# A mutant that makes a loop endless costs this much at least. A forked child starts in under a
+# second, and its tests' times in the map were taken under coverage (slower than these runs).
+TIMEOUT_FLOOR_SECONDS = 20.0
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=")
 PYTHONPATH_DIRS = ("layers/shared", "functions/receiver", "functions/sync", "functions/reconcile", ".")
 
@@ -290,8 +293,9 @@ def run_capped(worker: Worker, mutant: Mutant, tests: list[str], coverage: Cover
     survives. With `budget`, only the fastest tests that fit it run: a mutant they miss, when slower
     tests are left, is unsettled (the slower tests never ran against it)."""
     def timeout_for(chosen: list[str]) -> float:
-        # Ten times what the tests took unmutated, and never under a minute: a slower run is a loop.
-        return max(60.0, 10 * coverage.seconds_for(chosen))
+        # Ten times what the tests took unmutated (under coverage, itself slower), and never under
+        # TIMEOUT_FLOOR_SECONDS: a slower run is a loop.
+        return max(TIMEOUT_FLOOR_SECONDS, 10 * coverage.seconds_for(chosen))
 
     if budget is not None:
         chosen = within_budget(tests, coverage, budget)
