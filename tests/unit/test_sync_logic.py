@@ -30,15 +30,18 @@ PLENTY = 10**9  # remaining ms: never short of time
 
 
 class World:
-    def __init__(self, page_limit: int = 200, margin_ms: int = 120_000, whole_account: bool = True) -> None:
+    def __init__(self, page_limit: int = 200, margin_ms: int = 120_000, whole_account: bool = True,
+                 changes_per_part: int = 500) -> None:
         self.argyle = FakeArgyle(page_limit=page_limit)
         self.activities, self.state, self.queue = MemoryActivities(), MemoryState(), MemoryQueue()
         self.sync = ActivitySync(self.argyle, self.activities, self.state, self.queue,
                                  SyncOptions(continuation_margin_ms=margin_ms,
-                                             full_sync_whole_account=whole_account))
+                                             full_sync_whole_account=whole_account,
+                                             changes_per_part=changes_per_part))
 
-    def deliver(self, body: bytes, remaining_ms: int = PLENTY, received_at_ms: int = 1) -> dict[str, Any]:
-        message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="corr",
+    def deliver(self, body: bytes, remaining_ms: int = PLENTY, received_at_ms: int = 1,
+                group: str = f"account:{ACCOUNT}") -> dict[str, Any]:
+        message = SyncMessage(body=body, group_id=group, correlation_id="corr",
                               received_at_ms=received_at_ms)
         return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
 
@@ -246,6 +249,51 @@ def test_removed_tombstones_each_id_argyle_confirms_gone_whichever_name_the_list
     assert state["available_count"] == 4 and state["last_event"] == "activities.removed"
     assert outcome["contradicted"] == 0
     assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+
+
+def updated_naming(ids: list[str]) -> bytes:
+    return webhook_body("activities.updated", account=ACCOUNT, user=USER, updated_activities=ids,
+                        updated_count=len(ids), available_from=None, available_to=None, available_count=len(ids))
+
+
+def test_a_large_updated_event_records_the_accounts_last_sync_when_its_last_change_batch_is_applied():
+    # Given a synced account, 5 of whose activities change, named by one activities.updated that is
+    # checked 2 ids per run (the rest queued as change batches)
+    world = World(changes_per_part=2)
+    clock = [1_000.0]
+    world.sync.ctx.clock = lambda: clock[0]
+    docs = world.argyle.add(ACCOUNT, 5)
+    world.deliver(fully_synced(docs))
+    ids = [d["id"] for d in docs]
+    for activity_id in ids:
+        world.argyle.update(ACCOUNT, activity_id, tips="5.55")
+    world.deliver(updated_naming(ids))
+    batches, world.queue.sent = list(world.queue.sent), []
+    assert len(batches) == 2
+    # When its change batches are applied an hour later
+    clock[0] = 4_600.0
+    for batch in batches:
+        world.deliver_queued(batch)
+    # Then every change is stored, and the account's last successful sync (what its health reports)
+    # is the time the batches were applied, not the first part's
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+    assert world.state.accounts[ACCOUNT]["last_sync"] == {"event": "activities.updated",
+                                                          "at": "1970-01-01T01:16:40.000Z"}
+
+
+@pytest.mark.parametrize("group", [f"user:{USER}", ""], ids=["another group", "no group"])
+def test_the_change_batches_of_a_large_updated_event_are_queued_in_its_own_message_group(group: str):
+    # Given an activities.updated naming 5 ids, checked 2 per run, received in a group other than the
+    # account's (the receiver uses the user's when the account id cannot be a group id), or with no
+    # group at all (a record from outside the FIFO queue)
+    world = World(changes_per_part=2)
+    docs = world.argyle.add(ACCOUNT, 5)
+    # When it is processed
+    outcome = world.deliver(updated_naming([d["id"] for d in docs]), group=group)
+    # Then its 2 change batches are queued behind it, in its own group (the account's when it had none),
+    # so they stay in order with that group's later messages
+    assert outcome["changes_parts"] == 2
+    assert [q.group_id for q in world.queue.sent] == [group or f"account:{ACCOUNT}"] * 2
 
 
 def test_users_fully_synced_stores_the_resource_as_sent():

@@ -271,3 +271,63 @@ def test_a_reconnection_that_overtakes_a_purge_under_way_finishes_it_then_syncs_
     rest = world.drain()
     assert [o["action"] for o in rest] == ["skipped"]
     assert len(stored(world, ACCOUNT)) == 7 and world.state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def failing_to_forget_once(world: World) -> None:
+    """The marker's removal fails once (DynamoDB throttling that outlasted the retries)."""
+    real = world.state.forget_purge
+    calls = [0]
+
+    def forget_purge(account_id: str) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("throttled")
+        real(account_id)
+
+    world.state.forget_purge = forget_purge  # type: ignore[method-assign]
+
+
+def test_a_reconnection_that_fails_after_a_purge_finished_leaves_the_purges_marker_as_it_was():
+    # Given a purged account: its marker says when, why and how much was deleted
+    world = World()
+    world.synced(ACCOUNT, 12)
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body())
+    receipt = dict(world.state.accounts[ACCOUNT])
+    assert receipt["deleted"]["activities"] == 12
+    # When the worker connects the account again and its fully_synced fails before the marker goes
+    world.argyle.revoked.discard(ACCOUNT)
+    world.argyle.add(ACCOUNT, 3, first=100)
+    failing_to_forget_once(world)
+    body = fully_synced(ACCOUNT)
+    with pytest.raises(RuntimeError):
+        world.deliver(body, received_at_ms=90_000)
+    # Then until the retry the marker is the purge's own, unchanged (what `argyle-synced state` shows)
+    assert world.state.accounts[ACCOUNT] == receipt
+    # And the retry starts the account afresh
+    assert world.deliver(body, received_at_ms=90_000)["action"] == "synced" and len(stored(world, ACCOUNT)) == 3
+
+
+def test_a_purge_a_reconnection_finishes_is_recorded_as_a_removal_by_argyle():
+    # Given an accounts.removed purge under way (its marker set, its next part queued)
+    world = World()
+    world.synced(ACCOUNT, 30)
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body(), remaining_ms=1)
+    removed_at = world.state.accounts[ACCOUNT]["removed_received_at_ms"]
+    assert world.state.accounts[ACCOUNT]["status"] == "purging"
+    # When a reconnection overtakes it, finishes it, and fails before the marker goes
+    world.argyle.revoked.discard(ACCOUNT)
+    world.argyle.add(ACCOUNT, 4, first=100)
+    failing_to_forget_once(world)
+    body = fully_synced(ACCOUNT)
+    with pytest.raises(RuntimeError):
+        world.deliver(body, received_at_ms=90_000)
+    # Then the marker left until the retry is a final one that says why and when: Argyle's removal
+    # (not an erasure request), received when the removal was; the old activities are gone
+    marker = world.state.accounts[ACCOUNT]
+    assert marker["status"] == "purged" and marker["purge_reason"] == "accounts.removed"
+    assert marker["removed_received_at_ms"] == removed_at
+    assert stored(world, ACCOUNT) == []
+    # And the retry starts the account afresh
+    assert world.deliver(body, received_at_ms=90_000)["action"] == "synced" and len(stored(world, ACCOUNT)) == 4
