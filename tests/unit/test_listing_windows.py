@@ -45,6 +45,8 @@ class SharedArgyle(FakeArgyle):
         self.lock = threading.Lock()
         self.first_page_barrier: threading.Barrier | None = None
         self.threads: set[tuple[str, int]] = set()  # (name, ident) of each thread that called
+        self.first_pages = 0  # listing calls whose first page was answered
+        self.first_page_answered = threading.Condition()
 
     def _call(self) -> None:
         with self.lock:
@@ -57,7 +59,18 @@ class SharedArgyle(FakeArgyle):
         barrier = self.first_page_barrier
         if barrier is not None and from_start_date is not None:
             barrier.wait(WAIT_S)  # every window's listing has begun before any page is answered
-        yield from super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        pages = super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        for taken, page in enumerate(pages, start=1):
+            if taken == 1:
+                with self.first_page_answered:
+                    self.first_pages += 1
+                    self.first_page_answered.notify_all()
+            yield page
+
+    def await_first_pages(self, listings: int) -> None:
+        """Wait until `listings` listing calls have had their first page answered."""
+        with self.first_page_answered:
+            assert self.first_page_answered.wait_for(lambda: self.first_pages >= listings, WAIT_S)
 
 
 class LockedActivities(MemoryActivities):
@@ -343,13 +356,17 @@ def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
 
 def test_a_window_whose_data_changes_mid_listing_makes_another_pass_that_ends_exact():
     # Given 300 activities, and Argyle removing one early activity and adding one inside the
-    # windows once, after the listing's first pages were read
+    # windows once, after every window's first page was read (so each window sees it change)
     argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
     docs = argyle.add(ACCOUNT, 300)
     changed = threading.Event()
+    change_lock = threading.Lock()
 
     def change_once(account: str | None) -> None:
-        if not changed.is_set():
+        with change_lock:  # every later page waits until the change is made
+            if changed.is_set():
+                return
+            argyle.await_first_pages(WINDOWS)
             changed.set()
             argyle.remove(ACCOUNT, docs[1]["id"])
             argyle.add_dated(ACCOUNT, 5000, BASE_TIME + timedelta(hours=150, minutes=30))
