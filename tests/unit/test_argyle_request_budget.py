@@ -202,6 +202,19 @@ def test_a_wait_past_the_deadline_raises_instead_of_running_into_the_timeout():
     assert isinstance(raised.value, ArgyleUnavailable) and raised.value.retry_after == pytest.approx(30.0)
 
 
+def test_a_wait_that_ends_exactly_at_the_deadline_is_still_waited_out():
+    # Given Argyle's Retry-After of 10 s and an invocation with exactly 10 s to spare
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1)
+    budget.set_deadline(lambda: clock.now + 10.0)
+    start = clock.now
+    budget.slow_down(10.0)
+    # When it asks for a token
+    budget.acquire()
+    # Then it waited the whole pause (it ends in time) and got its token, rather than handing the work on
+    assert clock.slept == [10.0] and clock.now == start + 10.0
+
+
 def test_the_client_takes_a_token_before_every_request_and_shares_a_429():
     # Given a client with a budget, and Argyle answering 429 (Retry-After 2) then a page
     store, clock = MemoryBudgetStore(), Clock()

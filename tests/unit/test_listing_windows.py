@@ -16,7 +16,7 @@ from argyle_pipeline.argyle.api_versions import V2
 from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
-from argyle_pipeline.sync.listing_windows import split_start_range, window_ranges
+from argyle_pipeline.sync.listing_windows import plan_windows, split_start_range, window_ranges
 from argyle_pipeline.sync.messages import (
     CONTINUATION_EVENT,
     Continuation,
@@ -27,7 +27,7 @@ from argyle_pipeline.sync.messages import (
     parse_message,
 )
 from argyle_pipeline.sync.ports import UpsertResult
-from tests.support.fake_argyle import BASE_TIME, FakeArgyle, make_activity, range_of, unavailable, webhook_body
+from tests.support.fake_argyle import BASE_TIME, FakeArgyle, iso, make_activity, range_of, unavailable, webhook_body
 from tests.support.lambda_events import record_for
 from tests.support.sync_fakes import MemoryActivities, MemoryQueue, MemoryState
 
@@ -45,6 +45,8 @@ class SharedArgyle(FakeArgyle):
         self.lock = threading.Lock()
         self.first_page_barrier: threading.Barrier | None = None
         self.threads: set[tuple[str, int]] = set()  # (name, ident) of each thread that called
+        self.first_pages = 0  # listing calls whose first page was answered
+        self.first_page_answered = threading.Condition()
 
     def _call(self) -> None:
         with self.lock:
@@ -57,7 +59,18 @@ class SharedArgyle(FakeArgyle):
         barrier = self.first_page_barrier
         if barrier is not None and from_start_date is not None:
             barrier.wait(WAIT_S)  # every window's listing has begun before any page is answered
-        yield from super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        pages = super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+        for taken, page in enumerate(pages, start=1):
+            if taken == 1:
+                with self.first_page_answered:
+                    self.first_pages += 1
+                    self.first_page_answered.notify_all()
+            yield page
+
+    def await_first_pages(self, listings: int) -> None:
+        """Wait until `listings` listing calls have had their first page answered."""
+        with self.first_page_answered:
+            assert self.first_page_answered.wait_for(lambda: self.first_pages >= listings, WAIT_S)
 
 
 class LockedActivities(MemoryActivities):
@@ -282,6 +295,41 @@ def test_a_range_announced_without_a_count_is_counted_first_and_split_only_when_
     assert set(activities.live(ACCOUNT)) == {d["id"] for d in docs[:in_range]}
 
 
+def test_a_range_with_fractional_bounds_is_listed_within_them_exactly_each_activity_once():
+    # Given 400 hourly activities, one more a quarter second past the 199th hour, and a
+    # partially_synced whose bounds carry half seconds: from half a second after the first
+    # activity (which it leaves out) to half a second after the 199th hour
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 400)
+    late = argyle.add_dated(ACCOUNT, 9000, BASE_TIME + timedelta(hours=199, seconds=0.25))
+    start, end = iso(BASE_TIME + timedelta(seconds=0.5)), iso(BASE_TIME + timedelta(hours=199, seconds=0.5))
+    in_range = {d["id"] for d in docs[1:200]} | {late["id"]}
+    body = webhook_body("activities.partially_synced", account=ACCOUNT, user=USER, available_from=start,
+                        available_to=end, available_count=len(in_range), days_synced=9)
+    sync, _, _ = make_sync(argyle, activities)
+    # When it is processed
+    deliver(sync, body)
+    # Then it was listed in windows, exactly what lies within the bounds as given is stored (not
+    # the activity half a second before them, and the one in their last half second), and each
+    # activity was listed once: the windows do not overlap
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert set(activities.live(ACCOUNT)) == in_range
+    assert sum(activities.upsert_many_calls) == len(in_range)
+
+
+@pytest.mark.parametrize(("from_start_date", "to_start_date"), [("2024-01-01T00:00:00Z", None),
+                                                                  (None, "2024-12-31T00:00:00Z")])
+def test_a_range_open_at_one_end_is_never_split(from_start_date: str | None, to_start_date: str | None):
+    # Given a large range that is bounded on one side only (as `added` names them)
+    argyle = SharedArgyle(page_limit=PAGE)
+    argyle.add(ACCOUNT, 300)
+    # When its windows are planned
+    plan = plan_windows(ACCOUNT, from_start_date, to_start_date, known_count=300, argyle=argyle, k=WINDOWS,
+                        threshold=THRESHOLD, list_counts=True, span_hint=lambda: None)
+    # Then it is listed as one sequence, and Argyle was not asked to count it
+    assert plan is None and argyle.count_requests == []
+
+
 # --- continuations, changes, failures --------------------------------------------------------------
 
 def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
@@ -308,13 +356,17 @@ def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
 
 def test_a_window_whose_data_changes_mid_listing_makes_another_pass_that_ends_exact():
     # Given 300 activities, and Argyle removing one early activity and adding one inside the
-    # windows once, after the listing's first pages were read
+    # windows once, after every window's first page was read (so each window sees it change)
     argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
     docs = argyle.add(ACCOUNT, 300)
     changed = threading.Event()
+    change_lock = threading.Lock()
 
     def change_once(account: str | None) -> None:
-        if not changed.is_set():
+        with change_lock:  # every later page waits until the change is made
+            if changed.is_set():
+                return
+            argyle.await_first_pages(WINDOWS)
             changed.set()
             argyle.remove(ACCOUNT, docs[1]["id"])
             argyle.add_dated(ACCOUNT, 5000, BASE_TIME + timedelta(hours=150, minutes=30))
@@ -379,6 +431,46 @@ def test_argyle_giving_out_in_one_window_hands_every_window_on_from_its_own_curs
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
     assert sum(activities.upsert_many_calls) == 300
     assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+class GivingOutArgyle(SharedArgyle):
+    """Gives out (an exhausted 429) on call number `fail_at`; any later page of another window is
+    answered only once the failing window has finished handling it (its fetching thread ended)."""
+
+    def __init__(self, fail_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fail_at = fail_at
+        self.failed_in: threading.Thread | None = None
+
+    def _call(self) -> None:
+        with self.lock:
+            failed_in = self.failed_in
+            if failed_in is None and self.calls + 1 == self.fail_at:
+                self.calls += 1
+                self.failed_in = threading.current_thread()
+                raise unavailable()
+        if failed_in is not None:
+            failed_in.join(WAIT_S)
+            assert not failed_in.is_alive(), "the window Argyle gave out in never ended"
+        super()._call()
+
+
+def test_argyle_giving_out_in_one_window_stops_the_others_after_their_page_in_hand():
+    # Given 600 activities (4 windows of 6 pages) and Argyle giving out on the 7th request (2
+    # counts, the 4 windows' first pages, then one window's second page)
+    argyle, activities = GivingOutArgyle(7, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 600)
+    sync, queue, _ = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    first = deliver(sync, fully_synced(docs))
+    # Then the other windows did not go on asking an Argyle that is giving out: each wrote at most
+    # the page it had in hand, then every window was handed on in one continuation
+    assert first["action"] == "continued" and first["argyle_gave_out"] and len(queue.sent) == 1
+    assert first["pages"] <= WINDOWS + (WINDOWS - 1)
+    assert not window_threads()
+    # And the continuation still finishes the copy exactly
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
 
 
 class CappedArgyle(SharedArgyle):
@@ -473,6 +565,30 @@ def test_a_resync_in_windows_removes_what_argyle_no_longer_has():
     assert len(listed_ranges(argyle)) == WINDOWS
     assert outcome["removed"] == 1
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_resync_cuts_its_windows_evenly_where_the_stored_activities_lie():
+    # Given 300 hourly activities synced with one undated activity, which Argyle then removed
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    undated = make_activity(ACCOUNT, 900, updated=argyle.tick())
+    undated["start_date"] = None
+    argyle.accounts[ACCOUNT][undated["id"]] = undated
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    assert undated["id"] in activities.live(ACCOUNT)
+    argyle.remove(ACCOUNT, undated["id"])
+    argyle.list_requests.clear()
+    # When an operator's re-sync runs (its request names no range: the store says where they are)
+    outcome = deliver(sync, ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0002").body())
+    drain(sync, queue)
+    # Then its windows split the stored activities' span evenly (the undated one has no place in
+    # it), each listing about a quarter of the account rather than one window listing them all
+    per_window = [len(argyle._matching(ACCOUNT, f, t)) for f, t in listed_ranges(argyle)]
+    assert len(per_window) == WINDOWS and sum(per_window) == 300
+    assert all(abs(n - 300 // WINDOWS) <= 1 for n in per_window)
+    # And its sweep removed the undated activity Argyle no longer has
+    assert outcome["removed"] == 1 and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
 
 
 # --- the reconciler's full pass --------------------------------------------------------------------
