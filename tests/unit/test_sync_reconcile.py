@@ -448,6 +448,31 @@ def test_argyle_giving_out_mid_way_through_a_full_pass_hands_it_on_from_its_curs
     assert [r[3] for r in world.argyle.list_requests] == [None, {"offset": "200"}, {"offset": "400"},
                                                           {"offset": "600"}, {"offset": "600"}, {"offset": "800"}]
     assert outcomes[-1]["drift"] == {"missing": 0, "extra": 0, "stale": 1} and world.exact()
+    # And the reconcile's recorded cost counts the calls of both invocations, the failed one's included
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == world.argyle.calls - calls_at_start
+
+
+def test_a_full_pass_argyle_gives_out_on_twice_records_every_call_it_cost():
+    # Given a synced account of 1,000 (5 pages) and Argyle unavailable for the full pass's fourth
+    # page, and again for its fifth once the continuation has listed the fourth
+    world = World()
+    world.synced(1000)
+    original_call = world.argyle._call
+    calls_at_start = world.argyle.calls
+
+    def call() -> None:
+        if world.argyle.calls - calls_at_start in (3, 5):
+            world.argyle.fail_next = [unavailable()]
+        original_call()
+
+    world.argyle._call = call  # type: ignore[method-assign]
+    # When the full pass runs, and its continuations after it
+    first = world.reconcile(scope="full", request_id="reconcile-full-4")
+    outcomes = world.drain()
+    # Then it was handed on twice and ended exact, and its recorded cost is every call of the
+    # three invocations (the two that Argyle failed included)
+    assert first["argyle_gave_out"] and outcomes[0]["argyle_gave_out"] and world.exact()
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == world.argyle.calls - calls_at_start
 
 
 def test_argyle_unavailable_before_a_reconcile_asked_anything_fails_the_record():
