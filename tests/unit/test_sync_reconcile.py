@@ -389,6 +389,20 @@ def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_
     assert world.exact()
 
 
+def test_a_resync_too_large_for_one_invocation_is_numbered_from_part_0_as_every_listing_is():
+    # Given 500 synced activities (three pages of 200)
+    world = World()
+    world.synced(500)
+    # When a re-sync runs short of time after every page
+    first = world.deliver(ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0003").body(), remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    # Then the request itself is reported as part 0 handing on part 1, and its continuations as
+    # parts 1 and 2, the last one completing it
+    assert (first["part"], first["continuation_part"]) == (0, 1)
+    assert [(o["part"], o["continuation_part"]) for o in rest] == [(1, 2), (2, None)]
+    assert rest[-1]["completed"] and world.exact()
+
+
 def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
     # Given 600 activities stored, and an activities.added over the newest 300 during whose listing
     # Argyle removes two of them; one old activity is also gone at Argyle without a webhook
