@@ -389,6 +389,20 @@ def test_a_resync_reads_again_what_an_event_wrote_between_its_parts_and_removes_
     assert world.exact()
 
 
+def test_a_resync_too_large_for_one_invocation_is_numbered_from_part_0_as_every_listing_is():
+    # Given 500 synced activities (three pages of 200)
+    world = World()
+    world.synced(500)
+    # When a re-sync runs short of time after every page
+    first = world.deliver(ResyncRequest(account=ACCOUNT, user=USER, request_id="resync-0003").body(), remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    # Then the request itself is reported as part 0 handing on part 1, and its continuations as
+    # parts 1 and 2, the last one completing it
+    assert (first["part"], first["continuation_part"]) == (0, 1)
+    assert [(o["part"], o["continuation_part"]) for o in rest] == [(1, 2), (2, None)]
+    assert rest[-1]["completed"] and world.exact()
+
+
 def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
     # Given 600 activities stored, and an activities.added over the newest 300 during whose listing
     # Argyle removes two of them; one old activity is also gone at Argyle without a webhook
@@ -417,6 +431,76 @@ def test_a_ranged_listing_sweeps_only_its_own_range_on_the_second_pass():
     assert second[0]["listing_pass"] == 2 and second[0]["removed"] == 2
     assert sorted(world.argyle.get_requests) == sorted(removed)
     assert old_gone in world.activities.live(ACCOUNT)
+
+
+def _added_with_a_change_under_its_first_pass(world: World, added_from: str | None, added_to: str | None,
+                                              removed_at_argyle: list[str]) -> list[dict[str, Any]]:
+    """An activities.added over [added_from, added_to] during whose first pass Argyle removes the
+    given activities (before its second page); its second pass, undisturbed, then runs to the end."""
+    removed: list[str] = []
+
+    def scan(account: str | None) -> None:
+        if not removed:
+            for activity_id in removed_at_argyle:
+                world.argyle.remove(ACCOUNT, activity_id)
+                removed.append(activity_id)
+
+    world.argyle.between_pages = scan
+    first = world.deliver(webhook_body("activities.added", account=ACCOUNT, user=USER, added_count=0,
+                                       added_from=added_from, added_to=added_to, available_from=None,
+                                       available_to=None, available_count=None))
+    world.argyle.between_pages = None
+    assert first["relisted"] and removed == removed_at_argyle
+    return world.drain()
+
+
+def test_a_ranged_second_pass_sweeps_the_activities_at_both_bounds_and_none_beyond_them():
+    # Given 600 stored activities, one an hour, of which one before and one after the range
+    # [#100, #499] are gone at Argyle with no webhook
+    world = World()
+    ordered = sorted(world.synced(600), key=lambda d: d["start_date"])
+    outside = [ordered[50]["id"], ordered[550]["id"]]
+    for activity_id in outside:
+        world.argyle.remove(ACCOUNT, activity_id)
+    # When an activities.added over exactly that range is listed, and Argyle removes the two
+    # activities that start at its bounds during the first pass
+    at_bounds = [ordered[100]["id"], ordered[499]["id"]]
+    second = _added_with_a_change_under_its_first_pass(world, ordered[100]["start_date"],
+                                                       ordered[499]["start_date"], at_bounds)
+    # Then the second pass asked Argyle about exactly the two at the bounds, removed and counted
+    # them, and left the two outside the range to a reconcile
+    assert [o["listing_pass"] for o in second] == [2] and second[0]["completed"]
+    assert sorted(world.argyle.get_requests) == sorted(at_bounds)
+    assert second[0]["removed"] == 2
+    live = world.activities.live(ACCOUNT)
+    assert not set(at_bounds) & set(live) and set(outside) <= set(live)
+
+
+@pytest.mark.parametrize("open_end", ["from", "to"])
+def test_a_second_pass_of_a_range_open_at_one_end_sweeps_only_that_side(open_end: str):
+    # Given 600 stored activities, one an hour; the range is #300 onwards (or up to #299), and an
+    # activity on the other side of it is gone at Argyle with no webhook
+    world = World()
+    ordered = sorted(world.synced(600), key=lambda d: d["start_date"])
+    if open_end == "to":
+        added_from, added_to = ordered[300]["start_date"], None
+        inside, outside = ordered[300:], ordered[:300]
+    else:
+        added_from, added_to = None, ordered[299]["start_date"]
+        inside, outside = ordered[:300], ordered[300:]
+    other_side_gone = outside[len(outside) // 2]["id"]
+    world.argyle.remove(ACCOUNT, other_side_gone)
+    # When an activities.added over that range is listed, and Argyle removes one of its
+    # activities during the first pass
+    in_range_gone = [inside[len(inside) // 2]["id"]]
+    second = _added_with_a_change_under_its_first_pass(world, added_from, added_to, in_range_gone)
+    # Then the second pass asked Argyle about that one only, removed it, and left the one on the
+    # other side of the range to a reconcile
+    assert [o["listing_pass"] for o in second] == [2] and second[0]["completed"]
+    assert world.argyle.get_requests == in_range_gone
+    assert second[0]["removed"] == 1
+    live = world.activities.live(ACCOUNT)
+    assert in_range_gone[0] not in live and other_side_gone in live
 
 
 def test_argyle_giving_out_mid_way_through_a_full_pass_hands_it_on_from_its_cursor():
