@@ -147,6 +147,17 @@ def test_a_spent_budget_is_waited_out_in_one_sleep_until_the_refill_not_by_polli
     assert budget.store_calls == 3  # a read, the read after the sleep, and the write that took the token
 
 
+def test_a_budget_with_part_of_a_token_left_waits_only_for_the_rest_of_it():
+    # Given a stack budget of 4 requests/s in one shard holding half a token just now
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=4.0, shards=1)
+    store.shards[0] = ShardState(0.5, clock.now, 0.0, 1)
+    # When a token is taken
+    budget.acquire()
+    # Then the invocation slept an eighth of a second (the other half token at 4/s), once
+    assert clock.slept == [pytest.approx(0.125)]
+
+
 def test_the_same_or_a_shorter_retry_after_during_a_pause_shortens_nothing_and_writes_nothing():
     # Given an invocation told by Argyle to wait 30 s (every shard paused in the store)
     store, clock = MemoryBudgetStore(), Clock()
