@@ -125,6 +125,39 @@ def test_nothing_received_before_the_removal_writes_again():
     assert world.state.accounts[ACCOUNT]["status"] == "purged"
 
 
+def test_a_late_copy_of_a_sync_received_after_the_removal_restarts_nothing_while_argyle_has_no_account():
+    # Given a purged account (Argyle deleted it)
+    world = World()
+    world.synced(ACCOUNT, 10)
+    world.argyle.revoke(ACCOUNT)
+    world.deliver(removed_body())
+    # When an old fully_synced of it is delivered late, received after the removal
+    outcome = world.deliver(fully_synced(ACCOUNT))
+    # Then Argyle, asked, has no such account: it is not a reconnection, nothing is written
+    assert outcome["action"] == "skipped_purged"
+    assert stored(world, ACCOUNT) == [] and world.state.accounts[ACCOUNT]["status"] == "purged"
+
+
+def test_after_an_erasure_only_a_reconnection_received_after_it_restarts_the_account():
+    # Given an account erased on request while it is still connected at Argyle
+    world = World()
+    world.synced(ACCOUNT, 12)
+    erased_at = world.clock_ms + 1
+    world.deliver(PurgeJob(account=ACCOUNT, user=USER, request_id="erasure-0002", reason="erasure",
+                           removed_received_at_ms=erased_at).body())
+    # When Argyle's periodic scan reports new activities, and a sync received at the erasure's very
+    # millisecond arrives
+    world.argyle.add(ACCOUNT, 3, first=100)
+    added = world.deliver(webhook_body("activities.added", account=ACCOUNT, user=USER, added_from=None,
+                                       added_to=None))
+    same_moment = world.deliver(fully_synced(ACCOUNT), received_at_ms=erased_at)
+    # Then neither writes anything: only a reconnection received after the erasure restarts it
+    assert [added["action"], same_moment["action"]] == ["skipped_purged", "skipped_purged"]
+    assert stored(world, ACCOUNT) == [] and world.state.accounts[ACCOUNT]["status"] == "purged"
+    restarted = world.deliver(fully_synced(ACCOUNT), received_at_ms=erased_at + 1)
+    assert restarted["action"] == "synced" and len(stored(world, ACCOUNT)) == 15
+
+
 def test_argyle_reporting_the_account_connected_again_starts_it_afresh():
     world = World()
     world.synced(ACCOUNT, 10)
