@@ -135,27 +135,18 @@ def test_a_shard_lost_to_another_invocation_is_tried_again_at_once_even_while_an
     assert sum(clock.slept) < 0.01
 
 
-def test_a_spent_budget_is_waited_out_in_one_sleep_until_the_refill_not_by_polling_the_store():
-    # Given a stack budget of 4 requests/s in one shard, spent to its last token just now
+@pytest.mark.parametrize(("tokens_left", "sleep"), [(0.0, 0.25), (0.5, 0.125)])
+def test_a_spent_budget_is_waited_out_in_one_sleep_until_the_refill_not_by_polling_the_store(
+        tokens_left: float, sleep: float) -> None:
+    # Given a stack budget of 4 requests/s in one shard, spent to nothing or to half a token just now
     store, clock = MemoryBudgetStore(), Clock()
     (budget,) = budgets(store, clock, 1, rate=4.0, shards=1)
-    store.shards[0] = ShardState(0.0, clock.now, 0.0, 1)
+    store.shards[0] = ShardState(tokens_left, clock.now, 0.0, 1)
     # When a token is taken
     budget.acquire()
-    # Then the invocation slept once, a quarter second (one token at 4/s), and read the store twice
-    assert clock.slept == [pytest.approx(0.25)]
+    # Then the invocation slept once, for the rest of one token at 4/s, and read the store twice
+    assert clock.slept == [pytest.approx(sleep)]
     assert budget.store_calls == 3  # a read, the read after the sleep, and the write that took the token
-
-
-def test_a_budget_with_part_of_a_token_left_waits_only_for_the_rest_of_it():
-    # Given a stack budget of 4 requests/s in one shard holding half a token just now
-    store, clock = MemoryBudgetStore(), Clock()
-    (budget,) = budgets(store, clock, 1, rate=4.0, shards=1)
-    store.shards[0] = ShardState(0.5, clock.now, 0.0, 1)
-    # When a token is taken
-    budget.acquire()
-    # Then the invocation slept an eighth of a second (the other half token at 4/s), once
-    assert clock.slept == [pytest.approx(0.125)]
 
 
 def test_the_same_or_a_shorter_retry_after_during_a_pause_shortens_nothing_and_writes_nothing():
