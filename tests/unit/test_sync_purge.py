@@ -320,6 +320,18 @@ def failing_to_forget_once(world: World) -> None:
     world.state.forget_purge = forget_purge  # type: ignore[method-assign]
 
 
+def reconnect_failing_before_the_marker_goes(world: World, *, new_activities: int) -> bytes:
+    """The worker connects the account again (Argyle answers for it with `new_activities`) and its
+    fully_synced fails once removing the purge marker; returns that body, for the retry."""
+    world.argyle.revoked.discard(ACCOUNT)
+    world.argyle.add(ACCOUNT, new_activities, first=100)
+    failing_to_forget_once(world)
+    body = fully_synced(ACCOUNT)
+    with pytest.raises(RuntimeError):
+        world.deliver(body, received_at_ms=90_000)
+    return body
+
+
 def test_a_reconnection_that_fails_after_a_purge_finished_leaves_the_purges_marker_as_it_was():
     # Given a purged account: its marker says when, why and how much was deleted
     world = World()
@@ -329,12 +341,7 @@ def test_a_reconnection_that_fails_after_a_purge_finished_leaves_the_purges_mark
     receipt = dict(world.state.accounts[ACCOUNT])
     assert receipt["deleted"]["activities"] == 12
     # When the worker connects the account again and its fully_synced fails before the marker goes
-    world.argyle.revoked.discard(ACCOUNT)
-    world.argyle.add(ACCOUNT, 3, first=100)
-    failing_to_forget_once(world)
-    body = fully_synced(ACCOUNT)
-    with pytest.raises(RuntimeError):
-        world.deliver(body, received_at_ms=90_000)
+    body = reconnect_failing_before_the_marker_goes(world, new_activities=3)
     # Then until the retry the marker is the purge's own, unchanged (what `argyle-synced state` shows)
     assert world.state.accounts[ACCOUNT] == receipt
     # And the retry starts the account afresh
@@ -350,12 +357,7 @@ def test_a_purge_a_reconnection_finishes_is_recorded_as_a_removal_by_argyle():
     removed_at = world.state.accounts[ACCOUNT]["removed_received_at_ms"]
     assert world.state.accounts[ACCOUNT]["status"] == "purging"
     # When a reconnection overtakes it, finishes it, and fails before the marker goes
-    world.argyle.revoked.discard(ACCOUNT)
-    world.argyle.add(ACCOUNT, 4, first=100)
-    failing_to_forget_once(world)
-    body = fully_synced(ACCOUNT)
-    with pytest.raises(RuntimeError):
-        world.deliver(body, received_at_ms=90_000)
+    body = reconnect_failing_before_the_marker_goes(world, new_activities=4)
     # Then the marker left until the retry is a final one that says why and when: Argyle's removal
     # (not an erasure request), received when the removal was; the old activities are gone
     marker = world.state.accounts[ACCOUNT]
