@@ -8,6 +8,9 @@
     python -m mutation --budget 30           # only each mutant's fastest tests that fit 30 s: a miss is "unsettled"
     python -m mutation --no-fork             # a fresh pytest process per mutant instead of the fork server
 
+A mutant listed as equivalent in docs/testing.md ("Equivalent mutants", with its reason) is not run
+and not counted in its file's score (`mutation/equivalents.py`).
+
 Exit codes: 0 every file at or above --min-score; 1 a file below it or mutants left to run; 2 usage.
 """
 
@@ -19,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from mutation import equivalents
 from mutation.coverage_map import CoverageMap, load_if_current, load_or_build
 from mutation.mutants import Mutant, mutants_of
 from mutation.runner import CAUGHT, UNSETTLED, Result, Results, estimate_seconds, is_measured, result_key, run_all
@@ -26,6 +30,7 @@ from mutation.targets import CRITICAL_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".mutation"
+EQUIVALENTS = REPO / "docs" / "testing.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,28 +67,30 @@ def main(argv: list[str] | None = None) -> int:
         source = (REPO / name).read_bytes()
         digest = hashlib.sha256(source).hexdigest()
         mutants.extend((mutant, digest) for mutant in mutants_of(name, source))
+    equivalent = equivalents.load(EQUIVALENTS)
+    to_measure = [(m, d) for m, d in mutants if m.describe() not in equivalent]
     left = 0
     if args.report:
         current = load_if_current(REPO, STATE, args.tests)
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
         if current is not None:
-            print_estimate(mutants, current, results, args.workers, fork=not args.no_fork, budget=args.budget)
+            print_estimate(to_measure, current, results, args.workers, fork=not args.no_fork, budget=args.budget)
         else:
             print("no coverage map of the code as it is now: the time estimate comes with the next run", flush=True)
     else:
         started = time.monotonic()
         coverage = load_or_build(REPO, STATE, args.workers, args.tests, rebuild=args.rebuild_map)
         print(f"{len(mutants)} mutants in {len(files)} files", flush=True)
-        print_estimate(mutants, coverage, results, args.workers, fork=not args.no_fork, budget=args.budget)
+        print_estimate(to_measure, coverage, results, args.workers, fork=not args.no_fork, budget=args.budget)
 
         def show(mutant: Mutant, result: Result) -> None:
             if result.status not in CAUGHT:
                 print(f"  {result.status:9} {mutant.describe()}", flush=True)
 
-        left = run_all(REPO, STATE, mutants, coverage, results, workers=args.workers,
+        left = run_all(REPO, STATE, to_measure, coverage, results, workers=args.workers,
                        deadline=started + args.minutes * 60, on_result=show, fork=not args.no_fork,
                        max_tests=args.max_tests, budget=args.budget)
-    return report(files, mutants, results, args.min_score, left)
+    return report(files, mutants, results, args.min_score, left, equivalent)
 
 
 def print_estimate(mutants: list[tuple[Mutant, str]], coverage: CoverageMap, results: Results, workers: int,
@@ -108,13 +115,17 @@ def _duration(seconds: float) -> str:
 
 
 def report(files: list[str], mutants: list[tuple[Mutant, str]], results: Results, min_score: float,
-           left: int) -> int:
+           left: int, equivalent: dict[str, str] | None = None) -> int:
+    """A score per file (caught over measured, equivalent mutants left out) and every mutant not caught."""
+    equivalent = equivalent or {}
     below = False
     print(f"\n{'file':60} {'caught':>7} {'of':>5} {'score':>7}")
     survivors: list[str] = []
     not_run = 0
     for name in files:
-        measured = [(m, results.get(result_key(m, d))) for m, d in mutants if m.path == name]
+        listed = [(m, d) for m, d in mutants if m.path == name]
+        counted = [(m, d) for m, d in listed if m.describe() not in equivalent]
+        measured = [(m, results.get(result_key(m, d))) for m, d in counted]
         done = [(m, r) for m, r in measured if r is not None]
         not_run += len(measured) - len(done)
         caught = sum(r.status in CAUGHT for _, r in done)
@@ -123,11 +134,19 @@ def report(files: list[str], mutants: list[tuple[Mutant, str]], results: Results
         unsettled = sum(r.status == UNSETTLED for _, r in done)
         print(f"{name:60} {caught:7} {len(done):5} " + (f"{score:6.1f}%" if done else "      -")
               + ("" if len(done) == len(measured) else f"  ({len(measured) - len(done)} not run)")
+              + (f"  ({len(listed) - len(counted)} equivalent, not counted)" if len(listed) > len(counted) else "")
               + (f"  ({unsettled} unsettled: at least this score)" if unsettled else ""))
         survivors.extend(f"{m.describe()}  [{r.status}]" for m, r in done if r.status not in CAUGHT)
     if survivors:
         print("\nsurvivors (file:line: original -> mutant):")
         print("\n".join(f"  {line}" for line in survivors))
+    described = {m.describe() for m, _ in mutants}
+    stale = sorted(entry for entry in equivalent
+                   if entry.split(":", 1)[0] in files and entry not in described)
+    if stale:
+        print("\nlisted as equivalent but no longer a mutant of the code (check each again, "
+              "then correct docs/testing.md):")
+        print("\n".join(f"  {entry}" for entry in stale))
     if not_run or left:
         print(f"\n{not_run} mutants not run yet: run again to resume")
     return 1 if below or not_run else 0

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from mutation import equivalents
 from mutation.__main__ import report
-from mutation.coverage_map import CoverageMap
+from mutation.coverage_map import CoverageMap, changed_test_modules, load_or_build, merged
 from mutation.mutants import Mutant, mutants_of
 from mutation.runner import (
     FORK_OVERHEAD_SECONDS,
@@ -364,3 +365,104 @@ def test_the_report_counts_an_unsettled_mutant_as_not_caught_and_says_the_score_
     assert code == 1  # 50% is below 90%
     assert "50.0%" in out and "(1 unsettled: at least this score)" in out
     assert "calc.py:17: count += value -> count = value  [unsettled]" in out
+
+
+EQUIVALENTS_DOC = textwrap.dedent("""
+    # Testing
+
+    ## Scores
+
+    - `calc.py:11: size <= limit -> (size < limit)`: listed in another section, so not an entry.
+
+    ## Equivalent mutants
+
+    Some words first.
+
+    - `calc.py:17: count += value -> count = value`: every caller passes one value,
+      so adding to zero and assigning are the same.
+    - `calc.py:18: return count -> return None`: no caller reads it.
+
+    ## After
+    - `calc.py:15: 0 -> 1`: after the section.
+""")
+
+
+def test_the_equivalent_mutants_are_read_from_their_section_of_the_testing_document(tmp_path: Path) -> None:
+    document = tmp_path / "testing.md"
+    document.write_text(EQUIVALENTS_DOC)
+
+    listed = equivalents.load(document)
+
+    assert listed == {
+        "calc.py:17: count += value -> count = value":
+            "every caller passes one value, so adding to zero and assigning are the same.",
+        "calc.py:18: return count -> return None": "no caller reads it.",
+    }
+    assert equivalents.load(tmp_path / "absent.md") == {}
+
+
+def test_an_equivalent_mutant_leaves_the_score_and_an_entry_the_code_outgrew_is_reported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    killed = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    equivalent = Mutant("calc.py", 17, 8, 17, 22, "count += value", "count = value")
+    results = Results(tmp_path / "results.json")
+    results.put(result_key(killed, "d" * 64), Result("killed", 1.0, 1, "map"))
+    listed = {equivalent.describe(): "the reason",
+              "calc.py:30: x < y -> (x <= y)": "a line that is gone"}
+
+    code = report(["calc.py"], [(killed, "d" * 64), (equivalent, "d" * 64)], results, 90.0, 0, listed)
+
+    out = capsys.readouterr().out
+    assert code == 0  # 1 caught of 1 counted: the equivalent one is neither run nor counted
+    assert "100.0%" in out and "(1 equivalent, not counted)" in out
+    assert "not run yet" not in out
+    assert "no longer a mutant of the code" in out and "calc.py:30: x < y -> (x <= y)" in out
+
+
+def test_only_a_change_of_test_modules_alone_is_mapped_again_in_part() -> None:
+    before = {"layers/shared/calc.py": "a", "tests/unit/test_calc.py": "b", "tests/conftest.py": "c"}
+
+    assert changed_test_modules(before, {**before, "tests/unit/test_calc.py": "B",
+                                         "tests/unit/test_new.py": "n"}) == [
+        "tests/unit/test_calc.py", "tests/unit/test_new.py"]
+    assert changed_test_modules(before, {k: v for k, v in before.items() if k != "tests/unit/test_calc.py"}) == [
+        "tests/unit/test_calc.py"]
+    assert changed_test_modules(before, {**before, "layers/shared/calc.py": "A"}) is None
+    assert changed_test_modules(before, {**before, "tests/conftest.py": "C"}) is None  # every test's fixtures
+
+
+def test_a_merged_map_replaces_the_changed_modules_tests_and_keeps_the_others() -> None:
+    old = CoverageMap({"calc.py": {11: ["tests/test_a.py::t1", "tests/test_b.py::t2"], 17: ["tests/test_a.py::t1"]}},
+                      {"tests/test_a.py::t1": 1.0, "tests/test_b.py::t2": 2.0})
+    part = CoverageMap({"calc.py": {18: ["tests/test_a.py::t3"]}}, {"tests/test_a.py::t3": 0.5})
+
+    new = merged(old, part, ["tests/test_a.py"])
+
+    assert new.tests_by_line == {"calc.py": {11: ["tests/test_b.py::t2"], 18: ["tests/test_a.py::t3"]}}
+    assert new.seconds_by_test == {"tests/test_b.py::t2": 2.0, "tests/test_a.py::t3": 0.5}
+
+
+def test_a_new_test_module_is_mapped_alone_and_its_tests_join_the_map(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "repo"
+    (repo / "layers/shared").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "layers/shared/calc.py").write_bytes(SOURCE)
+    (repo / "tests/test_total.py").write_text("from calc import total\n\ndef test_total():\n"
+                                              "    assert total([2]) == 2\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    monkeypatch.setenv("PYTHONPATH", f"{repo / 'layers/shared'}:{Path(__file__).resolve().parents[2]}")
+    monkeypatch.chdir(repo)
+    state = repo / ".mutation"
+
+    first = load_or_build(repo, state, 1, [])
+    (repo / "tests/test_within.py").write_text("from calc import within\n\ndef test_within():\n"
+                                               "    assert within(3, 3)\n")
+    second = load_or_build(repo, state, 1, [])
+
+    out = capsys.readouterr().out
+    assert "1 test modules changed since the coverage map was made: mapping them again" in out
+    assert first.tests_for("layers/shared/calc.py", 11, 11) == []
+    assert second.tests_for("layers/shared/calc.py", 11, 11) == ["tests/test_within.py::test_within"]
+    assert second.tests_for("layers/shared/calc.py", 17, 17) == ["tests/test_total.py::test_total"]
+    assert load_or_build(repo, state, 1, []).tests_by_line == second.tests_by_line  # current now: reused

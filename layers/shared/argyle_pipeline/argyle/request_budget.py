@@ -86,7 +86,6 @@ class SharedRequestBudget:
         self._paused_until = 0.0
         self._deadline: Callable[[], float | None] = lambda: None
         self.store_calls = 0  # reads and writes of the store, for benchmarks
-        self.waited_seconds = 0.0
 
     def set_deadline(self, deadline: Callable[[], float | None]) -> None:
         """Epoch seconds after which no wait may end (None: only max_wait_seconds bounds it)."""
@@ -113,7 +112,6 @@ class SharedRequestBudget:
                     raise RateBudgetExhausted(
                         f"Argyle request budget: no token within {max(0.0, limit - now):.1f}s "
                         f"(the stack's shared rate limit, or Argyle's Retry-After)", retry_after=wait)
-                self.waited_seconds += wait
                 self._sleep(wait)
 
     def slow_down(self, seconds: float) -> None:

@@ -105,7 +105,6 @@ class SyncStateStore:
             client = boto3.client("dynamodb")
         self._client = client
         self.table_name = table_name
-        self.write_calls = 0
 
     # --- accounts -------------------------------------------------------------------------------
 
@@ -173,7 +172,6 @@ class SyncStateStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.write_calls += 1
             self._client.update_item(
                 TableName=self.table_name, Key=account_key(account_id),
                 UpdateExpression="SET #account = :account, #lookup = :lookup, #failure = :failure",
@@ -297,11 +295,9 @@ class SyncStateStore:
             kwargs["ConditionExpression"] = condition
         if user_id or return_old:
             kwargs["ReturnValues"] = "UPDATED_OLD"
-        self.write_calls += 1
         response = self._client.update_item(**kwargs)
         if user_id and (response.get("Attributes") or {}).get("user_linked", {}).get("S") != user_id:
             # First time this account is seen with this user: the link a user's purge reads.
-            self.write_calls += 1
             self._client.put_item(TableName=self.table_name, Item={
                 "pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"},
                 "account_id": {"S": account_id}})
@@ -398,7 +394,6 @@ class SyncStateStore:
     def begin_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, at: str) -> None:
         """From now on every message of the account is skipped (see purge_marker). The state keeps
         its other attributes until the purge ends; the account leaves the Lookups index at once."""
-        self.write_calls += 1
         self._client.update_item(
             TableName=self.table_name, Key=account_key(account_id),
             UpdateExpression="SET #status = :status, #removed = :removed, #reason = :reason, #at = :at "
@@ -411,7 +406,6 @@ class SyncStateStore:
     def finish_purge(self, account_id: str, *, removed_received_at_ms: int, reason: str, purged_at: str,
                      deleted: Mapping[str, int]) -> None:
         """Replace the account's state by the final marker: account id, times, counts. Nothing else."""
-        self.write_calls += 1
         self._client.put_item(TableName=self.table_name, Item={
             **account_key(account_id), "account_id": {"S": account_id}, "status": {"S": PURGED},
             "purged_at": {"S": purged_at}, "removed_received_at_ms": {"N": str(removed_received_at_ms)},
@@ -419,7 +413,6 @@ class SyncStateStore:
 
     def forget_purge(self, account_id: str) -> None:
         """Argyle reports the account connected again: it starts afresh (the marker goes)."""
-        self.write_calls += 1
         self._client.delete_item(TableName=self.table_name, Key=account_key(account_id))
 
     def archived_keys(self, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
@@ -468,7 +461,6 @@ class SyncStateStore:
             for round_no in range(max_rounds):
                 if round_no:
                     time.sleep(min(2.0, 0.05 * 2 ** round_no))  # throttled: back off before resending
-                self.write_calls += 1
                 response = self._client.batch_write_item(RequestItems={self.table_name: pending})
                 pending = (response.get("UnprocessedItems") or {}).get(self.table_name, [])
                 if not pending:
@@ -487,7 +479,6 @@ class SyncStateStore:
         item = {**user_key(user_id), "user_id": {"S": user_id},
                 "resource": _serializer.serialize(dict(resource)),
                 "synced_at": {"S": synced_at}, "received_at_ms": {"N": str(received_at_ms)}}
-        self.write_calls += 1
         try:
             self._client.put_item(
                 TableName=self.table_name, Item=item,
@@ -523,7 +514,6 @@ class SyncStateStore:
         if self._client.get_item(TableName=self.table_name, Key=event_key(dedupe_key), ConsistentRead=True,
                                  ProjectionExpression="pk").get("Item"):
             return False
-        self.write_calls += 1
         try:
             self._client.update_item(
                 TableName=self.table_name, Key=count_key(event, group_id),
@@ -540,7 +530,6 @@ class SyncStateStore:
             if not _conditional_failed(exc):
                 raise
             # Counted already, by an attempt of this record that failed before the archive: archive it now.
-        self.write_calls += 1
         try:
             self._client.put_item(
                 TableName=self.table_name,
