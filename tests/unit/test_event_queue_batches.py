@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from argyle_pipeline.aws.event_queue import EventQueue, QueuedEvent, QueueUnavailable
+from argyle_pipeline.aws.event_queue import EventQueue, MessageTooLarge, QueuedEvent, QueueUnavailable
 
 
 class FlakySqs:
@@ -56,3 +56,21 @@ def test_entries_still_failing_after_the_last_round_fail_the_run() -> None:
 
     assert len(sqs.batches) == 5
     assert waits == pytest.approx([0.2, 0.4, 0.8, 1.6])
+
+
+def test_an_event_too_large_for_sqs_fails_the_run_naming_its_size_before_its_batch_is_sent() -> None:
+    # Given three small events and, in the same batch of ten, one whose body alone exceeds SQS's 256 KiB
+    sqs = FlakySqs(failing_rounds=0)
+    too_large = QueuedEvent(
+        body=b'{"n": "' + b"x" * 262_144 + b'"}',
+        event_name="sync.changes",
+        group_id="account:a",
+        dedupe_key="9" * 64,
+        correlation_id="c",
+        received_at_ms=1,
+    )
+
+    # When they are sent, Then the run fails saying the message is too large, and none of the batch reached SQS
+    with pytest.raises(MessageTooLarge, match="exceeds 262144"):
+        EventQueue("https://sqs.example/q.fifo", sqs).send_many([*events(3), too_large], sleep=lambda _: None)
+    assert sqs.batches == []

@@ -41,6 +41,31 @@ def event_of_size(size: int) -> QueuedEvent:
     return made
 
 
+def base64_event_of_size(size: int) -> QueuedEvent:
+    """A webhook SQS cannot carry as text (it holds U+FFFE, valid JSON), so it travels as base64,
+    4/3 its size; its message (encoded body and attributes) is `size` bytes as SQS counts them."""
+
+    def event(body_length: int, correlation_id: str) -> QueuedEvent:
+        body = '{"note": "\ufffe'.encode() + b"x" * (body_length - 15) + b'"}'
+        return QueuedEvent(
+            body=body,
+            event_name="activities.added",
+            group_id="account:a",
+            dedupe_key="k" * 64,
+            correlation_id=correlation_id,
+            received_at_ms=1,
+        )
+
+    def overhead(correlation_id: str) -> int:  # the attributes: a 300-byte body is 400 in base64
+        return event(300, correlation_id).size() - 400
+
+    # The encoded body grows 4 bytes per 3: a longer correlation id reaches the sizes in between.
+    correlation_id = next(cid for cid in ("req-1", "req-1-", "req-1--", "req-1---") if (size - overhead(cid)) % 4 == 0)
+    made = event((size - overhead(correlation_id)) // 4 * 3, correlation_id)
+    assert made.encoded()[1] == "base64" and made.size() == size
+    return made
+
+
 def test_a_message_of_exactly_256_kib_is_sent():
     sqs = RecordingSqs()
     EventQueue("https://queue", sqs).send(event_of_size(SQS_LIMIT))
@@ -51,6 +76,24 @@ def test_one_byte_more_is_refused_before_sqs_sees_it():
     sqs = RecordingSqs()
     with pytest.raises(MessageTooLarge, match="262145 bytes exceeds 262144"):
         EventQueue("https://queue", sqs).send(event_of_size(SQS_LIMIT + 1))
+    assert sqs.sent == []
+
+
+def test_a_base64_message_of_exactly_256_kib_is_sent():
+    sqs = RecordingSqs()
+    EventQueue("https://queue", sqs).send(base64_event_of_size(SQS_LIMIT))
+    assert len(sqs.sent) == 1
+
+
+def test_a_body_well_under_256_kib_is_refused_when_its_base64_encoding_is_one_byte_too_many():
+    # Given a webhook of about 192 KiB that must travel as base64, which makes its message one byte too large
+    event = base64_event_of_size(SQS_LIMIT + 1)
+    assert len(event.body) < SQS_LIMIT * 3 // 4
+    sqs = RecordingSqs()
+
+    # When it is sent, Then it is refused as too large (the receiver answers 413), and SQS never sees it
+    with pytest.raises(MessageTooLarge, match="262145 bytes exceeds 262144"):
+        EventQueue("https://queue", sqs).send(event)
     assert sqs.sent == []
 
 
