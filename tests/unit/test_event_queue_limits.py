@@ -97,6 +97,21 @@ def test_a_body_well_under_256_kib_is_refused_when_its_base64_encoding_is_one_by
     assert sqs.sent == []
 
 
+
+def test_a_replay_of_a_message_at_the_limit_is_refused_when_its_replay_id_would_take_it_over():
+    # Given an archived webhook whose message is exactly 256 KiB, replayed with a replay id added
+    sqs = RecordingSqs()
+    queue = EventQueue("https://queue", sqs)
+
+    # When it is sent again with the operator's replay id, Then it is refused as too large (the
+    # operator reads MessageTooLarge, not the queue being unavailable), and SQS never sees it
+    with pytest.raises(MessageTooLarge, match="exceeds 262144"):
+        queue.send(event_of_size(SQS_LIMIT), extra_attributes={"replay_id": "r" * 32})
+    assert sqs.sent == []
+    # while a replay that fits exactly (the attribute's name, type and value: 9 + 6 + 32 bytes) is sent
+    queue.send(event_of_size(SQS_LIMIT - 47), extra_attributes={"replay_id": "r" * 32})
+    assert sqs.sent[0]["MessageAttributes"]["replay_id"]["StringValue"] == "r" * 32
+
 @pytest.mark.parametrize("body", [b'{"event": "a\x01b"}', b'{"a": "\xef\xbf\xbe"}', b"\xff\xfe not utf-8"],
                          ids=["ascii control character", "U+FFFE", "not UTF-8"])
 def test_a_body_sqs_cannot_carry_as_text_travels_as_base64_and_comes_back_byte_for_byte(body: bytes):

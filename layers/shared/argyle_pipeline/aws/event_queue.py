@@ -120,12 +120,18 @@ class QueuedEvent:
     @cached_property
     def _size(self) -> int:
         """Bytes SQS counts against its limit: the body plus each attribute's name, type and value."""
+        return self.body_size() + attributes_size(self.attributes())
+
+    def body_size(self) -> int:
         text, encoding = self.encoded()
         # "raw" text is the body's own UTF-8, so its size is the body's; base64 is ASCII.
-        total = len(self.body) if encoding == "raw" else len(text)
-        for name, attr in self.attributes().items():
-            total += len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
-        return total
+        return len(self.body) if encoding == "raw" else len(text)
+
+
+def attributes_size(attributes: dict[str, dict[str, str]]) -> int:
+    """What message attributes count against SQS's limit: each one's name, type and value."""
+    return sum(len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
+               for name, attr in attributes.items())
 
 
 class EventQueue:
@@ -159,11 +165,17 @@ class EventQueue:
     def send(self, event: QueuedEvent, extra_attributes: dict[str, str] | None = None) -> str:
         """Enqueue the raw body unchanged; returns the SQS message id. `extra_attributes` are for
         operator tools (a replay's id), never for what the receiver takes from a request."""
-        self.check_size(event)
         attributes = event.attributes()
         if extra_attributes:
             attributes = {**attributes, **{name: {"DataType": "String", "StringValue": attribute_text(value)}
                                            for name, value in extra_attributes.items()}}
+            # The added attributes count against SQS's limit too: a replay of a body near it is a
+            # MessageTooLarge here, not a refusal by SQS reported as the queue being unavailable.
+            size = event.body_size() + attributes_size(attributes)
+            if size > self.max_message_bytes:
+                raise MessageTooLarge(f"message of {size} bytes exceeds {self.max_message_bytes}")
+        else:
+            self.check_size(event)
         try:
             response = self._client.send_message(
                 QueueUrl=self._queue_url,
