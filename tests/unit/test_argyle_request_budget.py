@@ -238,6 +238,130 @@ def test_the_client_takes_a_token_before_every_request_and_shares_a_429():
     assert sleeps == [2.0]
 
 
+@pytest.mark.parametrize(("later", "writes"), [(1.0, 1), (1.5, 2)])
+def test_a_leased_token_is_used_within_one_second_and_dropped_after(later: float, writes: int):
+    # Given an invocation that leased 2 tokens in one store write and used one
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, lease=2)
+    budget.acquire()
+    # When its next request comes a second later, or later still
+    clock.now += later
+    budget.acquire()
+    # Then the leased token serves it up to a full second; after that it is dropped (kept longer, leased
+    # tokens could burst above the stack's rate) and a new one is taken from the store
+    assert sum(store.writes.values()) == writes
+
+
+def test_a_budget_spent_on_every_shard_reads_only_three_shards_before_waiting_for_the_refill():
+    # Given 8 shards of a 32 requests/s budget, all spent just now (a refill is 0.25 s away)
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=32.0, shards=8)
+    for shard in range(8):
+        store.shards[shard] = ShardState(0.0, clock.now, 0.0, 1)
+    # When a token is taken
+    budget.acquire()
+    # Then it read 3 shards (not all 8), slept once for the refill, then read and wrote one shard
+    assert clock.slept == [pytest.approx(0.25)]
+    assert budget.store_calls == 3 + 1 + 1
+
+
+@pytest.mark.parametrize(("retry_after", "waited"), [(60.0, True), (60.5, False)])
+def test_without_a_deadline_a_token_is_waited_for_a_minute_at_most(retry_after: float, waited: bool):
+    # Given an invocation with no deadline set, and Argyle's Retry-After of a minute, or a little more
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1)
+    budget.slow_down(retry_after)
+    # When it asks for a token
+    if waited:
+        budget.acquire()
+    else:
+        with pytest.raises(RateBudgetExhausted):
+            budget.acquire()
+    # Then a wait of a minute is slept out; a longer one is handed on at once, without sleeping
+    assert clock.slept == ([retry_after] if waited else [])
+
+
+@pytest.mark.parametrize(("rate", "shards", "lease"), [(1.0, 8, 2), (0.5, 8, 2), (10.0, 1, 2), (10.0, 8, 1)])
+def test_a_budget_of_one_request_a_second_one_shard_or_one_token_leases_works(rate: float, shards: int, lease: int):
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=rate, shards=shards, lease=lease)
+    budget.acquire()
+    assert sum(store.writes.values()) == 1 and clock.slept == []
+
+
+def test_a_fresh_stack_lets_through_at_most_one_seconds_budget_at_once():
+    # Given a stack budget of 2 requests/s over 2 shards (1 request/s each), never used
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, rate=2.0, shards=2)
+    # When 3 requests come at once
+    budget.acquire()
+    budget.acquire()
+    assert clock.slept == []
+    budget.acquire()
+    # Then the third waited: one second's budget, 2 requests, went at once, and no more
+    assert sum(clock.slept) > 0
+
+
+def test_the_tokens_leased_as_a_pause_ends_are_all_used():
+    # Given an invocation that waited out a 5 s Retry-After and then leased 2 tokens in one write
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, lease=2)
+    budget.slow_down(5.0)
+    budget.acquire()
+    assert clock.slept == [5.0] and sum(store.writes.values()) == 1
+    # When its next request comes at the same moment
+    budget.acquire()
+    # Then the second leased token serves it: none of the stack's budget is thrown away
+    assert sum(store.writes.values()) == 1
+
+
+def test_a_request_the_moment_a_pause_ends_takes_its_token_from_the_stack():
+    # Given every shard paused for 5 s by another invocation's 429
+    store, clock = MemoryBudgetStore(), Clock()
+    first, second = budgets(store, clock, 2)
+    first.slow_down(5.0)
+    # When the other invocation asks for a token exactly when the pause ends
+    clock.now += 5.0
+    second.acquire()
+    # Then it waited for nothing, and its token was taken from the stack's budget (a store write)
+    assert clock.slept == [] and sum(store.writes.values()) == 1
+
+
+@pytest.mark.parametrize("retry_after", [0.0, 0.25])
+def test_a_retry_after_under_a_second_pauses_only_that_long(retry_after: float):
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1)
+    start = clock.now
+    budget.slow_down(retry_after)
+    budget.acquire()
+    assert clock.now - start == pytest.approx(retry_after)
+
+
+def test_a_429_leaves_an_invocation_no_token_it_did_not_take_from_the_stack():
+    # Given an invocation that has used both tokens of its lease (one store write)
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, lease=2)
+    budget.acquire()
+    budget.acquire()
+    # When Argyle answers 429 with Retry-After: 0, and the invocation makes its next request
+    budget.slow_down(0.0)
+    budget.acquire()
+    # Then that request's token was taken from the stack's budget: 3 requests, 2 leases of 2 written
+    assert sum(store.writes.values()) == 2
+
+
+def test_a_429_is_shared_by_one_store_write_per_shard_each_counted():
+    # Given a budget of 8 shards
+    store, clock = MemoryBudgetStore(), Clock()
+    (budget,) = budgets(store, clock, 1, shards=8)
+    # When Argyle answers 429
+    budget.slow_down(5.0)
+    # Then each shard was paused once, and the budget counts those 8 store calls (what benchmarks report)
+    assert budget.store_calls == 8
+    assert sorted(store.shards) == list(range(8))
+    assert {state.paused_until for state in store.shards.values()} == {clock.now + 5.0}
+
+
 # --- the DynamoDB store -----------------------------------------------------------------------------
 
 

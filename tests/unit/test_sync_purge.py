@@ -366,3 +366,97 @@ def test_a_purge_a_reconnection_finishes_is_recorded_as_a_removal_by_argyle():
     assert stored(world, ACCOUNT) == []
     # And the retry starts the account afresh
     assert world.deliver(body, received_at_ms=90_000)["action"] == "synced" and len(stored(world, ACCOUNT)) == 4
+
+
+def deliver_one_queued(world: World, remaining_ms: int) -> dict[str, Any]:
+    """The next queued message (a purge's next part), processed alone."""
+    message = message_from_sqs_record(record_for(world.queue.sent.pop(0)))
+    return world.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
+
+
+def test_a_large_purge_deletes_at_most_a_thousand_activities_or_five_hundred_archived_bodies_a_part():
+    # Given a large account: 1,500 activities and 700 archived webhooks (kept 90 days) of its own
+    world = World()
+    world.synced(ACCOUNT, 1_500)
+    group = f"account:{ACCOUNT}"
+    kept: dict[str, Any] = {"processed_at": "t", "expires_at": 10**10, "group_id": group}
+    for n in range(699):  # with the fully_synced archived by the sync: 700
+        world.state.archive_event(f"old-{n}", "activities.updated", b"{}", received_at_ms=n, **kept)
+    world.argyle.revoke(ACCOUNT)
+    # When it is purged by messages that each have time for only one step
+    outcomes = [world.deliver(removed_body(), remaining_ms=1)]
+    left = []
+    while world.queue.sent:
+        outcomes.append(deliver_one_queued(world, remaining_ms=1))
+        archived = sum(entry["group"] == group for entry in world.state.archive.values())
+        left.append((len(stored(world, ACCOUNT)), archived))
+    # Then each part deleted one bounded batch: 1,000 activities, then 500 archived bodies, at most
+    # (what is left after each part: activities, archived bodies)
+    assert left[:5] == [(500, 700), (0, 700), (0, 700), (0, 200), (0, 0)]
+    assert outcomes[-1]["action"] == "purged"
+    assert outcomes[-1]["purged"] == {"activities": 1_500, "archived_events": 701, "user_profiles": 1}
+
+
+def test_the_parts_of_a_long_purge_are_numbered_one_after_another():
+    world = World()
+    world.synced(ACCOUNT, 30)
+    world.argyle.revoke(ACCOUNT)
+    first = world.deliver(removed_body(), remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    parts = [(o["part"], o["continuation_part"]) for o in [first, *rest]]
+    assert len(parts) > 3 and parts == [(n, n + 1) for n in range(len(parts) - 1)] + [(len(parts) - 1, None)]
+
+
+def test_a_purge_with_exactly_the_margin_left_is_finished_in_the_same_message():
+    # Given a purge that starts with exactly the time the sync keeps in reserve for handing work on
+    world = World()
+    world.synced(ACCOUNT, 30)
+    world.argyle.revoke(ACCOUNT)
+    margin = world.sync.ctx.options.continuation_margin_ms
+    # When it runs
+    outcome = world.deliver(removed_body(), remaining_ms=margin)
+    # Then it is not short of time: it finishes in this message, nothing is queued
+    assert outcome["action"] == "purged" and world.queue.sent == []
+    assert stored(world, ACCOUNT) == []
+
+
+def test_the_users_archived_webhooks_are_counted_exactly_when_the_accounts_own_have_expired():
+    # Given a purged account's archive already expired (kept 90 days), its user's profile webhook not
+    world = World()
+    world.synced(ACCOUNT, 5)
+    for key in [k for k, entry in world.state.archive.items() if entry["group"] == f"account:{ACCOUNT}"]:
+        del world.state.archive[key]
+    world.argyle.revoke(ACCOUNT)
+    # When the account is removed
+    outcome = world.deliver(removed_body())
+    # Then the receipt counts the one archived body deleted: the user's
+    assert outcome["purged"] == {"activities": 5, "archived_events": 1, "user_profiles": 1}
+    assert world.state.accounts[ACCOUNT]["deleted"]["archived_events"] == 1
+
+
+def test_a_purge_message_that_came_without_a_message_group_continues_in_the_accounts_group():
+    # Given an erasure request delivered without a message group (sent by hand, outside the FIFO queue)
+    world = World()
+    world.synced(ACCOUNT, 30)
+    now = world.clock_ms + 1
+    job = PurgeJob(account=ACCOUNT, user=USER, request_id="erasure-0003", reason="erasure", removed_received_at_ms=now)
+    message = SyncMessage(body=job.body(), group_id="", correlation_id="corr", received_at_ms=now)
+    # When it runs out of time after its first step
+    outcome = world.sync.process(message, parse_message(message), lambda: 1).as_dict()
+    # Then its next part is queued in the account's group, in order with the account's webhooks
+    assert outcome["action"] == "continued"
+    assert [sent.group_id for sent in world.queue.sent] == [f"account:{ACCOUNT}"]
+
+
+def test_a_purge_recorded_as_removed_at_time_zero_still_runs_all_its_parts():
+    # Given an erasure request whose removal time is 0 (the earliest a request may carry)
+    world = World()
+    world.synced(ACCOUNT, 30)
+    job = PurgeJob(account=ACCOUNT, user=USER, request_id="erasure-0004", reason="erasure", removed_received_at_ms=0)
+    # When it runs across several messages
+    first = world.deliver(job.body(), remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    # Then its later parts know the purge as their own and finish it
+    assert first["action"] == "continued" and rest[-1]["action"] == "purged"
+    assert "skipped" not in [o["action"] for o in rest]
+    assert stored(world, ACCOUNT) == [] and world.state.accounts[ACCOUNT]["status"] == "purged"
