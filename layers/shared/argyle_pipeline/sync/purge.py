@@ -44,7 +44,6 @@ from argyle_pipeline.sync.outcome import SyncOutcome
 
 ACTIVITIES_PER_STEP = 1_000
 ARCHIVE_PER_STEP = 500
-PLENTY_MS = 10**9
 
 
 class AccountStillConnected(Exception):
@@ -113,11 +112,11 @@ class Purge:
         if job.part and not self._still_ours(job):
             outcome.action = "skipped"  # the account was connected again meanwhile: nothing to delete
             return outcome
-        steps = 0
+        stepped = False  # each message makes one step at least, however little time is left
         while job.stage != "done":
-            if steps and remaining_ms() < self.ctx.options.continuation_margin_ms:
+            if stepped and remaining_ms() < self.ctx.options.continuation_margin_ms:
                 return self._continue(job, message, outcome)
-            steps += 1
+            stepped = True
             self._step(job, outcome)
         outcome.action = "purged"
         outcome.purged = dict(job.deleted)
