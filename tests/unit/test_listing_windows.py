@@ -16,10 +16,11 @@ from argyle_pipeline.argyle.api_versions import V2
 from argyle_pipeline.argyle.client import ActivityPage, ArgyleUnavailable, PageLimitExceeded
 from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
-from argyle_pipeline.sync.listing_windows import plan_windows, split_start_range, window_ranges
+from argyle_pipeline.sync.listing_windows import list_windows, plan_windows, split_start_range, window_ranges
 from argyle_pipeline.sync.messages import (
     CONTINUATION_EVENT,
     Continuation,
+    ListingWindow,
     ReconcileJob,
     ResyncRequest,
     SyncMessage,
@@ -106,7 +107,7 @@ def deliver_queued(sync: ActivitySync, queue: MemoryQueue, remaining: int = PLEN
 
 
 def drain(sync: ActivitySync, queue: MemoryQueue, remaining: int = PLENTY) -> list[dict[str, Any]]:
-    outcomes = []
+    outcomes: list[dict[str, Any]] = []
     for _ in range(200):
         if not queue.sent:
             return outcomes
@@ -330,6 +331,39 @@ def test_a_range_open_at_one_end_is_never_split(from_start_date: str | None, to_
     assert plan is None and argyle.count_requests == []
 
 
+def test_a_large_listing_is_split_into_two_windows_when_two_are_configured():
+    # Given 300 activities (above the threshold) and a sync configured to list in two windows
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities, windows=2)
+    # When its fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then two disjoint windows listed it, and the copy is exact and recorded
+    assert len(listed_ranges(argyle)) == 2 and outcome["completed"] and outcome["exact"]
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and sum(activities.upsert_many_calls) == 300
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced" and queue.sent == []
+
+
+@pytest.mark.parametrize("given", ["available_from", "available_to"])
+def test_a_large_fully_synced_giving_only_one_bound_of_its_range_is_still_listed_in_windows(given: str):
+    # Given 300 activities and a fully_synced that gives only one of available_from / available_to
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    start, end = range_of(docs)
+    bound = start if given == "available_from" else end
+    assert bound is not None
+    body = webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_count=300,
+                        **{given: bound})
+    sync, queue, state = make_sync(argyle, activities)
+    # When it is processed
+    outcome = deliver(sync, body)
+    # Then the whole account was listed in windows (cut over every possible date: there is no span
+    # to cut evenly), and the copy is exact and recorded
+    assert len(listed_ranges(argyle)) == WINDOWS and outcome["completed"] and outcome["exact"]
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced" and queue.sent == []
+
+
 # --- continuations, changes, failures --------------------------------------------------------------
 
 def test_several_windows_continue_in_one_message_each_on_its_exact_cursor():
@@ -471,6 +505,243 @@ def test_argyle_giving_out_in_one_window_stops_the_others_after_their_page_in_ha
     # And the continuation still finishes the copy exactly
     drain(sync, queue)
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+class WindowThreadsArgyle(SharedArgyle):
+    """Remembers which window's thread started each listing (by its from_start_date), and tells
+    when each listing began asking for its second page."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window_of: dict[int, str | None] = {}
+        self.second_page_asked: dict[str | None, threading.Event] = {}
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        with self.lock:
+            self.window_of[threading.get_ident()] = from_start_date
+            asked = self.second_page_asked.setdefault(from_start_date, threading.Event())
+        return self._telling(super().list_activity_pages(account, from_start_date, to_start_date, cursor), asked)
+
+    @staticmethod
+    def _telling(pages: Iterator[ActivityPage], asked: threading.Event) -> Iterator[ActivityPage]:
+        for page in pages:
+            yield page
+            asked.set()  # resumed after a page: the next one is being asked for
+
+
+def test_each_window_fetches_its_next_page_while_it_writes_the_current_one():
+    # Given 300 activities (4 windows of 3 pages), and each window's first write waiting until that
+    # window's second page has been asked for
+    argyle = WindowThreadsArgyle(page_limit=PAGE)
+    docs = argyle.add(ACCOUNT, 300)
+    first_write_done: set[str | None] = set()
+
+    class FirstWritesWait(LockedActivities):
+        def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                        resync_marker: str | None = None) -> UpsertResult:
+            window = argyle.window_of[threading.get_ident()]
+            if window not in first_write_done:
+                first_write_done.add(window)
+                if not argyle.second_page_asked[window].wait(WAIT_S):
+                    pytest.fail("the window's next page was not asked for while its page was written")
+            return super().upsert_many(activities, synced_at, resync_marker=resync_marker)
+
+    activities = FirstWritesWait()
+    sync, queue, _ = make_sync(argyle, activities)
+    # When its fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then every window had its next page on the way while it wrote its first one (else the write
+    # above fails), and the copy is exact, each page listed once
+    assert outcome["completed"] and len(first_write_done) == WINDOWS and outcome["pages"] == 12
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and queue.sent == []
+    assert not window_threads()
+
+
+class ClosingSource(FakeArgyle):
+    """One window's own Argyle client: remembers the thread of its window, and tells when its
+    listing was closed (the window is done with it)."""
+
+    def __init__(self, accounts: dict[str, dict[str, dict[str, Any]]]) -> None:
+        super().__init__(page_limit=PAGE)
+        self.accounts = accounts
+        self.window_thread: threading.Thread | None = None
+        self.closed = threading.Event()
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        self.window_thread = threading.current_thread()
+        return self._closing(super().list_activity_pages(account, from_start_date, to_start_date, cursor))
+
+    def _closing(self, pages: Iterator[ActivityPage]) -> Iterator[ActivityPage]:
+        try:
+            yield from pages
+        finally:
+            self.closed.set()
+
+
+def test_once_one_window_finds_the_invocation_short_of_time_no_other_window_starts_another_page():
+    # Given two windows of 3 pages each, each with its own client; window B reads the clock just
+    # before the deadline passes (after its first page), while window A's first write ends just
+    # after it, so A is the one that finds the time short
+    argyle = FakeArgyle(page_limit=PAGE)
+    argyle.add(ACCOUNT, 150)
+    a, b = ClosingSource(argyle.accounts), ClosingSource(argyle.accounts)
+    windows = [ListingWindow(from_start_date=iso(BASE_TIME), to_start_date=iso(BASE_TIME + timedelta(hours=74))),
+               ListingWindow(from_start_date=iso(BASE_TIME + timedelta(hours=75)),
+                             to_start_date=iso(BASE_TIME + timedelta(hours=149)))]
+    deadline_passed = threading.Event()
+    writers: list[threading.Thread] = []
+    b_read_the_clock_after_writing = False
+
+    class SlowWrites(LockedActivities):
+        def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                        resync_marker: str | None = None) -> UpsertResult:
+            if threading.current_thread() is a.window_thread:
+                assert deadline_passed.wait(WAIT_S)  # A's write ends after the deadline
+            writers.append(threading.current_thread())
+            return super().upsert_many(activities, synced_at, resync_marker=resync_marker)
+
+    def out_of_time() -> bool:
+        nonlocal b_read_the_clock_after_writing
+        me = threading.current_thread()
+        if me is b.window_thread and me in writers and not b_read_the_clock_after_writing:
+            b_read_the_clock_after_writing = True
+            reading = deadline_passed.is_set()  # B reads the clock: not yet ...
+            deadline_passed.set()  # ... then the deadline passes, and B is paused until A is done
+            assert a.closed.wait(WAIT_S)
+            return reading
+        return deadline_passed.is_set()
+
+    store = SlowWrites()
+    # When the windows are listed
+    run = list_windows(ACCOUNT, windows, clients=[a, b], store=store, now=lambda: iso(BASE_TIME),
+                       marker=None, on_written=lambda _result, _rows: None, out_of_time=out_of_time)
+    # Then B, though its own reading said there was time, stopped with A: each window wrote its
+    # first page only and hands on the cursor of its second
+    assert b_read_the_clock_after_writing
+    assert run.pages == 2 and store.upsert_many_calls == [PAGE, PAGE]
+    assert [w.cursor for w in windows] == [{"offset": str(PAGE)}] * 2 and not any(w.done for w in windows)
+    assert not window_threads()
+
+
+class FailingFirstWindowArgyle(SharedArgyle):
+    """The window whose first page holds `first_id` is the failing one: every other window asks
+    for each page after its first only once the failing window's listing has been closed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first_id: str | None = None
+        self.failing_window_closed = threading.Event()
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        failing = False
+        try:
+            for taken, page in enumerate(super().list_activity_pages(account, from_start_date, to_start_date,
+                                                                     cursor), start=1):
+                if taken == 1:
+                    failing = any(activity.id == self.first_id for activity in page.activities)
+                yield page
+                if not failing:
+                    assert self.failing_window_closed.wait(WAIT_S)
+        finally:
+            if failing:
+                self.failing_window_closed.set()
+
+
+def test_a_write_failing_once_in_one_window_stops_the_others_after_their_page_in_hand():
+    # Given 300 activities (4 windows of 3 pages), the first write of the earliest window failing
+    # once (the other windows' writes succeed), and the other windows' later pages answered only
+    # once the failing window is done with its listing
+    argyle = FailingFirstWindowArgyle(page_limit=PAGE)
+    docs = argyle.add(ACCOUNT, 300)
+    argyle.first_id = docs[0]["id"]
+    failed: list[bool] = []
+
+    class FailingOnce(LockedActivities):
+        def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                        resync_marker: str | None = None) -> UpsertResult:
+            if not failed and any(activity.id == docs[0]["id"] for activity in activities):
+                failed.append(True)
+                raise RuntimeError("DynamoDB write failed")
+            return super().upsert_many(activities, synced_at, resync_marker=resync_marker)
+
+    activities = FailingOnce()
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced is processed, the write's error is the record's error
+    with pytest.raises(RuntimeError, match="DynamoDB write failed"):
+        deliver(sync, fully_synced(docs))
+    # Then the other windows did not list on to their ends: each wrote at most its first page and
+    # the one it had in hand when the failing window stopped
+    assert len(activities.upsert_many_calls) <= 2 * (WINDOWS - 1)
+    assert not window_threads() and queue.sent == [] and ACCOUNT not in state.accounts
+    # And when the record comes back (the same body), the copy is exact
+    deliver(sync, fully_synced(docs))
+    drain(sync, queue)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_windows_that_end_in_different_parts_leave_the_longer_ones_to_finish_exactly():
+    # Given 300 hourly activities and 50 more in the first quarter of their span, so that the first
+    # window has 5 pages and the others 3, listed in invocations always short of time (one page per
+    # window each)
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    docs += [argyle.add_dated(ACCOUNT, 1000 + n, BASE_TIME + timedelta(hours=n, minutes=30)) for n in range(50)]
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced and its continuations are processed
+    first = deliver(sync, fully_synced(docs), remaining=60_000)
+    outcomes = drain(sync, queue, remaining=60_000)
+    # Then the last two parts listed the first window alone, and the copy is exact and recorded
+    assert first["pages"] == WINDOWS and [o["pages"] for o in outcomes] == [WINDOWS, WINDOWS, 1, 1]
+    assert outcomes[-1]["completed"] and state.accounts[ACCOUNT]["status"] == "fully_synced"
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and sum(activities.upsert_many_calls) == 350
+
+
+class LaggingCountArgyle(SharedArgyle):
+    """Argyle whose `count` lags: every page of a listing call reports the count of its first page."""
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        first_count: int | None = None
+        for page in super().list_activity_pages(account, from_start_date, to_start_date, cursor):
+            first_count = page.count if first_count is None else first_count
+            yield ActivityPage(page.activities, page.next_cursor, first_count)
+
+
+def test_a_window_that_lists_fewer_rows_than_a_lagging_count_makes_another_pass_that_ends_exact():
+    # Given 300 activities at an Argyle whose count lags, which removes an early activity once every
+    # window has read its first page: the first window's offset pages then skip one activity, while
+    # its count still says 75
+    argyle, activities = LaggingCountArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    changed = threading.Event()
+    change_lock = threading.Lock()
+
+    def remove_once(account: str | None) -> None:
+        with change_lock:
+            if changed.is_set():
+                return
+            argyle.await_first_pages(WINDOWS)
+            changed.set()
+            argyle.remove(ACCOUNT, docs[1]["id"])
+
+    argyle.between_pages = remove_once
+    sync, queue, state = make_sync(argyle, activities)
+    # When the fully_synced and whatever it queues are processed
+    first = deliver(sync, fully_synced(docs))
+    outcomes = drain(sync, queue)
+    # Then the rows that fell short of the count were noticed, a second pass ran, and the copy is
+    # exact: the skipped activity stored, the removed one removed
+    assert first["relisted"] and outcomes and outcomes[-1]["listing_pass"] == 2
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert docs[25]["id"] in activities.live(ACCOUNT) and docs[1]["id"] not in activities.live(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
 
 
 class CappedArgyle(SharedArgyle):
