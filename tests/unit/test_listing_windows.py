@@ -627,6 +627,56 @@ def test_once_one_window_finds_the_invocation_short_of_time_no_other_window_star
     assert not window_threads()
 
 
+
+class SecondPageWaitsFor(ClosingSource):
+    """A window's client whose second page (fetched ahead while the first is written) is answered
+    only once `release` is set."""
+
+    def __init__(self, accounts: dict[str, dict[str, dict[str, Any]]], release: threading.Event) -> None:
+        super().__init__(accounts)
+        self.release = release
+
+    def _closing(self, pages: Iterator[ActivityPage]) -> Iterator[ActivityPage]:
+        try:
+            for taken, page in enumerate(pages):
+                if taken == 1:
+                    assert self.release.wait(WAIT_S)
+                yield page
+        finally:
+            self.closed.set()
+
+
+def test_a_failing_window_stops_the_others_without_waiting_for_its_own_fetch_in_flight():
+    # Given two windows of 6 pages each; window A's first write fails while its second page, fetched
+    # ahead, is answered by Argyle only once window B has stopped listing
+    argyle = FakeArgyle(page_limit=PAGE)
+    argyle.add(ACCOUNT, 300)
+    b = ClosingSource(argyle.accounts)
+    a = SecondPageWaitsFor(argyle.accounts, release=b.closed)
+    windows = [ListingWindow(from_start_date=iso(BASE_TIME), to_start_date=iso(BASE_TIME + timedelta(hours=149))),
+               ListingWindow(from_start_date=iso(BASE_TIME + timedelta(hours=150)),
+                             to_start_date=iso(BASE_TIME + timedelta(hours=299)))]
+    a_failed = threading.Event()
+
+    class FailingInA(LockedActivities):
+        def upsert_many(self, activities: Sequence[Any], synced_at: str, *,
+                        resync_marker: str | None = None) -> UpsertResult:
+            if threading.current_thread() is a.window_thread:
+                a_failed.set()
+                raise RuntimeError("DynamoDB write failed")
+            assert a_failed.wait(WAIT_S)  # B writes once A has failed
+            return super().upsert_many(activities, synced_at, resync_marker=resync_marker)
+
+    store = FailingInA()
+    # When the windows are listed, the write's error is the listing's error
+    with pytest.raises(RuntimeError, match="DynamoDB write failed"):
+        list_windows(ACCOUNT, windows, clients=[a, b], store=store, now=lambda: iso(BASE_TIME), marker=None,
+                     on_written=lambda _result, _rows: None, out_of_time=lambda: False)
+    # Then B stopped after the page in hand, not at the end of its listing: A's fetch in flight
+    # (which waits for B here, as a slow Argyle answer would not) did not hold the stop back
+    assert len(store.upsert_many_calls) <= 2
+    assert a.closed.is_set() and b.closed.is_set() and not window_threads()
+
 class FailingFirstWindowArgyle(SharedArgyle):
     """The window whose first page holds `first_id` is the failing one: every other window asks
     for each page after its first only once the failing window's listing has been closed."""

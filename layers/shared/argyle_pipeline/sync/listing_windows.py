@@ -24,8 +24,9 @@ error is raised, and the record fails with its message's cursors, as a sequentia
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,44 +161,49 @@ def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Seq
     stop = threading.Event()
     lock = threading.Lock()
 
+    def list_pages(window: ListingWindow, prefetch: PagePrefetch) -> None:
+        wrote = False
+        # At least one page per invocation, so every window progresses however short the time.
+        while not wrote or not stop.is_set():
+            try:
+                page = prefetch.take()
+            except ArgyleUnavailable as exc:
+                with lock:
+                    run.unavailable = run.unavailable or exc
+                stop.set()
+                return
+            except PageLimitExceeded as exc:
+                if not exc.next_cursor:
+                    raise
+                window.cursor = dict(exc.next_cursor)  # the client's cap: a new part goes on
+                return
+            if page is None:
+                window.done, window.cursor = True, {}
+                return
+            if page.next_cursor and not stop.is_set() and not out_of_time():
+                prefetch.start_next()  # this window's next page comes while this one is written
+            result = store.upsert_many(page.activities, now(), resync_marker=marker)
+            wrote = True
+            note_counts(window.counts, page.count, len(page.activities))
+            with lock:
+                on_written(result, len(page.activities))
+                run.pages += 1
+            if not page.next_cursor:
+                window.done, window.cursor = True, {}
+                return
+            window.cursor = dict(page.next_cursor)  # only now: the page before it is written
+            if out_of_time():
+                stop.set()
+                return
+
     def list_one(window: ListingWindow, client: ActivitySource) -> None:
-        taken = 0
         try:
             pages = client.list_activity_pages(account, window.from_start_date, window.to_start_date,
                                                cursor=dict(window.cursor) or None)
-            with PagePrefetch(pages) as prefetch:
-                # At least one page per invocation, so every window progresses however short the time.
-                while taken == 0 or not stop.is_set():
-                    try:
-                        page = prefetch.take()
-                    except ArgyleUnavailable as exc:
-                        with lock:
-                            run.unavailable = run.unavailable or exc
-                        stop.set()
-                        return
-                    except PageLimitExceeded as exc:
-                        if not exc.next_cursor:
-                            raise
-                        window.cursor = dict(exc.next_cursor)  # the client's cap: a new part goes on
-                        return
-                    if page is None:
-                        window.done, window.cursor = True, {}
-                        return
-                    if page.next_cursor and not stop.is_set() and not out_of_time():
-                        prefetch.start_next()  # this window's next page comes while this one is written
-                    result = store.upsert_many(page.activities, now(), resync_marker=marker)
-                    taken += 1
-                    note_counts(window.counts, page.count, len(page.activities))
-                    with lock:
-                        on_written(result, len(page.activities))
-                        run.pages += 1
-                    if not page.next_cursor:
-                        window.done, window.cursor = True, {}
-                        return
-                    window.cursor = dict(page.next_cursor)  # only now: the page before it is written
-                    if out_of_time():
-                        stop.set()
-                        return
+            # On an error the other windows are stopped first; the prefetch's close then waits for
+            # its fetch in flight.
+            with PagePrefetch(pages) as prefetch, _stop_on_error(stop):
+                list_pages(window, prefetch)
         except BaseException as exc:  # re-raised in the caller's thread, after every thread ended
             with lock:
                 run.errors.append(exc)
@@ -205,11 +211,19 @@ def list_windows(account: str, windows: Sequence[ListingWindow], *, clients: Seq
 
     pool = ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="argyle-window")
     try:
-        futures = [pool.submit(list_one, window, client) for window, client in zip(pending, clients, strict=False)]
+        for window, client in zip(pending, clients, strict=False):
+            pool.submit(list_one, window, client)  # list_one keeps every error it meets in run.errors
     finally:
         pool.shutdown(wait=True)  # no window's thread outlives the invocation's handling
     if run.errors:
         raise run.errors[0]
-    for future in futures:
-        future.result()  # an error outside a window's own handling (closing its pages) is not lost
     return run
+
+
+@contextmanager
+def _stop_on_error(stop: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        raise
