@@ -107,6 +107,22 @@ def test_a_ranged_listing_records_what_it_covered_but_no_data_as_of() -> None:
     assert "data_as_of" not in state
 
 
+def test_a_fully_synced_listing_of_a_range_open_at_one_end_records_no_data_as_of() -> None:
+    # Given the option to list only a fully_synced's own range, and one that names no end
+    world = World(whole_account=False)
+    world.argyle.add(ACCOUNT, 5)
+    body = webhook_body("activities.fully_synced", account=ACCOUNT, user=USER,
+                        available_from="2024-01-01T00:00:00Z", available_to=None, available_count=5)
+    # When it is processed
+    outcome = world.deliver(body)
+    # Then what it covered is recorded, but not as an exact copy of the account (activities before
+    # its start, or without a start date, were not listed)
+    state = world.state.accounts[ACCOUNT]
+    assert outcome["completed"] and not outcome["exact"]
+    assert state["last_sync"]["from"] == "2024-01-01T00:00:00Z"
+    assert "data_as_of" not in state
+
+
 def test_a_listing_that_continues_records_nothing_until_its_last_part() -> None:
     world = World(page_limit=10, margin_ms=10**12)  # always short of time: one page per part
     docs = world.argyle.add(ACCOUNT, 25)
