@@ -145,6 +145,21 @@ def test_a_reconcile_records_data_as_of_and_the_counts_it_compared() -> None:
     assert state["data_as_of"] == state["last_sync"]["at"]
 
 
+def test_an_account_whose_connection_failed_is_recorded_failed_and_an_update_without_its_account_changes_nothing():
+    # Given a connected account
+    world = World()
+    world.deliver(webhook_body("accounts.connected", account=ACCOUNT, user=USER))
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "connected"
+    # When Argyle reports an accounts.updated without the account object, the status is kept
+    quiet = world.deliver(webhook_body("accounts.updated", account=ACCOUNT, user=USER), received_at_ms=2)
+    assert quiet["connection_status"] is None
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "connected"
+    # And when Argyle reports accounts.failed, the account is recorded as failed
+    failed = world.deliver(webhook_body("accounts.failed", account=ACCOUNT, user=USER), received_at_ms=3)
+    assert failed["connection_status"] == "failed"
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "failed"
+
+
 def test_an_account_argyle_reports_in_error_shows_disconnected_with_its_error_code_until_it_reconnects() -> None:
     # Given a synced account
     world = World()

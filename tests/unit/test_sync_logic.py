@@ -338,6 +338,17 @@ def test_an_updated_event_checked_in_one_run_records_the_accounts_last_sync():
                                                           "at": "1970-01-01T01:16:40.000Z"}
 
 
+def test_the_change_batches_of_a_large_updated_event_are_numbered_on_from_its_own_part():
+    # Given an activities.updated naming 5 ids, checked 2 per run
+    world = World(changes_per_part=2)
+    docs = world.argyle.add(ACCOUNT, 5)
+    # When it is processed (part 0: the webhook itself) and its change batches after it
+    first = world.deliver(updated_naming([d["id"] for d in docs]))
+    batches = [world.deliver_queued(q) for q in list(world.queue.sent)]
+    # Then the batches are parts 1 and 2, as an operator following the event's parts expects
+    assert first["part"] == 0 and [b["part"] for b in batches] == [1, 2]
+
+
 def test_users_fully_synced_stores_the_resource_as_sent():
     # Given a users.fully_synced webhook with a resource (and a field the model does not know)
     world = World()
