@@ -107,6 +107,22 @@ def test_a_ranged_listing_records_what_it_covered_but_no_data_as_of() -> None:
     assert "data_as_of" not in state
 
 
+def test_a_fully_synced_listing_of_a_range_open_at_one_end_records_no_data_as_of() -> None:
+    # Given the option to list only a fully_synced's own range, and one that names no end
+    world = World(whole_account=False)
+    world.argyle.add(ACCOUNT, 5)
+    body = webhook_body("activities.fully_synced", account=ACCOUNT, user=USER,
+                        available_from="2024-01-01T00:00:00Z", available_to=None, available_count=5)
+    # When it is processed
+    outcome = world.deliver(body)
+    # Then what it covered is recorded, but not as an exact copy of the account (activities before
+    # its start, or without a start date, were not listed)
+    state = world.state.accounts[ACCOUNT]
+    assert outcome["completed"] and not outcome["exact"]
+    assert state["last_sync"]["from"] == "2024-01-01T00:00:00Z"
+    assert "data_as_of" not in state
+
+
 def test_a_listing_that_continues_records_nothing_until_its_last_part() -> None:
     world = World(page_limit=10, margin_ms=10**12)  # always short of time: one page per part
     docs = world.argyle.add(ACCOUNT, 25)
@@ -127,6 +143,21 @@ def test_a_reconcile_records_data_as_of_and_the_counts_it_compared() -> None:
     # Stored 11 before the repair, 1 missing written: 12, as Argyle counts
     assert state["last_counts"]["stored_live"] == 12 and state["last_counts"]["argyle_count"] == 12
     assert state["data_as_of"] == state["last_sync"]["at"]
+
+
+def test_an_account_whose_connection_failed_is_recorded_failed_and_an_update_without_its_account_changes_nothing():
+    # Given a connected account
+    world = World()
+    world.deliver(webhook_body("accounts.connected", account=ACCOUNT, user=USER))
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "connected"
+    # When Argyle reports an accounts.updated without the account object, the status is kept
+    quiet = world.deliver(webhook_body("accounts.updated", account=ACCOUNT, user=USER), received_at_ms=2)
+    assert quiet["connection_status"] is None
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "connected"
+    # And when Argyle reports accounts.failed, the account is recorded as failed
+    failed = world.deliver(webhook_body("accounts.failed", account=ACCOUNT, user=USER), received_at_ms=3)
+    assert failed["connection_status"] == "failed"
+    assert world.state.accounts[ACCOUNT]["connection_status"] == "failed"
 
 
 def test_an_account_argyle_reports_in_error_shows_disconnected_with_its_error_code_until_it_reconnects() -> None:

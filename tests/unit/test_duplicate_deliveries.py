@@ -169,6 +169,24 @@ def test_every_repeat_after_a_run_is_read_and_an_sqs_redelivery_of_one_runs_it_o
                                           f"{world.idempotency.runs[0]}@20050"]
 
 
+def test_a_repeat_reports_every_earlier_run_and_its_sqs_redelivery_reports_none():
+    # Given one body run at t=10 s and run again for a copy received at t=20 s
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 1)
+    body = updated_body([docs[0]["id"]], docs)
+    world.process(body, received_at_ms=10_000, at_ms=10_050)
+    world.process(body, received_at_ms=20_000, at_ms=20_050)
+    # When a third copy, received after both runs began, is processed
+    third = world.process(body, received_at_ms=30_000, at_ms=30_050)
+    # Then it ran, reporting the two runs before it (what the sync logs as processed again)
+    assert not third.get("duplicate") and third["runs_before"] == 2
+    # And when SQS delivers that copy again, it finds the run that covered it and reports no repeat
+    # processed (nothing ran)
+    again = world.process(body, received_at_ms=30_000, at_ms=40_000)
+    assert again["duplicate"] is True and "runs_before" not in again
+    assert len(world.argyle.get_requests) == 3
+
+
 def test_a_repeat_too_large_for_one_run_rereads_every_id_through_its_own_follow_ups():
     # Given an activities.updated naming 5 activities, checked 2 per run, the rest in change
     # batches, all processed

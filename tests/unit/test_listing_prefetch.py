@@ -242,3 +242,30 @@ def test_prefetch_close_waits_for_the_fetch_in_flight_and_closes_the_iterator():
     assert not prefetch_threads()
     with pytest.raises(RuntimeError):
         prefetch.take()
+
+
+def test_closing_a_prefetch_twice_closes_its_page_source_once():
+    # Given a page source that counts how often it is closed (a connection handed back on close)
+    class Source:
+        def __init__(self) -> None:
+            self.closes = 0
+
+        def __iter__(self) -> Source:
+            return self
+
+        def __next__(self) -> int:
+            return 1
+
+        def close(self) -> None:
+            self.closes += 1
+
+    source = Source()
+    prefetch = PagePrefetch(source)
+    assert prefetch.take() == 1
+    # When it is closed, then closed again (an explicit close inside its `with` block)
+    prefetch.close()
+    prefetch.close()
+    # Then the source was closed once, and the prefetch stays closed
+    assert source.closes == 1
+    with pytest.raises(RuntimeError, match="prefetch is closed"):
+        prefetch.start_next()

@@ -417,6 +417,90 @@ def test_a_window_whose_data_changes_mid_listing_makes_another_pass_that_ends_ex
     assert state.accounts[ACCOUNT]["status"] == "fully_synced"
 
 
+class ChangingAfterCountArgyle(SharedArgyle):
+    """Removes one activity right after Argyle counted the dated activities, before any window's
+    first page: every window's pages then agree with each other, but not with that count."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.remove_after_count: str | None = None
+
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None:
+        counted = super().count_activities(account, from_start_date, to_start_date)
+        if from_start_date is not None and self.remove_after_count is not None:
+            self.remove(account, self.remove_after_count)
+            self.remove_after_count = None
+        return counted
+
+
+def test_an_activity_removed_between_argyles_count_and_the_windows_makes_another_pass_that_ends_exact():
+    # Given 300 synced activities, one of which Argyle removes (with no webhook) after counting the
+    # account for the next fully_synced but before any of its windows' first pages
+    argyle, activities = ChangingAfterCountArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove_after_count = docs[1]["id"]
+    # When the next fully_synced and whatever it queues are processed
+    first = deliver(sync, fully_synced(docs))
+    outcomes = drain(sync, queue)
+    # Then the windows' rows not adding up to Argyle's count made a second pass, whose sweep removed
+    # the stored activity Argyle no longer has: the copy recorded as exact is exact
+    assert first["relisted"] and not first["completed"]
+    assert outcomes and outcomes[-1]["listing_pass"] == 2 and outcomes[-1]["exact"]
+    assert docs[1]["id"] not in activities.live(ACCOUNT)
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_large_account_with_a_long_stretch_without_activities_is_listed_in_one_pass_and_recorded_exact():
+    # Given 300 activities in two clusters far apart, so the middle windows hold none
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = [argyle.add_dated(ACCOUNT, n, BASE_TIME + timedelta(hours=n)) for n in range(150)]
+    docs += [argyle.add_dated(ACCOUNT, n, BASE_TIME + timedelta(days=3000, hours=n)) for n in range(150, 300)]
+    sync, queue, state = make_sync(argyle, activities)
+    # When its fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs))
+    # Then the empty windows count for nothing: one pass, no relisting, the copy recorded as exact
+    assert len(listed_ranges(argyle)) == WINDOWS
+    assert outcome["action"] == "synced" and not outcome["relisted"] and outcome["exact"] and queue.sent == []
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
+def test_windows_with_exactly_the_margin_left_list_to_the_end_in_one_invocation():
+    # Given 300 activities (4 windows of 3 pages) and an invocation with exactly the margin left
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    margin = sync.ctx.options.continuation_margin_ms
+    # When its fully_synced is processed
+    outcome = deliver(sync, fully_synced(docs), remaining=margin)
+    # Then it was not short of time: every window listed to its end, nothing was handed on
+    assert outcome["action"] == "synced" and queue.sent == []
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_listing_part_in_windows_whose_every_window_argyle_fails_fails_the_record_to_be_retried():
+    # Given a fully_synced in windows that wrote one page per window in its first (short) invocation
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, state = make_sync(argyle, activities)
+    assert deliver(sync, fully_synced(docs), remaining=1)["pages"] == WINDOWS
+    next_part = queue.sent[0]
+    # When Argyle gives out on every window's next page
+    argyle.fail_next = [unavailable() for _ in range(WINDOWS)]
+    with pytest.raises(ArgyleUnavailable):
+        deliver_queued(sync, queue)
+    # Then nothing was handed on (SQS retries the record with its own cursors), no sync is recorded,
+    # and its retry finishes the copy exactly
+    assert queue.sent == [] and argyle.fail_next == [] and not window_threads()
+    assert ACCOUNT not in state.accounts
+    queue.sent.append(next_part)
+    assert drain(sync, queue)[-1]["completed"]
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT) and sum(activities.upsert_many_calls) == 300
+
+
 def test_a_write_failing_in_one_window_fails_the_record_with_no_thread_left():
     # Given 300 activities, and the third page written (whichever window it is in) failing
     argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()

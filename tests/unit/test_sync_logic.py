@@ -130,6 +130,31 @@ def test_a_short_budget_continues_after_one_page_and_the_continuation_finishes_t
     assert world.state.counts == {"activities.fully_synced": 1}  # continuations are not webhooks
 
 
+def test_a_part_with_exactly_the_margin_left_lists_to_the_end_without_a_continuation():
+    # Given 500 activities, pages of 200, and an invocation with exactly the margin left
+    world = World(margin_ms=120_000)
+    docs = world.argyle.add(ACCOUNT, 500)
+    # When the webhook is processed
+    outcome = world.deliver(fully_synced(docs), remaining_ms=120_000)
+    # Then it was not short of time: all 3 pages in this invocation, nothing handed on
+    assert outcome["action"] == "synced" and outcome["pages"] == 3 and world.queue.sent == []
+    assert world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+
+
+@pytest.mark.parametrize("group", [f"user:{USER}", ""], ids=["another group", "no group"])
+def test_a_listings_continuation_is_queued_in_its_own_message_group(group: str):
+    # Given a fully_synced received in a group other than the account's (the receiver uses the
+    # user's when the account id cannot be a group id), or with no group at all
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 300)
+    # When it is processed short of time
+    outcome = world.deliver(fully_synced(docs), remaining_ms=1, group=group)
+    # Then its continuation is queued behind it in its own group (the account's when it had none),
+    # so the listing stays in order with that group's later messages
+    assert outcome["action"] == "continued"
+    assert [q.group_id for q in world.queue.sent] == [group or f"account:{ACCOUNT}"]
+
+
 def test_a_retried_part_queues_the_identical_continuation():
     # Given a part that ran short of time once
     world = World()
@@ -296,6 +321,34 @@ def test_the_change_batches_of_a_large_updated_event_are_queued_in_its_own_messa
     assert [q.group_id for q in world.queue.sent] == [group or f"account:{ACCOUNT}"] * 2
 
 
+def test_an_updated_event_checked_in_one_run_records_the_accounts_last_sync():
+    # Given a synced account, one of whose activities changes
+    world = World()
+    clock = [1_000.0]
+    world.sync.ctx.clock = lambda: clock[0]
+    docs = world.argyle.add(ACCOUNT, 3)
+    world.deliver(fully_synced(docs))
+    world.argyle.update(ACCOUNT, docs[0]["id"], tips="4.44")
+    # When its activities.updated is processed an hour later (all its ids in this one run)
+    clock[0] = 4_600.0
+    outcome = world.deliver(updated_naming([docs[0]["id"]]))
+    # Then the change is stored, and the account's last successful sync is this one
+    assert outcome["completed"] and world.activities.live(ACCOUNT) == world.argyle.truth(ACCOUNT)
+    assert world.state.accounts[ACCOUNT]["last_sync"] == {"event": "activities.updated",
+                                                          "at": "1970-01-01T01:16:40.000Z"}
+
+
+def test_the_change_batches_of_a_large_updated_event_are_numbered_on_from_its_own_part():
+    # Given an activities.updated naming 5 ids, checked 2 per run
+    world = World(changes_per_part=2)
+    docs = world.argyle.add(ACCOUNT, 5)
+    # When it is processed (part 0: the webhook itself) and its change batches after it
+    first = world.deliver(updated_naming([d["id"] for d in docs]))
+    batches = [world.deliver_queued(q) for q in list(world.queue.sent)]
+    # Then the batches are parts 1 and 2, as an operator following the event's parts expects
+    assert first["part"] == 0 and [b["part"] for b in batches] == [1, 2]
+
+
 def test_users_fully_synced_stores_the_resource_as_sent():
     # Given a users.fully_synced webhook with a resource (and a field the model does not know)
     world = World()
@@ -321,6 +374,18 @@ def test_other_events_are_archived_and_counted_without_syncing(event: str):
     assert world.state.archive[dedupe_key(body)]["body"] == body
     assert world.state.counts == {event: 1}
     assert world.argyle.calls == 0
+
+
+def test_an_archived_event_is_kept_for_the_archive_period_from_when_it_was_processed():
+    # Given a sync whose clock reads t=1000 s
+    world = World()
+    world.sync.ctx.clock = lambda: 1_000.0
+    body = webhook_body("paystubs.added", account=ACCOUNT, user=USER)
+    # When an event is processed
+    world.deliver(body)
+    # Then its archived copy expires (DynamoDB's TTL) the archive period after that, not before
+    period = world.sync.ctx.options.event_archive_seconds
+    assert world.state.archive[dedupe_key(body)]["expires_at"] == 1_000 + period
 
 
 def test_argyle_unavailable_propagates_and_nothing_is_recorded():
@@ -378,3 +443,19 @@ def test_a_removal_received_after_the_earlier_run_is_confirmed_again():
     message, parsed = _updated_parsed(body)
     assert needs_fresh_read(parsed, message, {"started_at_ms": 0}) is True
     assert needs_fresh_read(parsed, message, {"started_at_ms": 1_001}) is False
+
+
+def test_a_copy_received_in_the_millisecond_its_earlier_run_began_is_read_again():
+    # Given an activities.updated body received at t=1000 ms, whose earlier run began at t=1000 ms
+    body = webhook_body("activities.updated", account=ACCOUNT, updated_activities=["a"])
+    message, parsed = _updated_parsed(body)
+    # Then that run cannot be shown to have begun after the copy arrived: it is read again
+    assert needs_fresh_read(parsed, message, {"started_at_ms": 1_000}) is True
+
+
+def test_a_copy_whose_receive_time_and_earlier_start_are_both_unknown_is_read_again():
+    # Given a copy with no receive time (no SQS timestamp: 0) and an earlier run with no recorded start
+    body = webhook_body("activities.updated", account=ACCOUNT, updated_activities=["a"])
+    message = SyncMessage(body=body, group_id="g", correlation_id="c", received_at_ms=0)
+    # Then nothing shows that run covered it: it is read again
+    assert needs_fresh_read(parse_message(message), message, {}) is True
