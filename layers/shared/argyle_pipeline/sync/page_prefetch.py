@@ -51,10 +51,8 @@ class PagePrefetch(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.exception()  # wait for the fetch in flight; its outcome is not wanted any more
-        self._pool.shutdown(wait=True)
+        self._pending = None  # the fetch in flight, if any: its outcome is not wanted any more
+        self._pool.shutdown(wait=True)  # waits for it, before its page source is closed
         close = getattr(self._pages, "close", None)
         if close is not None:
             close()
