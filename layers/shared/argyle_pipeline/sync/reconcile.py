@@ -85,13 +85,13 @@ class Reconciler:
         outcome = outcome or SyncOutcome(RECONCILE_EVENT, part=job.part)
         calls_before = ctx.argyle_calls
         run = _Run(self, job, outcome, message, remaining_ms)
-        steps = 0
+        stepped = False  # each invocation makes one step at least, however little time is left
         progressed = False  # a step that asked Argyle something has completed in this invocation
         while job.stage != "done":
-            if steps and remaining_ms() < ctx.options.continuation_margin_ms:
+            if stepped and remaining_ms() < ctx.options.continuation_margin_ms:
                 job.argyle_calls += ctx.argyle_calls - calls_before
                 return self._continue(job, message, outcome)
-            steps += 1
+            stepped = True
             before, calls_at_step = job.model_copy(deep=True), ctx.argyle_calls
             try:
                 run.step()
