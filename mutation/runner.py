@@ -39,6 +39,7 @@ PROCESS_OVERHEAD_SECONDS = 3.0
 # A mutant that makes a loop endless costs this much at least. A forked child starts in under a
 # second, and its tests' times in the map were taken under coverage (slower than these runs).
 TIMEOUT_FLOOR_SECONDS = 20.0
+TIMEOUT_FACTOR = 3.0
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=")
 PYTHONPATH_DIRS = ("layers/shared", "functions/receiver", "functions/sync", "functions/reconcile", ".")
 
@@ -293,9 +294,11 @@ def run_capped(worker: Worker, mutant: Mutant, tests: list[str], coverage: Cover
     survives. With `budget`, only the fastest tests that fit it run: a mutant they miss, when slower
     tests are left, is unsettled (the slower tests never ran against it)."""
     def timeout_for(chosen: list[str]) -> float:
-        # Ten times what the tests took unmutated (under coverage, itself slower), and never under
-        # TIMEOUT_FLOOR_SECONDS: a slower run is a loop.
-        return max(TIMEOUT_FLOOR_SECONDS, 10 * coverage.seconds_for(chosen))
+        # Three times what the tests took in the map, and never under TIMEOUT_FLOOR_SECONDS: a
+        # slower run is a loop. The map's times were taken under coverage (about twice as slow), so
+        # this is some six times their own; ten times made each endless mutant of a slow test cost
+        # minutes (132 s for 13 s of tests).
+        return max(TIMEOUT_FLOOR_SECONDS, TIMEOUT_FACTOR * coverage.seconds_for(chosen))
 
     if budget is not None:
         chosen = within_budget(tests, coverage, budget)

@@ -265,9 +265,11 @@ class _RecordingWorker(Worker):
     def __init__(self, killers: set[str]) -> None:
         self.killers = killers
         self.runs: list[list[str]] = []
+        self.timeouts: list[float] = []
 
     def run(self, mutant: Mutant, tests: list[str], timeout: float) -> Result:
         self.runs.append(list(tests))
+        self.timeouts.append(timeout)
         return Result("killed" if self.killers & set(tests) else "survived", 1.0, len(tests))
 
 
@@ -291,6 +293,18 @@ def test_tests_run_fastest_first_and_a_capped_survivor_runs_all_its_tests_before
     assert the_quick_test_notices.runs == [["t::quick", "t::medium"]]  # caught under the cap: no second run
     assert caught_early.status == "killed"
 
+
+
+def test_a_mutant_is_given_three_times_its_tests_mapped_time_and_never_under_twenty_seconds() -> None:
+    # (an endless mutant is caught by its time limit: ten times cost minutes for a slow test's mutants)
+    coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"]}}, {"t::slow": 13.0, "t::quick": 0.5})
+    mutant = Mutant("calc.py", 11, 11, 11, 24, "size <= limit", "(size < limit)")
+    worker = _RecordingWorker(set())
+
+    run_capped(worker, mutant, ["t::quick"], coverage, None)
+    run_capped(worker, mutant, ["t::quick", "t::slow"], coverage, None)
+
+    assert worker.timeouts == [20.0, 40.5]
 
 def test_the_estimate_charges_a_caught_mutant_its_fastest_test_and_a_survivor_all_of_them() -> None:
     coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"], 17: ["t::quick"]}},
