@@ -712,6 +712,31 @@ def test_once_one_window_finds_the_invocation_short_of_time_no_other_window_star
 
 
 
+
+class EndingWithoutALastPage(FakeArgyle):
+    """A page source that ends its listing without a last page (no page at all), as a source other
+    than Argyle's client may."""
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        return iter(())
+
+
+def test_a_window_whose_source_ends_without_a_last_page_is_finished_not_listed_again():
+    # Given two windows whose sources end their listings with no page at all
+    windows = [ListingWindow(from_start_date=iso(BASE_TIME), to_start_date=iso(BASE_TIME + timedelta(hours=9))),
+               ListingWindow(from_start_date=iso(BASE_TIME + timedelta(hours=10)),
+                             to_start_date=iso(BASE_TIME + timedelta(hours=19)))]
+    sources = [EndingWithoutALastPage(page_limit=PAGE), EndingWithoutALastPage(page_limit=PAGE)]
+    # When they are listed
+    run = list_windows(ACCOUNT, windows, clients=sources, store=LockedActivities(), now=lambda: iso(BASE_TIME),
+                       marker=None, on_written=lambda _result, _rows: None, out_of_time=lambda: False)
+    # Then both are done, with nothing left to hand on (a window not done would be listed again by
+    # the next part, for ever)
+    assert run.pages == 0 and not run.errors
+    assert [(w.done, w.cursor) for w in windows] == [(True, {}), (True, {})]
+
 class SecondPageWaitsFor(ClosingSource):
     """A window's client whose second page (fetched ahead while the first is written) is answered
     only once `release` is set."""
