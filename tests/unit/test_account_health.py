@@ -145,6 +145,41 @@ def test_a_reconcile_records_data_as_of_and_the_counts_it_compared() -> None:
     assert state["data_as_of"] == state["last_sync"]["at"]
 
 
+def test_a_reconcile_that_removes_what_argyle_no_longer_has_records_counts_that_agree() -> None:
+    # Given a synced account of 12, two of them since removed at Argyle with no webhook
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 12)
+    world.deliver(fully_synced(docs))
+    for doc in docs[3:5]:
+        world.argyle.remove(ACCOUNT, doc["id"])
+    # When it is reconciled by counts
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="request-2", scope="counts")
+    outcome = world.deliver(webhook_body("argyle_sync.reconcile", **job.model_dump()))
+    # Then the two were removed, and the counts recorded agree: 12 stored before, 2 removed, as Argyle counts 10
+    state = world.state.accounts[ACCOUNT]
+    assert outcome["drift"]["extra"] == 2 and outcome["exact"]
+    assert state["last_counts"]["stored_live"] == 10 and state["last_counts"]["argyle_count"] == 10
+
+
+def test_a_reconcile_that_argyle_gave_no_count_for_records_no_counts() -> None:
+    # Given a synced account, one activity missing from the copy, and Argyle answering counts
+    # without a count (as when its response omits it)
+    world = World()
+    docs = world.argyle.add(ACCOUNT, 12)
+    world.deliver(fully_synced(docs))
+    world.activities.items.pop(next(k for k in world.activities.items if k[0] == ACCOUNT))
+    counts_before = world.state.accounts[ACCOUNT].get("last_counts")
+    world.argyle.count_activities = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    # When it is reconciled by counts
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="request-3", scope="counts")
+    outcome = world.deliver(webhook_body("argyle_sync.reconcile", **job.model_dump()))
+    # Then the copy was repaired by a full pass, but no comparison of counts is reported or recorded
+    # (there was no count of Argyle's to compare)
+    assert outcome["drift"]["missing"] == 1 and outcome["completed"]
+    assert outcome["counts"] is None
+    assert world.state.accounts[ACCOUNT].get("last_counts") == counts_before
+
+
 def test_an_account_whose_connection_failed_is_recorded_failed_and_an_update_without_its_account_changes_nothing():
     # Given a connected account
     world = World()

@@ -566,3 +566,65 @@ def test_argyle_unavailable_before_a_reconcile_asked_anything_fails_the_record()
     with pytest.raises(ArgyleUnavailable):
         world.reconcile(scope="full", request_id="reconcile-full-3")
     assert world.queue.sent == []
+
+
+# --- reconciles across invocations ---------------------------------------------------------------
+
+def test_a_reconcile_left_exactly_its_margin_of_time_finishes_in_the_same_invocation():
+    # Given a margin of 120 s before the invocation's end, and drift that takes several steps (a
+    # count, then halvings) to find
+    world = World(margin_ms=120_000)
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[734]["id"])
+    # When a reconcile runs with exactly the margin left at every step
+    outcome = world.reconcile(remaining_ms=120_000)
+    # Then it is not short of time: it finishes here, repaired, and queues no continuation
+    assert outcome["action"] != "continued" and outcome["completed"]
+    assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
+    assert world.queue.sent == []
+
+
+def test_a_reconcile_spread_over_many_invocations_records_the_calls_of_all_of_them():
+    # Given a synced account with a missed removal, and invocations short of time after each step
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[900]["id"])
+    calls_at_start = world.argyle.calls
+    # When the reconcile runs, a step per invocation
+    first = world.reconcile(remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    # Then it took several parts, and its recorded cost is every call that each of them made
+    assert first["action"] == "continued" and len(rest) >= 3 and rest[-1]["completed"] and world.exact()
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == world.argyle.calls - calls_at_start
+
+
+def test_a_reconcile_too_large_for_one_invocation_is_numbered_in_parts_one_after_another():
+    # Given a synced account with a missed removal, and invocations short of time after each step
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[42]["id"])
+    # When the reconcile runs, a step per invocation
+    first = world.reconcile(remaining_ms=1)
+    rest = world.drain(remaining_ms=1)
+    # Then the request is part 0 handing on part 1, and each continuation hands on the next number,
+    # the last one completing the reconcile
+    parts = [(first["part"], first["continuation_part"])] + [(o["part"], o["continuation_part"]) for o in rest]
+    assert parts == [(n, n + 1) for n in range(len(rest))] + [(len(rest), None)]
+    assert rest[-1]["completed"] and world.exact()
+
+
+def test_a_reconcile_message_that_came_without_a_message_group_continues_in_the_accounts_group():
+    # Given a synced account with a missed removal, and a reconcile request delivered without a
+    # message group (sent by hand, outside the FIFO queue)
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[7]["id"])
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="reconcile-by-hand", scope="counts")
+    message = SyncMessage(body=job.body(), group_id="", correlation_id="corr", received_at_ms=1)
+    # When it runs out of time after its first step
+    outcome = world.sync.process(message, parse_message(message), lambda: 1).as_dict()
+    # Then its next part is queued in the account's group, in order with the account's webhooks
+    assert outcome["action"] == "continued"
+    assert [sent.group_id for sent in world.queue.sent] == [f"account:{ACCOUNT}"]
+    # And the rest of it, run from there, repairs the account
+    assert world.drain()[-1]["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
