@@ -1113,3 +1113,85 @@ def test_a_full_reconcile_part_whose_every_window_argyle_fails_fails_the_record_
     queue.sent.append(next_part)
     assert drain(sync, queue)[-1]["drift"]["extra"] == 1
     assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_of_a_large_account_of_which_one_activity_is_stored_stores_all_the_rest():
+    # Given an account of which one activity is stored, and 299 more at Argyle whose webhooks never came
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 1)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.add(ACCOUNT, 299, first=1)
+    # When the weekly full pass runs (the one stored start gives no span to cut windows in)
+    outcome = reconcile_full(sync, "reconcile-full-5")
+    # Then it lists the account and stores the 299 missing ones
+    assert outcome["completed"] and queue.sent == []
+    assert outcome["drift"] == {"missing": 299, "extra": 0, "stale": 0}
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_in_windows_with_exactly_the_margin_left_lists_each_window_in_one_go():
+    # Given 300 synced activities (4 windows of 3 pages), one since removed at Argyle with no webhook
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    argyle.remove(ACCOUNT, docs[50]["id"])
+    argyle.list_requests.clear()
+    # When the weekly full pass runs with exactly the margin left
+    outcome = reconcile_full(sync, "reconcile-full-6", remaining=sync.ctx.options.continuation_margin_ms)
+    # Then it was not short of time: each window was one listing to its end (its next page fetched
+    # while the current one was written), and the pass finished here, exact
+    assert len(argyle.list_requests) == WINDOWS
+    assert outcome["completed"] and queue.sent == [] and outcome["drift"]["extra"] == 1
+    assert activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_whose_windows_reach_the_clients_page_cap_goes_on_and_reports_every_page():
+    # Given 300 synced activities (4 windows of 3 pages), one since removed at Argyle with no
+    # webhook, and a client that lists at most 2 pages a call
+    argyle, activities = CappedArgyle(2, page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    drain(sync, queue)
+    argyle.remove(ACCOUNT, docs[50]["id"])
+    # When the weekly full pass runs with plenty of time
+    outcome = reconcile_full(sync, "reconcile-full-7")
+    # Then every window went on from its cursor in the same invocation, and the outcome reports
+    # all 12 pages it listed, not only the last call's
+    assert outcome["completed"] and queue.sent == [] and outcome["pages"] == 12
+    assert outcome["drift"]["extra"] == 1 and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+
+
+def test_a_full_reconcile_in_windows_whose_last_pages_come_back_empty_does_not_ask_for_the_account():
+    # Given 300 synced activities (4 windows of 3 pages), a full pass in windows that wrote one page
+    # per window in short invocations, and then the rest of every window removed at Argyle
+    argyle, activities = SharedArgyle(page_limit=PAGE), LockedActivities()
+    docs = argyle.add(ACCOUNT, 300)
+    sync, queue, _ = make_sync(argyle, activities)
+    deliver(sync, fully_synced(docs))
+    reconcile_full(sync, "reconcile-full-8", remaining=1)
+    assert deliver_queued(sync, queue, remaining=1)["pages"] == WINDOWS
+    job = parse_message(message_from_sqs_record(record_for(queue.sent[0]))).data
+    assert isinstance(job, ReconcileJob)
+    listed = {
+        d["id"] for w in job.windows for d in argyle._matching(ACCOUNT, w.from_start_date, w.to_start_date)[:PAGE]
+    }
+    for doc in docs:
+        if doc["id"] not in listed:
+            argyle.remove(ACCOUNT, doc["id"])
+    looked_up: list[str] = []
+    get_account = argyle.get_account
+
+    def recording_get_account(account_id: str) -> dict[str, Any]:
+        looked_up.append(account_id)
+        return get_account(account_id)
+
+    argyle.get_account = recording_get_account  # type: ignore[method-assign]
+    # When the pass goes on, every window's next page coming back empty
+    outcomes = drain(sync, queue)
+    # Then it removed the 200 others without asking Argyle whether the account still exists (its
+    # windows listed activities in an earlier part), and queued no purge
+    assert looked_up == [] and outcomes[-1]["purge_queued"] is False
+    assert outcomes[-1]["drift"]["extra"] == 200 and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)

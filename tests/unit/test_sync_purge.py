@@ -243,6 +243,23 @@ def test_a_revocation_whose_webhook_never_came_is_found_by_the_reconciler_and_pu
     assert world.state.accounts[ACCOUNT]["status"] == "purged"
 
 
+def test_a_revocation_whose_webhook_never_came_is_found_by_the_weekly_full_pass_and_purged():
+    # Given a synced account whose worker revoked access, and an accounts.removed that never arrived
+    world = World()
+    world.synced(ACCOUNT, 40)
+    world.argyle.revoke(ACCOUNT)
+    # When the weekly full pass lists the account (and Argyle lists nothing for it: the only way a
+    # v2 stack, whose every reconcile is a full pass, can find the revocation)
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="scheduled-full-1", scope="full")
+    outcome = world.deliver(job.body())
+    # Then it asks Argyle for the account itself rather than for each activity, and on its 404
+    # queues the purge the webhook would have
+    assert outcome["purge_queued"] is True and world.argyle.get_requests == []
+    purged = world.drain()
+    assert purged[-1]["action"] == "purged" and stored(world, ACCOUNT) == []
+    assert world.state.accounts[ACCOUNT]["status"] == "purged"
+
+
 def test_an_account_argyle_has_emptied_but_not_removed_is_only_reconciled():
     world = World()
     docs = world.synced(ACCOUNT, 5)

@@ -628,3 +628,82 @@ def test_a_reconcile_message_that_came_without_a_message_group_continues_in_the_
     assert [sent.group_id for sent in world.queue.sent] == [f"account:{ACCOUNT}"]
     # And the rest of it, run from there, repairs the account
     assert world.drain()[-1]["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
+
+
+# --- what each pass covers, and what it asks of Argyle ------------------------------------------
+
+
+def test_the_recent_pass_re_lists_exactly_its_last_days_and_nothing_older():
+    # Given two activities changed at Argyle with no webhook: one that started exactly a day
+    # before now, one that started a second earlier
+    world = World()
+    now = BASE_TIME + timedelta(days=400)
+    inside = world.argyle.add_dated(ACCOUNT, 60_000, now - timedelta(days=1))
+    outside = world.argyle.add_dated(ACCOUNT, 60_001, now - timedelta(days=1, seconds=1))
+    world.synced(10)
+    for doc in (inside, outside):
+        world.argyle.update(ACCOUNT, doc["id"], tips="6.66")
+    # When the daily reconcile re-lists the last day
+    outcome = world.reconcile(scope="recent", recent_days=1)
+    # Then the one at the window's first second was repaired, and the older one left as stored
+    live, truth = world.activities.live(ACCOUNT), world.argyle.truth(ACCOUNT)
+    assert outcome["drift"] == {"missing": 0, "extra": 0, "stale": 1}
+    assert live[inside["id"]] == truth[inside["id"]] and live[outside["id"]] != truth[outside["id"]]
+
+
+def test_a_full_pass_asks_argyle_again_only_about_what_its_listing_did_not_return():
+    # Given 1,000 synced activities (5 pages), one of them since removed at Argyle with no webhook
+    world = World()
+    docs = world.synced(1000)
+    world.argyle.remove(ACCOUNT, docs[321]["id"])
+    world.argyle.get_requests.clear()
+    calls = world.argyle.calls
+    # When the weekly full pass runs
+    outcome = world.reconcile(scope="full", request_id="reconcile-full-5")
+    # Then it cost its 5 pages and one GET for the activity it did not list: no GET for any activity
+    # it listed, and no lookup of the account (it listed activities: the account is there)
+    assert world.argyle.get_requests == [docs[321]["id"]]
+    assert world.argyle.calls - calls == 5 + 1
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["argyle_calls"] == 5 + 1
+    assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
+
+
+def test_a_full_pass_whose_last_page_comes_back_empty_does_not_ask_whether_the_account_still_exists():
+    # Given 400 synced activities (two pages of 200), and Argyle removing the 200 not listed yet
+    # just before the full pass's second page, which then comes back empty
+    world = World()
+    ordered = sorted(world.synced(400), key=lambda d: (d["start_date"], d["id"]))
+    later = [d["id"] for d in ordered[200:]]
+
+    def scan(account: str | None) -> None:
+        for activity_id in later:
+            world.argyle.accounts[ACCOUNT].pop(activity_id, None)
+
+    world.argyle.between_pages = scan
+    world.argyle.get_requests.clear()
+    calls = world.argyle.calls
+    # When the weekly full pass runs
+    outcome = world.reconcile(scope="full", request_id="reconcile-full-6")
+    # Then it cost its two pages and one GET for each activity it did not list, and no lookup of
+    # the account (its first page listed activities), and it removed the 200 with no purge
+    assert outcome["pages"] == 2 and sorted(world.argyle.get_requests) == sorted(later)
+    assert world.argyle.calls - calls == 2 + 200
+    assert outcome["drift"]["extra"] == 200 and outcome["purge_queued"] is False and world.exact()
+
+
+def test_the_stored_count_a_reconcile_records_includes_the_undated_activities():
+    # Given an account of 12 dated activities and an undated one, all synced, and one dated
+    # activity since removed at Argyle with no webhook
+    world = World()
+    undated = world.argyle.add_dated(ACCOUNT, 40_000, BASE_TIME)
+    undated["start_date"] = None
+    docs = world.synced(12)
+    assert undated["id"] in world.activities.live(ACCOUNT)
+    world.argyle.remove(ACCOUNT, docs[4]["id"])
+    # When it is reconciled by counts
+    outcome = world.reconcile()
+    # Then the counts it records agree: 13 stored before (the undated one included), 1 removed:
+    # 12, as Argyle counts
+    assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
+    assert outcome["counts"] == {"argyle_count": 12, "stored_live": 12}
+    assert world.state.accounts[ACCOUNT]["last_counts"]["stored_live"] == 12
