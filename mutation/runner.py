@@ -258,7 +258,8 @@ def run_all(repo: Path, state: Path, mutants: list[tuple[Mutant, str]], coverage
         with lock:
             worker = free.pop()
         try:
-            tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
+            covering = coverage.tests_for(mutant.path, mutant.line, mutant.end_line)
+            tests = coverage.fastest_first(covering, near=mutant.path)
             result = run_capped(worker, mutant, tests, coverage, max_tests, budget)
             result.map_digest = coverage.digest
             results.put(result_key(mutant, digest), result)
@@ -334,7 +335,7 @@ def estimate_seconds(mutants: list[Mutant], coverage: CoverageMap, *, fork: bool
     overhead = FORK_OVERHEAD_SECONDS if fork else PROCESS_OVERHEAD_SECONDS
     estimate = Estimate()
     for mutant in mutants:
-        tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line))
+        tests = coverage.fastest_first(coverage.tests_for(mutant.path, mutant.line, mutant.end_line), near=mutant.path)
         if tests:  # an uncovered mutant costs nothing: it is a survivor without a run
             estimate.caught += overhead + coverage.seconds_for(tests[:1])
             missed = tests if budget is None else within_budget(tests, coverage, budget)

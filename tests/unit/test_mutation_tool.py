@@ -306,6 +306,18 @@ def test_a_mutant_is_given_three_times_its_tests_mapped_time_and_never_under_twe
 
     assert worker.timeouts == [20.0, 40.5]
 
+
+def test_the_tests_of_the_mutated_files_own_module_run_first_then_the_fastest() -> None:
+    # (a dataclass field runs at import: it maps to every test that uses its module)
+    coverage = CoverageMap({}, {"tests/test_other.py::quick": 0.1, "tests/test_calc_limits.py::slower": 2.0,
+                                "tests/test_calc.py::slowest": 5.0, "tests/test_api.py::medium": 1.0})
+    tests = list(coverage.seconds_by_test)
+
+    assert coverage.fastest_first(tests, near="src/pkg/calc.py") == [
+        "tests/test_calc_limits.py::slower", "tests/test_calc.py::slowest", "tests/test_other.py::quick",
+        "tests/test_api.py::medium"]
+    assert coverage.fastest_first(tests)[0] == "tests/test_other.py::quick"
+
 def test_the_estimate_charges_a_caught_mutant_its_fastest_test_and_a_survivor_all_of_them() -> None:
     coverage = CoverageMap({"calc.py": {11: ["t::slow", "t::quick"], 17: ["t::quick"]}},
                            {"t::slow": 30.0, "t::quick": 0.5})
