@@ -5,6 +5,7 @@ by offset, as v1 does, and the stores' in-memory twins)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from argyle_pipeline.sync.context import SyncOptions
 from argyle_pipeline.sync.dispatch import ActivitySync
 from argyle_pipeline.sync.messages import (
     CHANGES_EVENT,
+    PURGE_EVENT,
     ReconcileJob,
     ResyncRequest,
     SyncMessage,
@@ -38,9 +40,10 @@ class World:
                                  SyncOptions(changes_per_part=changes_per_part, continuation_margin_ms=margin_ms),
                                  clock=lambda: (BASE_TIME + timedelta(days=400)).timestamp())
 
-    def deliver(self, body: bytes, remaining_ms: int = PLENTY) -> dict[str, Any]:
+    def deliver(self, body: bytes, remaining_ms: int | Callable[[], int] = PLENTY) -> dict[str, Any]:
         message = SyncMessage(body=body, group_id=f"account:{ACCOUNT}", correlation_id="corr", received_at_ms=1)
-        return self.sync.process(message, parse_message(message), lambda: remaining_ms).as_dict()
+        left = remaining_ms if callable(remaining_ms) else lambda: remaining_ms
+        return self.sync.process(message, parse_message(message), left).as_dict()
 
     def drain(self, remaining_ms: int = PLENTY) -> list[dict[str, Any]]:
         outcomes = []
@@ -61,8 +64,8 @@ class World:
         assert self.activities.live(ACCOUNT) == self.argyle.truth(ACCOUNT)
         return docs
 
-    def reconcile(self, scope: str = "counts", request_id: str = "reconcile-0001", remaining_ms: int = PLENTY,
-                  **kw: Any) -> dict[str, Any]:
+    def reconcile(self, scope: str = "counts", request_id: str = "reconcile-0001",
+                  remaining_ms: int | Callable[[], int] = PLENTY, **kw: Any) -> dict[str, Any]:
         job = ReconcileJob(account=ACCOUNT, user=USER, request_id=request_id, scope=scope, **kw)
         return self.deliver(job.body(), remaining_ms=remaining_ms)
 
@@ -707,3 +710,170 @@ def test_the_stored_count_a_reconcile_records_includes_the_undated_activities():
     assert outcome["drift"] == {"missing": 0, "extra": 1, "stale": 0} and world.exact()
     assert outcome["counts"] == {"argyle_count": 12, "stored_live": 12}
     assert world.state.accounts[ACCOUNT]["last_counts"]["stored_live"] == 12
+
+
+# --- what a reconcile costs ------------------------------------------------------------------------
+
+def _world_with_page_limit(page_limit: int) -> World:
+    world = World()
+    world.argyle = FakeArgyle(page_limit=page_limit)
+    world.sync = ActivitySync(world.argyle, world.activities, world.state, world.queue,
+                              SyncOptions(page_limit=page_limit),
+                              clock=lambda: (BASE_TIME + timedelta(days=400)).timestamp())
+    return world
+
+
+def _synced_at(world: World, starts: list[Any]) -> None:
+    """Activities that start at the given times, stored by a fully_synced listing."""
+    for n, start in enumerate(starts):
+        world.argyle.add_dated(ACCOUNT, n, start)
+    world.deliver(webhook_body("activities.fully_synced", account=ACCOUNT, user=USER, available_from=None,
+                               available_to=None, available_count=len(starts)))
+    assert world.exact()
+
+
+def test_a_missed_newest_activity_in_an_account_of_two_pages_costs_one_count_of_the_older_half_and_one_page():
+    # Given 399 stored activities, one an hour, and a newer one whose activities.added never came
+    # (400 at Argyle: two pages)
+    world = World()
+    world.synced(399)
+    newest = world.argyle.add_dated(ACCOUNT, 1_000, BASE_TIME + timedelta(hours=500))
+    calls = world.argyle.calls
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then 4 calls: the two counts, a count of the older half (its 200 agree), and one page of the
+    # newer half, where the missed one is (the older half is neither listed nor written again)
+    assert world.argyle.calls - calls == 4 and outcome["pages"] == 1
+    assert outcome["drift"] == {"missing": 1, "extra": 0, "stale": 0}
+    assert newest["id"] in world.activities.live(ACCOUNT) and world.exact()
+
+
+def test_one_missed_activity_costs_the_same_number_of_calls_wherever_it_falls():
+    # Given pages of 10 and 640 stored activities, one an hour
+    world = _world_with_page_limit(10)
+    world.synced(640)
+    costs = []
+    # When, one after another, an activity is missed at 20 places across the account and reconciled
+    for k, hour in enumerate(range(-1, 640, 32)):
+        world.argyle.add_dated(ACCOUNT, 90_000 + k, BASE_TIME + timedelta(hours=hour, minutes=30))
+        calls = world.argyle.calls
+        outcome = world.reconcile(request_id=f"reconcile-{k:04d}")
+        assert outcome["drift"]["missing"] == 1 and world.exact()
+        costs.append(world.argyle.calls - calls)
+    # Then each cost the same: the two counts, one count per halving down to a page (7), one page
+    assert costs == [10] * len(costs)
+
+
+@pytest.mark.parametrize("minutes", [-30, 30, 90], ids=["before-both", "between", "after-both"])
+def test_with_pages_of_two_one_missed_activity_among_three_is_found_with_one_count_and_one_page(minutes: int):
+    # Given pages of two (ARGYLE_PAGE_LIMIT=2), two stored activities an hour apart and a third
+    # missed, before, between or after them
+    world = _world_with_page_limit(2)
+    _synced_at(world, [BASE_TIME, BASE_TIME + timedelta(hours=1)])
+    missed = world.argyle.add_dated(ACCOUNT, 100, BASE_TIME + timedelta(minutes=minutes))
+    calls = world.argyle.calls
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then the two stored ones split the account in halves of one: the two counts, a count of the
+    # first half, and the page of the half that differs; never a halving of the time range
+    assert world.argyle.calls - calls == 4
+    assert outcome["drift"]["missing"] == 1 and missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+
+
+def test_two_missed_activities_far_apart_in_an_account_of_two_pages_are_repaired_by_listing_it_outright():
+    # Given 300 stored activities, and two missed ones, one older and one newer than all of them
+    world = World()
+    world.synced(300)
+    world.argyle.add_dated(ACCOUNT, 1_000, BASE_TIME - timedelta(days=1))
+    world.argyle.add_dated(ACCOUNT, 1_001, BASE_TIME + timedelta(hours=400))
+    calls = world.argyle.calls
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then its two pages are listed (as many calls as halving it and listing both halves would
+    # save none): 4 calls, and the outcome reports the 2 pages
+    assert world.argyle.calls - calls == 4 and outcome["pages"] == 2
+    assert outcome["drift"] == {"missing": 2, "extra": 0, "stale": 0} and world.exact()
+
+
+def test_a_missed_activity_among_hundreds_that_start_in_the_same_second_is_repaired_by_listing_that_second():
+    # Given 300 stored activities that all start in the same second (an import of old trips) and a
+    # 301st of that second whose webhook never came
+    world = World()
+    same_second = BASE_TIME + timedelta(hours=3)
+    _synced_at(world, [same_second] * 300)
+    missed = world.argyle.add_dated(ACCOUNT, 1_000, same_second)
+    calls = world.argyle.calls
+    # When the account is reconciled by counts (the invocation ends its work after 100 calls at most)
+    outcome = world.reconcile(remaining_ms=lambda: PLENTY if world.argyle.calls - calls < 100 else 0)
+    # Then halvings narrow it to that second, which no count can split, and its two pages are
+    # listed: 6 calls, in this one invocation
+    assert outcome["completed"] and world.queue.sent == []
+    assert world.argyle.calls - calls == 6
+    assert missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+
+
+def test_a_missed_activity_one_second_after_a_stored_one_is_found():
+    # Given 1,000 stored activities, one an hour, and a missed one that starts one second after the
+    # 500th (the stored median: where the first halving cuts)
+    world = World()
+    ordered = sorted(world.synced(1000), key=lambda d: d["start_date"])
+    missed = world.argyle.add_dated(ACCOUNT, 5_000, BASE_TIME + timedelta(hours=499, seconds=1))
+    assert ordered[499]["start_date"] == (BASE_TIME + timedelta(hours=499)).isoformat().replace("+00:00", "Z")
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then it is stored
+    assert outcome["drift"]["missing"] == 1
+    assert missed["id"] in world.activities.live(ACCOUNT) and world.exact()
+
+
+@pytest.mark.parametrize("scope", ["counts", "full"])
+def test_a_reconcile_that_finds_the_account_revoked_leaves_its_activities_to_the_purge(scope: str):
+    # Given 40 stored activities of an account whose worker revoked access (accounts.removed lost)
+    world = World()
+    world.synced(40)
+    world.argyle.revoke(ACCOUNT)
+    calls = world.argyle.calls
+    # When it is reconciled
+    outcome = world.reconcile(scope=scope)
+    # Then a purge is queued, and Argyle was asked nothing about the stored activities one by one
+    # (the purge deletes them all): the counts or the listing, and the account
+    assert outcome["purge_queued"] is True and outcome["completed"]
+    assert world.argyle.get_requests == [] and world.argyle.calls - calls == (3 if scope == "counts" else 2)
+    assert outcome["drift"] == {"missing": 0, "extra": 0, "stale": 0}
+    assert len(world.activities.live(ACCOUNT)) == 40
+
+
+def test_a_reconcile_sent_without_a_message_group_queues_the_purge_of_a_revoked_account_in_the_accounts_group():
+    # Given an account revoked at Argyle, and a reconcile request delivered without a message group
+    world = World()
+    world.synced(10)
+    world.argyle.revoke(ACCOUNT)
+    job = ReconcileJob(account=ACCOUNT, user=USER, request_id="reconcile-by-hand-2", scope="counts")
+    message = SyncMessage(body=job.body(), group_id="", correlation_id="corr", received_at_ms=1)
+    # When it runs
+    outcome = world.sync.process(message, parse_message(message), lambda: PLENTY).as_dict()
+    # Then the purge is queued in the account's group, in order with the account's webhooks
+    assert outcome["purge_queued"] is True
+    assert [(sent.event_name, sent.group_id) for sent in world.queue.sent] == [(PURGE_EVENT, f"account:{ACCOUNT}")]
+
+
+def test_activities_an_event_writes_between_a_full_reconciles_parts_are_read_again_and_counted():
+    # Given 600 synced activities, and a full reconcile short of time after every step
+    world = World()
+    docs = world.synced(600)
+    ordered = sorted(docs, key=lambda d: (d["start_date"], d["id"]))
+    first = world.reconcile(scope="full", request_id="reconcile-full-5", remaining_ms=1)
+    second = world.deliver_next(remaining_ms=1)
+    assert first["action"] == "continued" and second["pages"] == 1
+    # And an activities.updated for two activities of its first page, which change at Argyle once
+    # more before the reconcile goes on
+    touched = [ordered[0]["id"], ordered[1]["id"]]
+    _updated_then_changed_again(world, touched)
+    world.argyle.get_requests.clear()
+    # When the rest of the reconcile runs
+    rest = world.drain()
+    # Then it read the two again (their writes carried no mark of the pass), kept them at their
+    # newest, and reports them as fetched
+    assert rest[-1]["completed"] and rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 0
+    assert sorted(world.argyle.get_requests) == sorted(touched)
+    assert world.exact()
