@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 NO_MUTATE = "pragma: no mutate"
 _QUIET_CALLERS = frozenset({"logger", "log", "_log", "LOG", "metrics", "tracer"})
@@ -37,6 +38,7 @@ class Mutant:
     end_col: int
     original: str
     replacement: str
+    twin: bool = False  # another mutant of this line reads the same: its column tells them apart
 
     @property
     def key(self) -> str:
@@ -44,7 +46,8 @@ class Mutant:
         return f"{self.path}:{self.line}:{self.col}:{self.end_line}:{self.end_col}:{digest}"
 
     def describe(self) -> str:
-        return f"{self.path}:{self.line}: {_one_line(self.original)} -> {_one_line(self.replacement)}"
+        where = f"{self.path}:{self.line}" + (f":{self.col + 1}" if self.twin else "")
+        return f"{where}: {_one_line(self.original)} -> {_one_line(self.replacement)}"
 
     def apply(self, source: bytes) -> bytes:
         starts = _line_starts(source)
@@ -82,7 +85,9 @@ def mutants_of(path: str, source: bytes) -> list[Mutant]:
         mutant = Mutant(path, node.lineno, node.col_offset, node.end_lineno or node.lineno,
                         node.end_col_offset or node.col_offset, original, replacement)
         found.setdefault(mutant.key, mutant)
-    return sorted(found.values(), key=lambda m: (m.line, m.col, m.replacement))
+    readings = Counter(m.describe() for m in found.values())
+    return sorted((replace(m, twin=True) if readings[m.describe()] > 1 else m for m in found.values()),
+                  key=lambda m: (m.line, m.col, m.replacement))
 
 
 def _expression(node: ast.expr) -> str:

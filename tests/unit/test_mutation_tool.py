@@ -66,6 +66,15 @@ def test_each_mutant_is_valid_python_and_changes_one_thing() -> None:
         assert changed != SOURCE
 
 
+
+def test_two_mutants_of_a_line_that_read_the_same_are_told_apart_by_their_column() -> None:
+    source = b"def f(k, n):\n    return max(1, min(k, n + 1))\n"
+
+    described = [m.describe() for m in mutants_of("f.py", source) if m.replacement == "2"]
+
+    assert described == ["f.py:2:16: 1 -> 2", "f.py:2:30: 1 -> 2"]
+    assert "f.py:2: n + 1 -> (n - 1)" in {m.describe() for m in mutants_of("f.py", source)}  # others: short
+
 def test_docstrings_annotations_and_log_calls_are_left_alone() -> None:
     mutants = mutants_of("calc.py", SOURCE)
 
