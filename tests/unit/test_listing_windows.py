@@ -737,6 +737,41 @@ def test_a_window_whose_source_ends_without_a_last_page_is_finished_not_listed_a
     assert run.pages == 0 and not run.errors
     assert [(w.done, w.cursor) for w in windows] == [(True, {}), (True, {})]
 
+
+class StartsAfter(ClosingSource):
+    """A window's client that answers its listing only once `other` has closed its own (a window
+    whose thread started late)."""
+
+    def __init__(self, accounts: dict[str, dict[str, dict[str, Any]]], other: ClosingSource) -> None:
+        super().__init__(accounts)
+        self.other = other
+
+    def list_activity_pages(self, account: str | None, from_start_date: str | None = None,
+                            to_start_date: str | None = None,
+                            cursor: dict[str, str] | None = None) -> Iterator[ActivityPage]:
+        assert self.other.closed.wait(WAIT_S)
+        return super().list_activity_pages(account, from_start_date, to_start_date, cursor)
+
+
+def test_a_window_that_starts_after_another_found_the_time_short_still_lists_its_first_page():
+    # Given two windows of 3 pages each in an invocation already short of time, window B starting
+    # only once window A has written its page and stopped
+    argyle = FakeArgyle(page_limit=PAGE)
+    argyle.add(ACCOUNT, 150)
+    a = ClosingSource(argyle.accounts)
+    b = StartsAfter(argyle.accounts, other=a)
+    windows = [ListingWindow(from_start_date=iso(BASE_TIME), to_start_date=iso(BASE_TIME + timedelta(hours=74))),
+               ListingWindow(from_start_date=iso(BASE_TIME + timedelta(hours=75)),
+                             to_start_date=iso(BASE_TIME + timedelta(hours=149)))]
+    store = LockedActivities()
+    # When the windows are listed
+    run = list_windows(ACCOUNT, windows, clients=[a, b], store=store, now=lambda: iso(BASE_TIME), marker=None,
+                       on_written=lambda _result, _rows: None, out_of_time=lambda: True)
+    # Then each window wrote one page (however short the time, every window progresses, so a large
+    # account's listing always ends) and hands on the cursor of its next
+    assert run.pages == 2 and store.upsert_many_calls == [PAGE, PAGE]
+    assert [w.cursor for w in windows] == [{"offset": str(PAGE)}] * 2
+
 class SecondPageWaitsFor(ClosingSource):
     """A window's client whose second page (fetched ahead while the first is written) is answered
     only once `release` is set."""
