@@ -80,3 +80,38 @@ def test_one_at_a_time_when_asked():
     client = RecordingClient(expect_overlap=False)
     ActivityStore("activities", client, concurrency=1).upsert_many(_page(100), "2026-11-29T00:00:00Z")
     assert client.most_in_flight == 1 and len(client.written) == 100
+
+
+class LimitedClient:
+    """DynamoDB's request limits: at most 100 keys per BatchGetItem and 25 writes per BatchWriteItem
+    (a larger request is refused whole). Nothing is stored yet."""
+
+    def __init__(self) -> None:
+        self.keys_read: list[int] = []
+        self.written = 0
+        self._lock = threading.Lock()
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        (request,) = RequestItems.values()
+        if len(request["Keys"]) > 100:
+            refusal = {"Code": "ValidationException", "Message": "Too many items requested for the BatchGetItem call"}
+            raise ClientError({"Error": refusal}, "BatchGetItem")
+        with self._lock:
+            self.keys_read.append(len(request["Keys"]))
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+        (requests,) = RequestItems.values()
+        if len(requests) > 25:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "Too many items"}}, "BatchWriteItem")
+        with self._lock:
+            self.written += len(requests)
+        return {"UnprocessedItems": {}}
+
+
+@pytest.mark.parametrize("size", [101, 250])
+def test_a_page_of_more_than_100_activities_is_checked_and_written_within_dynamodbs_limits(size: int):
+    client = LimitedClient()
+    result = ActivityStore("activities", client).upsert_many(_page(size), "2026-11-29T00:00:00Z")
+    assert result.written == client.written == size
+    assert sorted(client.keys_read, reverse=True) == [100] * (size // 100) + [size % 100] * (size % 100 > 0)
