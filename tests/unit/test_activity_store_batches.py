@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from argyle_pipeline.argyle.activity import Activity
-from argyle_pipeline.aws.activity_store import ActivityStore
+from argyle_pipeline.aws.activity_store import ActivityStore, DynamoDBIncomplete
 from tests.support.fake_argyle import make_activity
 
 
@@ -115,3 +115,69 @@ def test_a_page_of_more_than_100_activities_is_checked_and_written_within_dynamo
     result = ActivityStore("activities", client).upsert_many(_page(size), "2026-11-29T00:00:00Z")
     assert result.written == client.written == size
     assert sorted(client.keys_read, reverse=True) == [100] * (size // 100) + [size % 100] * (size % 100 > 0)
+
+
+class ThrottledClient:
+    """DynamoDB under load: every BatchWriteItem leaves all of its items unprocessed."""
+
+    def __init__(self) -> None:
+        self.write_calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+        self.write_calls += 1
+        return {"UnprocessedItems": RequestItems}
+
+
+def test_a_throttled_batch_is_tried_8_times_over_about_7_seconds_then_fails_its_record():
+    # The defaults (DYNAMODB_MAX_ROUNDS is 8 too): waits doubling from 0.1 s, never more than 2 s
+    # (here the longest wait full jitter can draw); then the record fails and SQS retries it.
+    client, sleeps = ThrottledClient(), list[float]()
+    store = ActivityStore("activities", client, sleep=sleeps.append, rand=lambda: 1.0)
+    with pytest.raises(DynamoDBIncomplete, match="after 8 rounds"):
+        store.upsert_many(_page(3), "2026-11-29T00:00:00Z")
+    assert client.write_calls == store.write_calls == 8
+    assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+
+
+class GatedClient:
+    """Holds the first calls in DynamoDB until `expected` of them are there at once (or 2 s pass),
+    then a moment longer to see whether more arrive: the most that were in flight together."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.in_flight = self.most_in_flight = self.written = 0
+        self._released = False
+        self._cond = threading.Condition()
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+        (requests,) = RequestItems.values()
+        with self._cond:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._cond.notify_all()
+            if not self._released:
+                self._cond.wait_for(lambda: self.in_flight >= self.expected, timeout=2)
+                self._cond.wait_for(lambda: self.in_flight > self.expected, timeout=0.1)
+                self._released = True
+            self.written += len(requests)
+            self.in_flight -= 1
+        return {"UnprocessedItems": {}}
+
+
+def test_a_pages_batches_go_to_dynamodb_four_at_a_time_by_default():
+    client = GatedClient(expected=4)
+    assert ActivityStore("activities", client).upsert_many(_page(200), "2026-11-29T00:00:00Z").written == 200
+    assert client.most_in_flight == 4 and client.written == 200
+
+
+@pytest.mark.parametrize("concurrency", [1, 0])
+def test_a_store_asked_for_one_batch_at_a_time_never_sends_two_together(concurrency: int):
+    client = GatedClient(expected=1)
+    ActivityStore("activities", client, concurrency=concurrency).upsert_many(_page(100), "2026-11-29T00:00:00Z")
+    assert client.most_in_flight == 1 and client.written == 100

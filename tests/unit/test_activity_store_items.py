@@ -4,6 +4,7 @@ long a tombstone is kept (docs/sync.md, "The activities table")."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -93,3 +94,65 @@ def test_a_tombstone_is_kept_35_days_unless_the_stack_says_otherwise():
 
     ActivityStore("activities", Client(), clock=lambda: 1_000_000.5).remove(ACCOUNT, ["a1"], SYNCED_AT)
     assert [item["expires_at"] for item in written] == [{"N": str(1_000_000 + 35 * 86_400)}]
+
+
+def _activity(n: int | str, hour: int, **fields: Any) -> Activity:
+    doc = {
+        "id": f"a{n}",
+        "account": ACCOUNT,
+        "start_date": "2024-05-01T08:00:00Z",
+        "updated_at": f"2024-05-02T{hour:02d}:00:00Z",
+        **fields,
+    }
+    return Activity.from_api(doc)
+
+
+def test_a_listing_write_counts_every_created_changed_stale_and_removed_activity(store: ActivityStore):
+    store.upsert_many([_activity(n, hour=10) for n in range(7)], SYNCED_AT)
+    store.remove(ACCOUNT, ["a0", "a1"], SYNCED_AT)
+    changes = store.track_changes()
+    page = [
+        _activity(0, 11),
+        _activity(1, 11),  # removed at Argyle: stay removed
+        _activity(2, 9),
+        _activity(3, 9),  # older than the stored copies
+        _activity(4, 11),
+        _activity(5, 11),  # newer
+        _activity(6, 10),  # the same version again
+        _activity("new-1", 10),
+        _activity("new-2", 10),
+    ]
+    result = store.upsert_many(page, SYNCED_AT)
+    assert (result.removed, result.stale, result.changed, result.created, result.written) == (2, 2, 2, 2, 5)
+    assert (changes.added, changes.updated, changes.removed) == (["anew-1", "anew-2"], ["a4", "a5"], [])
+    assert store.live_activity(ACCOUNT, "a4") == page[4].raw and store.live_activity(ACCOUNT, "a0") is None
+
+
+def test_when_a_listing_holds_one_activity_twice_at_one_version_the_later_copy_is_stored(store: ActivityStore):
+    first, later = _activity(1, 10, status="in_progress"), _activity(1, 10, status="completed")
+    assert store.upsert_many([first, later], SYNCED_AT).written == 1
+    assert store.live_activity(ACCOUNT, "a1") == later.raw
+
+
+def test_the_store_counts_exactly_the_calls_it_makes():
+    # What the benchmark reports: one read per 100 activities, one write per 25, from zero.
+    client = RecordingCalls()
+    store = ActivityStore("activities", client)
+    store.upsert_many([_activity(n, 10) for n in range(60)], SYNCED_AT)
+    assert (store.read_calls, store.write_calls) == (client.reads, client.writes) == (1, 3)
+
+
+class RecordingCalls:
+    def __init__(self) -> None:
+        self.reads = self.writes = 0
+        self._lock = threading.Lock()
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.reads += 1
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.writes += 1
+        return {"UnprocessedItems": {}}
