@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from argyle_pipeline.argyle.activity import Activity
 from argyle_pipeline.aws.activity_store import ActivityStore, activity_item, activity_version, start_key
@@ -50,8 +51,8 @@ def test_a_start_written_with_an_offset_is_keyed_by_its_instant_in_utc():
     assert start_key(datetime(2024, 5, 1, 12, 0)) == "2024-05-01T12:00:00.000000Z"  # naive: UTC, as Argyle's
 
 
-@pytest.fixture
-def store(moto_in_process: None) -> ActivityStore:
+def _store(**options: Any) -> ActivityStore:
+    """A store on a fresh activities table (keys only) in moto's in-process mock."""
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(
         TableName="activities",
@@ -65,7 +66,12 @@ def store(moto_in_process: None) -> ActivityStore:
             {"AttributeName": "activity_id", "AttributeType": "S"},
         ],
     )
-    return ActivityStore("activities", client)
+    return ActivityStore("activities", client, **options)
+
+
+@pytest.fixture
+def store(moto_in_process: None) -> ActivityStore:
+    return _store()
 
 
 def test_an_activity_whose_dates_came_as_epoch_seconds_is_stored_by_both_write_paths(store: ActivityStore):
@@ -156,3 +162,54 @@ class RecordingCalls:
         with self._lock:
             self.writes += 1
         return {"UnprocessedItems": {}}
+
+
+def test_a_single_update_reports_what_it_did_and_records_only_real_changes(store: ActivityStore):
+    changes = store.track_changes()
+    outcomes = [store.upsert_one(_activity(1, hour), SYNCED_AT) for hour in (10, 11, 11, 9)]
+    assert [(r.written, r.created, r.changed, r.stale, r.removed) for r in outcomes] == [
+        (1, 1, 0, 0, 0),  # new
+        (1, 0, 1, 0, 0),  # newer
+        (1, 0, 0, 0, 0),  # the same version again: written, no change
+        (0, 0, 0, 1, 0),  # older: refused
+    ]
+    assert (changes.added, changes.updated) == (["a1"], ["a1"])
+    assert store.live_activity(ACCOUNT, "a1") == _activity(1, 11).raw
+    store.remove(ACCOUNT, ["a1"], SYNCED_AT)
+    removed = store.upsert_one(_activity(1, 12), SYNCED_AT)
+    assert (removed.written, removed.removed) == (0, 1) and store.live_activity(ACCOUNT, "a1") is None
+    assert store.write_calls == 6
+
+
+def test_a_single_update_that_dynamodb_refuses_for_another_reason_fails_its_record(store: ActivityStore):
+    missing = ActivityStore("no-such-table", store._client)
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        missing.upsert_one(_activity(1, 10), SYNCED_AT)
+
+
+def test_a_removal_tombstones_each_id_once_and_reports_only_live_activities_as_removed(moto_in_process: None):
+    store = _store(tombstone_seconds=3_600, clock=lambda: 5_000.9)
+    store.upsert_many([_activity(1, 10), _activity(2, 10)], SYNCED_AT)
+    store.remove(ACCOUNT, ["a2"], SYNCED_AT)
+    changes = store.track_changes()
+    assert store.remove(ACCOUNT, ["a1", "a1", "", "a2", "never-seen"], "2026-11-29T01:00:00Z") == 3
+    assert changes.removed == ["a1"]
+    for activity_id in ("a1", "a2", "never-seen"):
+        assert store.get_item(ACCOUNT, activity_id) == {
+            "account_id": ACCOUNT,
+            "activity_id": activity_id,
+            "removed_at": "2026-11-29T01:00:00Z",
+            "expires_at": 8_600,
+        }
+
+
+@pytest.mark.parametrize(("retention", "expires"), [(86_400, 91_400), (None, None), (0, None)])
+def test_activities_expire_a_retention_after_their_last_sync_when_the_stack_sets_one(
+    moto_in_process: None, retention: int | None, expires: int | None
+):
+    store = _store(retention_seconds=retention, clock=lambda: 5_000.9)
+    store.upsert_many([_activity(1, 10)], SYNCED_AT)
+    store.upsert_one(_activity(2, 10), SYNCED_AT)
+    for activity_id in ("a1", "a2"):
+        item = store.get_item(ACCOUNT, activity_id)
+        assert item is not None and item.get("expires_at") == expires
