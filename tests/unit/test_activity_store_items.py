@@ -173,12 +173,13 @@ def test_a_single_update_reports_what_it_did_and_records_only_real_changes(store
         (1, 0, 0, 0, 0),  # the same version again: written, no change
         (0, 0, 0, 1, 0),  # older: refused
     ]
-    assert (changes.added, changes.updated) == (["a1"], ["a1"])
+    assert store.upsert_one(_activity(2, 10), SYNCED_AT).created == 1
+    assert (changes.added, changes.updated) == (["a1", "a2"], ["a1"])
     assert store.live_activity(ACCOUNT, "a1") == _activity(1, 11).raw
     store.remove(ACCOUNT, ["a1"], SYNCED_AT)
     removed = store.upsert_one(_activity(1, 12), SYNCED_AT)
     assert (removed.written, removed.removed) == (0, 1) and store.live_activity(ACCOUNT, "a1") is None
-    assert store.write_calls == 6
+    assert store.write_calls == 7
 
 
 def test_a_single_update_that_dynamodb_refuses_for_another_reason_fails_its_record(store: ActivityStore):
