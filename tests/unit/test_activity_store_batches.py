@@ -181,3 +181,51 @@ def test_a_store_asked_for_one_batch_at_a_time_never_sends_two_together(concurre
     client = GatedClient(expected=1)
     ActivityStore("activities", client, concurrency=concurrency).upsert_many(_page(100), "2026-11-29T00:00:00Z")
     assert client.most_in_flight == 1 and client.written == 100
+
+
+class SlowTable:
+    """DynamoDB shedding load: each batch call processes only the first key or item of its request
+    and leaves the rest unprocessed. Holds the items written (plain attribute-value form)."""
+
+    def __init__(self, items: dict[str, dict[str, Any]] | None = None, *, gets_forever: bool = False) -> None:
+        self.items = dict(items or {})
+        self.gets_forever = gets_forever
+        self.gets = self.writes = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.gets += 1
+        ((table, request),) = RequestItems.items()
+        first, rest = request["Keys"][0], request["Keys"][1:]
+        if self.gets_forever:
+            first, rest = None, request["Keys"]
+        found = [self.items[first["activity_id"]["S"]]] if first and first["activity_id"]["S"] in self.items else []
+        unprocessed = {table: {**request, "Keys": rest}} if rest else {}
+        return {"Responses": {table: found}, "UnprocessedKeys": unprocessed}
+
+    def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> dict[str, Any]:
+        self.writes += 1
+        ((table, requests),) = RequestItems.items()
+        item = requests[0]["PutRequest"]["Item"]
+        self.items[item["activity_id"]["S"]] = item
+        return {"UnprocessedItems": {table: requests[1:]} if requests[1:] else {}}
+
+
+def test_versions_left_unread_under_load_are_read_again_before_anything_is_written():
+    page = _page(4)
+    stored = {  # a copy newer than the page's, and a tombstone (no version at all)
+        page[1].id: {"account_id": {"S": "acc-1"}, "activity_id": {"S": page[1].id}, "version": {"N": str(10**18)}},
+        page[2].id: {"account_id": {"S": "acc-1"}, "activity_id": {"S": page[2].id}, "removed_at": {"S": "x"}},
+    }
+    table, sleeps = SlowTable(stored), list[float]()
+    result = ActivityStore("activities", table, sleep=sleeps.append, rand=lambda: 1.0).upsert_many(page, "t")
+    assert (result.stale, result.removed, result.created, result.written) == (1, 1, 2, 2)
+    assert table.gets == 4 and table.writes == 2  # one key per read, then one item per write
+    assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.1])
+    assert {page[0].id, page[3].id} <= set(table.items) and "removed_at" in table.items[page[2].id]
+
+
+def test_versions_dynamodb_never_reads_fail_the_record_after_8_rounds_without_writing():
+    table = SlowTable(gets_forever=True)
+    with pytest.raises(DynamoDBIncomplete, match="BatchGetItem left keys unprocessed after 8 rounds"):
+        ActivityStore("activities", table, sleep=lambda _: None).upsert_many(_page(3), "t")
+    assert (table.gets, table.writes) == (8, 0)
