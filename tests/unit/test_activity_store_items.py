@@ -1,6 +1,7 @@
 """What one stored activity holds, as people and the sync read it back: its version (microseconds
 since the epoch, whatever offset the update came with), its start key, its text dates, and how
-long a tombstone is kept (docs/sync.md, "The activities table")."""
+long a tombstone is kept (docs/sync.md, "The activities table"); what each write reports; and
+what the reads give back."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_a_start_written_with_an_offset_is_keyed_by_its_instant_in_utc():
 
 
 def _store(**options: Any) -> ActivityStore:
-    """A store on a fresh activities table (keys only) in moto's in-process mock."""
+    """A store on a fresh activities table in moto's in-process mock."""
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(
         TableName="activities",
@@ -62,8 +63,22 @@ def _store(**options: Any) -> ActivityStore:
             {"AttributeName": "activity_id", "KeyType": "RANGE"},
         ],
         AttributeDefinitions=[
-            {"AttributeName": "account_id", "AttributeType": "S"},
-            {"AttributeName": "activity_id", "AttributeType": "S"},
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("account_id", "activity_id", "start_date", "start_key")
+        ],
+        GlobalSecondaryIndexes=[  # as template.yaml's
+            {
+                "IndexName": index,
+                "KeySchema": [
+                    {"AttributeName": "account_id", "KeyType": "HASH"},
+                    {"AttributeName": sort_key, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": projection},
+            }
+            for index, sort_key, projection in (
+                ("ByStartDate", "start_date", "ALL"),
+                ("ByStartKey", "start_key", "KEYS_ONLY"),
+            )
         ],
     )
     return ActivityStore("activities", client, **options)
@@ -214,3 +229,87 @@ def test_activities_expire_a_retention_after_their_last_sync_when_the_stack_sets
     for activity_id in ("a1", "a2"):
         item = store.get_item(ACCOUNT, activity_id)
         assert item is not None and item.get("expires_at") == expires
+
+
+def _reads_store() -> ActivityStore:
+    """a1..a4 start on May 1st..4th, a5 has no start; a2 is removed; another account has one."""
+    store = _store()
+    page = [_activity(n, 10, start_date=f"2024-05-0{n}T08:00:00Z") for n in range(1, 5)]
+    store.upsert_many([*page, _activity(5, 10, start_date=None)], SYNCED_AT)
+    store.upsert_many([Activity.from_api({"id": "b1", "account": "acc-other", "start_date": "2024-05-01"})], SYNCED_AT)
+    store.remove(ACCOUNT, ["a2"], SYNCED_AT)
+    return store
+
+
+def _ids(items: Any) -> list[str]:
+    return [item["activity_id"] for item in items]
+
+
+def test_an_accounts_activities_are_its_live_ones_unless_removed_ones_are_asked_for(moto_in_process: None):
+    store = _reads_store()
+    assert _ids(store.activities(ACCOUNT)) == ["a1", "a3", "a4", "a5"]
+    assert _ids(store.activities(ACCOUNT, include_removed=True)) == ["a1", "a2", "a3", "a4", "a5"]
+    assert store.count(ACCOUNT) == {"live": 4, "removed": 1}
+    assert sorted(store.item_ids(ACCOUNT)) == ["a1", "a2", "a3", "a4", "a5"] and len(store.item_ids(ACCOUNT, 2)) == 2
+
+
+def test_activities_by_start_date_are_the_live_dated_ones_within_inclusive_bounds_oldest_first(moto_in_process: None):
+    store = _reads_store()
+    assert _ids(store.activities_by_start_date(ACCOUNT)) == ["a1", "a3", "a4"]
+    assert _ids(store.activities_by_start_date(ACCOUNT, "2024-05-03T08:00:00Z")) == ["a3", "a4"]
+    assert _ids(store.activities_by_start_date(ACCOUNT, None, "2024-05-03T08:00:00Z")) == ["a1", "a3"]
+    assert _ids(store.activities_by_start_date(ACCOUNT, "2024-05-01T08:00:01Z", "2024-05-04T08:00:00Z")) == ["a3", "a4"]
+
+
+def test_the_reconcilers_keys_are_every_live_activity_sorted_by_start_undated_last(moto_in_process: None):
+    store = _reads_store()
+    assert [(k.start_key, k.activity_id) for k in store.stored_keys(ACCOUNT)] == [
+        ("2024-05-01T08:00:00.000000Z", "a1"),
+        ("2024-05-03T08:00:00.000000Z", "a3"),
+        ("2024-05-04T08:00:00.000000Z", "a4"),
+        ("~", "a5"),
+    ]
+
+
+def test_a_resync_finds_the_live_activities_its_listing_did_not_write(moto_in_process: None):
+    store = _reads_store()
+    store.upsert_many([_activity(1, 10), _activity(4, 10)], SYNCED_AT, resync_marker="resync-2")
+    store.upsert_many([_activity(3, 10)], SYNCED_AT, resync_marker="resync-1")
+    assert sorted(store.live_ids_not_marked(ACCOUNT, "resync-2")) == ["a3", "a5"]
+
+
+def test_deleting_an_accounts_items_removes_live_copies_and_tombstones_alike(moto_in_process: None):
+    store = _reads_store()
+    assert store.delete_many(ACCOUNT, ["a1", "a2", "a1"]) == 2
+    assert _ids(store.activities(ACCOUNT, include_removed=True)) == ["a3", "a4", "a5"]
+    assert store.item_ids("acc-other") == ["b1"]
+
+
+class PagedQueries:
+    """DynamoDB answering every Query one page at a time (as past 1 MB): three pages of two items."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        self.queries += 1
+        page = int(kwargs.get("ExclusiveStartKey", {}).get("page", {}).get("N", "0"))
+        items = [
+            {"account_id": {"S": ACCOUNT}, "activity_id": {"S": f"a{2 * page + n}"}, "start_key": {"S": "~"}}
+            for n in range(2)
+        ]
+        response: dict[str, Any] = {"Items": items, "Count": len(items)}
+        if page < 2:
+            response["LastEvaluatedKey"] = {"page": {"N": str(page + 1)}}
+        return response
+
+
+def test_every_read_of_an_account_goes_through_all_of_its_pages():
+    every = ["a0", "a1", "a2", "a3", "a4", "a5"]
+    store = ActivityStore("activities", PagedQueries())
+    assert _ids(store.activities(ACCOUNT)) == every
+    assert _ids(store.activities_by_start_date(ACCOUNT, "2024-01-01")) == every
+    assert store.live_ids_not_marked(ACCOUNT, "resync-1") == every
+    assert [k.activity_id for k in store.stored_keys(ACCOUNT)] == every
+    assert store.count(ACCOUNT) == {"live": 6, "removed": 6}
+    assert store.read_calls == 5 * 3 + 3
