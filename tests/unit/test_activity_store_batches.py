@@ -136,7 +136,7 @@ def test_a_throttled_batch_is_tried_8_times_over_about_7_seconds_then_fails_its_
     # (here the longest wait full jitter can draw); then the record fails and SQS retries it.
     client, sleeps = ThrottledClient(), list[float]()
     store = ActivityStore("activities", client, sleep=sleeps.append, rand=lambda: 1.0)
-    with pytest.raises(DynamoDBIncomplete, match="after 8 rounds"):
+    with pytest.raises(DynamoDBIncomplete, match="BatchWriteItem left 3 items unprocessed after 8 rounds"):
         store.upsert_many(_page(3), "2026-11-29T00:00:00Z")
     assert client.write_calls == store.write_calls == 8
     assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])

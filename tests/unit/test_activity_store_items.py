@@ -313,3 +313,15 @@ def test_every_read_of_an_account_goes_through_all_of_its_pages():
     assert [k.activity_id for k in store.stored_keys(ACCOUNT)] == every
     assert store.count(ACCOUNT) == {"live": 6, "removed": 6}
     assert store.read_calls == 5 * 3 + 3
+
+
+class TiedStarts:
+    """The ByStartKey index answering with three activities of one start, in no particular order
+    (DynamoDB orders a Query by the sort key only)."""
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Items": [{"activity_id": {"S": i}, "start_key": {"S": "2024-05-01T08:00:00.000000Z"}} for i in "cab"]}
+
+
+def test_the_reconcilers_keys_of_one_start_are_in_id_order():
+    assert [k.activity_id for k in ActivityStore("activities", TiedStarts()).stored_keys(ACCOUNT)] == ["a", "b", "c"]
