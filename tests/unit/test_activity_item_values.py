@@ -50,3 +50,19 @@ def test_an_argyle_activity_with_money_and_nesting_is_stored_unchanged():
 def test_a_number_too_precise_for_dynamodb_is_refused_not_rounded():
     with pytest.raises(Exception, match=r"Inexact|Rounded"):
         json_attribute_value({"pay": 10**40 + 1})
+
+
+@pytest.mark.parametrize("number", [10**38, -(10**38), 10**38 + 1, -(10**38 + 1)])
+def test_a_whole_number_of_39_digits_is_refused_as_boto3_refuses_it(number: int):
+    # The first integers past DynamoDB's 38 digits, even round ones: refused before anything is sent.
+    with pytest.raises(Exception, match=r"Inexact|Rounded"):
+        json_attribute_value({"pay": number})
+
+
+def test_the_largest_whole_numbers_of_38_digits_are_stored_exactly():
+    assert json_attribute_value([10**38 - 1, -(10**38 - 1)]) == {"L": [{"N": "9" * 38}, {"N": "-" + "9" * 38}]}
+
+
+def test_a_decimal_too_precise_for_dynamodb_is_refused_not_rounded():
+    with pytest.raises(Exception, match=r"Inexact|Rounded"):
+        json_attribute_value({"rate": Decimal("1." + "3" * 40)})
