@@ -325,3 +325,24 @@ class TiedStarts:
 
 def test_the_reconcilers_keys_of_one_start_are_in_id_order():
     assert [k.activity_id for k in ActivityStore("activities", TiedStarts()).stored_keys(ACCOUNT)] == ["a", "b", "c"]
+
+
+def test_every_read_a_write_depends_on_is_strongly_consistent(store: ActivityStore):
+    # DynamoDB reads are eventually consistent unless asked otherwise (moto's are always consistent):
+    # an eventual read of the stored versions could miss the previous event's write, and an older
+    # copy would then be written over a newer one. So the versions a page is checked against, and a
+    # single activity's read, ask for a consistent read.
+    asked: list[tuple[str, Any]] = []
+
+    def note(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "BatchGetItem":
+            asked.extend(("BatchGetItem", keys.get("ConsistentRead")) for keys in params["RequestItems"].values())
+        if model.name == "GetItem":
+            asked.append(("GetItem", params.get("ConsistentRead")))
+
+    store._client.meta.events.register("provide-client-params.dynamodb.*", note)
+    store.upsert_many([_activity(n, 10) for n in range(3)], SYNCED_AT)
+    store.upsert_many([_activity(n, 11) for n in range(3)], SYNCED_AT)
+    store.get_item(ACCOUNT, _activity(0, 10).id)
+
+    assert asked and set(asked) == {("BatchGetItem", True), ("GetItem", True)}
