@@ -172,6 +172,7 @@ def build(repo: Path, state: Path, workers: int, tests: list[str], *, part: bool
         return CoverageMap({}, json.loads(timings.read_text()) if timings.exists() else {})
     data = CoverageData(basename=str(data_file))
     data.read()
+    every_test = list(json.loads(timings.read_text())) if timings.exists() else []
     tests_by_line: dict[str, dict[int, list[str]]] = {}
     for measured in data.measured_files():
         relative = os.path.relpath(measured, repo)
@@ -184,9 +185,13 @@ def build(repo: Path, state: Path, workers: int, tests: list[str], *, part: bool
             else:
                 at_import.append(line)
         # A line run only when the module was imported (a constant, a compiled pattern) ran before
-        # any test's context began; every test that runs the module's code depends on it.
-        users = sorted({test for tests in by_line.values() for test in tests})
+        # any test's context began; every test that runs the module's code depends on it, and so do
+        # the tests written for the module, which may run none of its lines: a dataclass's field
+        # options shape its generated `__eq__` and `__repr__`, whose code has no line in the file.
+        stem = Path(relative).stem
+        users = {test for tests in by_line.values() for test in tests}
+        users |= {test for test in every_test if stem in Path(test.split("::", 1)[0]).name}
         for line in at_import:
-            by_line[line] = users
+            by_line[line] = sorted(users)
         tests_by_line[relative] = by_line
     return CoverageMap(tests_by_line, json.loads(timings.read_text()) if timings.exists() else {})

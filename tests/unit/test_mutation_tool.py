@@ -501,3 +501,25 @@ def test_a_new_test_module_is_mapped_alone_and_its_tests_join_the_map(
     assert second.tests_for("layers/shared/calc.py", 11, 11) == ["tests/test_within.py::test_within"]
     assert second.tests_for("layers/shared/calc.py", 17, 17) == ["tests/test_total.py::test_total"]
     assert load_or_build(repo, state, 1, []).tests_by_line == second.tests_by_line  # current now: reused
+
+
+def test_a_line_run_at_import_maps_to_the_tests_written_for_its_module_even_if_they_run_none_of_its_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    (repo / "layers/shared").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "layers/shared/calc.py").write_bytes(SOURCE)
+    # (a dataclass's generated methods are like this: they run no line of the file that shapes them)
+    (repo / "tests/test_calc.py").write_text("import calc\n\ndef test_the_logger_is_named_after_the_module():\n"
+                                             "    assert calc.logger.name == 'calc'\n")
+    (repo / "tests/test_other.py").write_text("from calc import total\n\ndef test_total():\n"
+                                              "    assert total([2]) == 2\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    monkeypatch.setenv("PYTHONPATH", f"{repo / 'layers/shared'}:{Path(__file__).resolve().parents[2]}")
+    monkeypatch.chdir(repo)
+
+    built = load_or_build(repo, repo / ".mutation", 1, [])
+
+    assert built.tests_for("layers/shared/calc.py", 5, 5) == [  # `logger = logging.getLogger(__name__)`
+        "tests/test_calc.py::test_the_logger_is_named_after_the_module", "tests/test_other.py::test_total"]
+    assert built.tests_for("layers/shared/calc.py", 17, 17) == ["tests/test_other.py::test_total"]
