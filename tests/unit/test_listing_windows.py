@@ -171,6 +171,41 @@ def test_a_large_listing_whose_activities_all_start_at_once_is_listed_whole_and_
     assert state.accounts[ACCOUNT]["status"] == "fully_synced"
 
 
+class UndatedAfterCountArgyle(SharedArgyle):
+    """An activity without a start date appears right after Argyle counted the dated activities,
+    before the listing's first page."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.undated_after_count: dict[str, Any] | None = None
+
+    def count_activities(self, account: str, from_start_date: str | None = None,
+                         to_start_date: str | None = None) -> int | None:
+        counted = super().count_activities(account, from_start_date, to_start_date)
+        if from_start_date is not None and self.undated_after_count is not None:
+            self.accounts[account][self.undated_after_count["id"]] = self.undated_after_count
+            self.undated_after_count = None
+        return counted
+
+
+def test_a_large_listing_whose_activities_all_start_at_once_still_stores_an_undated_one_that_appears_meanwhile():
+    # Given 150 activities (above the threshold) that all start in the same second, and one
+    # without a start date that Argyle adds right after counting them
+    argyle, activities = UndatedAfterCountArgyle(page_limit=PAGE), LockedActivities()
+    docs = [argyle.add_dated(ACCOUNT, n, BASE_TIME) for n in range(150)]
+    undated = make_activity(ACCOUNT, 900, updated=argyle.tick())
+    undated["start_date"] = None
+    argyle.undated_after_count = undated
+    sync, _, state = make_sync(argyle, activities)
+    # When the fully_synced is processed
+    deliver(sync, fully_synced(docs))
+    # Then, with no window to cut it into, the account was listed whole (no date filter), so the
+    # undated activity is stored too and the copy is exact
+    assert listed_ranges(argyle) == [(None, None)]
+    assert undated["id"] in activities.live(ACCOUNT) and activities.live(ACCOUNT) == argyle.truth(ACCOUNT)
+    assert state.accounts[ACCOUNT]["status"] == "fully_synced"
+
+
 # --- when a listing is split -----------------------------------------------------------------------
 
 def test_a_large_listing_is_listed_as_concurrent_windows_and_the_copy_is_exact():

@@ -877,3 +877,58 @@ def test_activities_an_event_writes_between_a_full_reconciles_parts_are_read_aga
     assert rest[-1]["completed"] and rest[-1]["fetched"] == 2 and rest[-1]["removed"] == 0
     assert sorted(world.argyle.get_requests) == sorted(touched)
     assert world.exact()
+
+
+# --- what a reconcile reports ----------------------------------------------------------------------
+
+def test_a_reconcile_that_removes_activities_in_two_places_reports_every_one_it_removed():
+    # Given 3,000 stored activities, two of them gone at Argyle far apart (found in different
+    # windows, each removed in a batch of its own)
+    world = World()
+    docs = world.synced(3000)
+    for activity_id in (docs[17]["id"], docs[2500]["id"]):
+        world.argyle.remove(ACCOUNT, activity_id)
+    # When the account is reconciled by counts
+    outcome = world.reconcile()
+    # Then the outcome reports both removals, not only the last batch's
+    assert outcome["removed"] == 2
+    assert outcome["drift"] == {"missing": 0, "extra": 2, "stale": 0} and world.exact()
+
+
+def test_a_reconcile_that_repairs_missing_activities_reports_what_it_wrote():
+    # Given 300 stored activities, and two missed ones, one older and one newer than all of them
+    world = World()
+    world.synced(300)
+    world.argyle.add_dated(ACCOUNT, 1_000, BASE_TIME - timedelta(days=1))
+    world.argyle.add_dated(ACCOUNT, 1_001, BASE_TIME + timedelta(hours=400))
+    # When the account is reconciled by counts (its two pages are listed outright)
+    outcome = world.reconcile()
+    # Then the outcome reports the rows that listing wrote
+    assert outcome["upserted"] == 302 and outcome["pages"] == 2
+    assert outcome["drift"] == {"missing": 2, "extra": 0, "stale": 0} and world.exact()
+
+
+def test_argyle_giving_out_in_the_middle_of_a_repair_hands_the_repair_on_and_the_copy_ends_exact():
+    # Given 300 stored activities, two missed ones (one on each of the account's two pages), and
+    # Argyle unavailable for the repair's second page, after the counts and its first page
+    world = World()
+    world.synced(300)
+    world.argyle.add_dated(ACCOUNT, 1_000, BASE_TIME - timedelta(days=1))
+    newest = world.argyle.add_dated(ACCOUNT, 1_001, BASE_TIME + timedelta(hours=400))
+    original_call = world.argyle._call
+    calls_at_start = world.argyle.calls
+
+    def call() -> None:
+        if world.argyle.calls == calls_at_start + 3:
+            world.argyle.fail_next = [unavailable()]
+        original_call()
+
+    world.argyle._call = call  # type: ignore[method-assign]
+    # When the account is reconciled by counts
+    first = world.reconcile()
+    # Then it is handed on, with the newest missed activity not yet written
+    assert first["action"] == "continued" and first["argyle_gave_out"]
+    assert newest["id"] not in world.activities.live(ACCOUNT)
+    # And once the continuation runs (Argyle is back) the window is listed again and the copy is exact
+    rest = world.drain()
+    assert rest[-1]["completed"] and world.exact()
