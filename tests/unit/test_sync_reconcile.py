@@ -932,3 +932,5 @@ def test_argyle_giving_out_in_the_middle_of_a_repair_hands_the_repair_on_and_the
     # And once the continuation runs (Argyle is back) the window is listed again and the copy is exact
     rest = world.drain()
     assert rest[-1]["completed"] and world.exact()
+    # And the drift recorded counts both repairs: the one written before Argyle gave out too
+    assert world.state.accounts[ACCOUNT]["last_reconcile"]["drift"]["missing"] == 2

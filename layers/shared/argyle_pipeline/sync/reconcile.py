@@ -105,6 +105,8 @@ class Reconciler:
                     raise  # nothing done here: the record fails and comes back with its own state
                 # Argyle gave out mid-way: hand on the state before the failed step, not a restart.
                 before.argyle_calls += ctx.argyle_calls - calls_before
+                # What the failed step repaired is written and stays counted: its redo finds it stored.
+                before.drift = dict(job.drift)
                 outcome.argyle_gave_out = True
                 return self._continue(before, message, outcome)
             progressed = progressed or ctx.argyle_calls > calls_at_step
