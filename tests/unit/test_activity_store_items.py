@@ -346,3 +346,14 @@ def test_every_read_a_write_depends_on_is_strongly_consistent(store: ActivitySto
     store.get_item(ACCOUNT, _activity(0, 10).id)
 
     assert asked and set(asked) == {("BatchGetItem", True), ("GetItem", True)}
+
+
+def test_the_store_counts_its_single_reads_and_its_id_listings_too(store: ActivityStore):
+    # What the reads figure covers: every call that reads the table, one each.
+    store.upsert_many([_activity(n, 10) for n in range(3)], SYNCED_AT)
+    before = store.read_calls
+
+    store.get_item(ACCOUNT, _activity(0, 10).id)
+    store.item_ids(ACCOUNT)
+
+    assert store.read_calls == before + 2
