@@ -205,3 +205,57 @@ def test_an_event_archived_by_a_concurrent_copy_meanwhile_is_not_new_and_counted
     assert racing.raced and archived is False
     assert state.event_counts() == {"activities.added": 1}
     assert state.archived_event("k-race")["body"] == body  # type: ignore[index]
+
+
+def sync(state: SyncStateStore, at: str, *, user: str | None = USER, exact: bool = True,
+         covered_from: str | None = None, covered_to: str | None = None) -> bool:
+    return state.record_sync(ACCOUNT, user, at, event="activities.updated", covered_from=covered_from,
+                             covered_to=covered_to, exact=exact)
+
+
+@pytest.mark.parametrize("user", [USER, None])
+def test_an_accounts_first_exact_copy_is_reported_once_whether_or_not_the_event_names_a_user(
+        state: SyncStateStore, user: str | None):
+    # Given an account synced without being found exact, then exact for the first time
+    assert sync(state, "t1", user=user, exact=False) is False
+    assert sync(state, "t2", user=user) is True
+    # When it is found exact again
+    again = sync(state, "t3", user=user)
+    # Then that is not its first exact copy, and "data as of" moves on
+    assert again is False
+    assert state.account_state(ACCOUNT)["data_as_of"] == "t3"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("covered_from", "covered_to"), [
+    ("2024-01-01T00:00:00Z", None), (None, "2024-06-01T00:00:00Z"),
+    ("2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z")])
+def test_the_last_sync_keeps_whichever_bounds_of_the_window_it_covered(
+        state: SyncStateStore, covered_from: str | None, covered_to: str | None):
+    sync(state, "t", covered_from=covered_from, covered_to=covered_to)
+    bounds = {"from": covered_from, "to": covered_to}
+    assert state.account_state(ACCOUNT)["last_sync"] == {  # type: ignore[index]
+        "event": "activities.updated", "at": "t", **{k: v for k, v in bounds.items() if v is not None}}
+
+
+def test_a_sync_of_the_whole_account_records_no_window(state: SyncStateStore):
+    sync(state, "t")
+    assert state.account_state(ACCOUNT)["last_sync"] == {"event": "activities.updated", "at": "t"}  # type: ignore[index]
+
+
+def test_a_failures_reason_is_noted_as_its_first_line_cut_to_300_characters(state: SyncStateStore):
+    # When a record of the account fails with a long, multi-line reason
+    noted = state.record_failure(ACCOUNT, event="activities.added", failed_at="t", reason="x" * 1000 + "\ntrace",
+                                 attempts=3)
+    # Then the health note keeps the first 300 characters of its first line
+    assert noted is True
+    failure = state.account_state(ACCOUNT)["last_failure"]  # type: ignore[index]
+    assert failure == {"event": "activities.added", "at": "t", "reason": "x" * 300, "attempts": 3}
+
+
+def test_a_failure_of_a_purged_account_is_not_noted(state: SyncStateStore):
+    # Given a purged account
+    state.begin_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", at="t1")
+    state.finish_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", purged_at="t2", deleted={})
+    # When one of its records fails, then nothing is written back into the marker, and the caller is told so
+    assert state.record_failure(ACCOUNT, event="activities.added", failed_at="t", reason="boom", attempts=1) is False
+    assert "last_failure" not in state.account_state(ACCOUNT)  # type: ignore[operator]
