@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from argyle_pipeline.aws import sync_state_store
-from argyle_pipeline.aws.sync_state_store import SyncStateStore, event_key
+from argyle_pipeline.aws.sync_state_store import SyncStateStore, account_shard, event_key
 from local_stack.template_resources import StackResources
 
 ACCOUNT, USER = "acc-state", "user-state"
@@ -259,3 +259,47 @@ def test_a_failure_of_a_purged_account_is_not_noted(state: SyncStateStore):
     # When one of its records fails, then nothing is written back into the marker, and the caller is told so
     assert state.record_failure(ACCOUNT, event="activities.added", failed_at="t", reason="boom", attempts=1) is False
     assert "last_failure" not in state.account_state(ACCOUNT)  # type: ignore[operator]
+
+
+def test_account_lookups_stay_in_the_documented_shards_an_operator_queries(state: SyncStateStore):
+    # docs/sync.md: an account's `lookup` is SHARD#00..SHARD#15 (the Lookups index an operator queries)
+    accounts = [f"acc-{i}" for i in range(60)]
+    for account in accounts:
+        state.record_failure(account, event="activities.added", failed_at="t", reason="r", attempts=1)
+    lookups = {account_shard(a) for a in accounts}
+    stored = {s["lookup"] for s in state.account_states(accounts, ("lookup",))}
+    assert stored == lookups and lookups == {f"SHARD#{n:02d}" for n in range(16)}
+    assert sorted(state.account_ids()) == sorted(accounts)
+
+
+class BatchWriteLimit:
+    """A DynamoDB client that refuses a BatchWriteItem of more than 25 requests, as DynamoDB does
+    (moto accepts any number)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client, self.batch_writes = client, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        self.batch_writes += 1
+        if sum(len(requests) for requests in RequestItems.values()) > 25:
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": "Too many items requested for the BatchWriteItem call"}},
+                              "BatchWriteItem")
+        return self._client.batch_write_item(RequestItems=RequestItems)
+
+
+def test_a_purge_of_more_items_than_one_batch_write_takes_deletes_them_all(state: SyncStateStore):
+    # Given 60 archived bodies of an account
+    client = boto3.client("dynamodb")
+    for i in range(60):
+        client.put_item(TableName=state.table_name, Item={**event_key(f"k{i}"), "body": {"B": b"{}"}})
+    limited = BatchWriteLimit(client)
+    # When they are deleted, then DynamoDB takes them 25 at a time and none is left
+    assert SyncStateStore(state.table_name, limited).delete_keys([event_key(f"k{i}") for i in range(60)]) == 60
+    assert limited.batch_writes == 3
+    assert all(state.archived_event(f"k{i}") is None for i in range(60))
