@@ -303,3 +303,36 @@ def test_a_purge_of_more_items_than_one_batch_write_takes_deletes_them_all(state
     assert SyncStateStore(state.table_name, limited).delete_keys([event_key(f"k{i}") for i in range(60)]) == 60
     assert limited.batch_writes == 3
     assert all(state.archived_event(f"k{i}") is None for i in range(60))
+
+
+def test_a_fully_synced_accounts_availability_follows_its_later_changes(state: SyncStateStore):
+    # Given a fully synced account
+    availability(state, 100, count=500, event="activities.fully_synced")
+    state.mark_fully_synced(ACCOUNT, USER, "t")
+    # When activities.added, received later, reports the new numbers
+    recorded = availability(state, 200, count=501)
+    # Then they replace the full sync's
+    assert recorded is True
+    assert state.account_state(ACCOUNT)["available_count"] == 501  # type: ignore[index]
+
+
+def test_the_health_check_reads_every_accounts_state_past_a_hundred(state: SyncStateStore):
+    # Given 201 accounts with state (BatchGetItem reads at most 100 keys a call)
+    client = boto3.client("dynamodb")
+    accounts = [f"acc-{i:03d}" for i in range(201)]
+    for account in accounts:
+        client.put_item(TableName=state.table_name, Item={
+            **sync_state_store.account_key(account), "account_id": {"S": account}, "status": {"S": "fully_synced"}})
+    # When their states are read, then every one comes back
+    states = state.account_states(accounts)
+    assert sorted(s["account_id"] for s in states) == accounts
+
+
+def test_the_health_check_reads_only_the_attributes_it_asks_for(state: SyncStateStore):
+    # Given an account with a full state
+    state.mark_fully_synced(ACCOUNT, USER, "t")
+    sync(state, "t")
+    # When the health check reads two of its attributes, then only those come back; asked for none, all of them
+    assert state.account_states([ACCOUNT], ("account_id", "data_as_of")) == [{"account_id": ACCOUNT,
+                                                                               "data_as_of": "t"}]
+    assert state.account_states([ACCOUNT]) == [state.account_state(ACCOUNT)]
