@@ -336,3 +336,38 @@ def test_the_health_check_reads_only_the_attributes_it_asks_for(state: SyncState
     assert state.account_states([ACCOUNT], ("account_id", "data_as_of")) == [{"account_id": ACCOUNT,
                                                                                "data_as_of": "t"}]
     assert state.account_states([ACCOUNT]) == [state.account_state(ACCOUNT)]
+
+
+class ThrottledWrites:
+    """A DynamoDB client whose first `rounds` BatchWriteItem calls write nothing and hand every
+    request back as UnprocessedItems, as DynamoDB does when it throttles a batch write."""
+
+    def __init__(self, client: Any, rounds: int) -> None:
+        self._client, self.rounds, self.batch_writes = client, rounds, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.batch_writes += 1
+        if self.batch_writes <= self.rounds:
+            return {"UnprocessedItems": RequestItems}
+        return self._client.batch_write_item(RequestItems=RequestItems)
+
+
+def test_throttled_purge_deletes_are_resent_after_a_growing_capped_wait(state: SyncStateStore, waits: list[float]):
+    # Given an archived body, and DynamoDB throttling the first 7 batch writes
+    client = boto3.client("dynamodb")
+    client.put_item(TableName=state.table_name, Item={**event_key("k1"), "body": {"B": b"{}"}})
+    throttled = ThrottledWrites(client, rounds=7)
+    # When it is deleted, then the eighth write deletes it, after waits that double from 0.1 s and stop at 2 s
+    assert SyncStateStore(state.table_name, throttled).delete_keys([event_key("k1")]) == 1
+    assert throttled.batch_writes == 8 and state.archived_event("k1") is None
+    assert waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+
+
+def test_purge_deletes_still_unprocessed_after_eight_writes_fail_loudly(state: SyncStateStore, waits: list[float]):
+    throttled = ThrottledWrites(boto3.client("dynamodb"), rounds=100)
+    with pytest.raises(RuntimeError, match="left 1 deletes unprocessed"):
+        SyncStateStore(state.table_name, throttled).delete_keys([event_key("k1")])
+    assert throttled.batch_writes == 8 and len(waits) == 7
