@@ -371,3 +371,102 @@ def test_purge_deletes_still_unprocessed_after_eight_writes_fail_loudly(state: S
     with pytest.raises(RuntimeError, match="left 1 deletes unprocessed"):
         SyncStateStore(state.table_name, throttled).delete_keys([event_key("k1")])
     assert throttled.batch_writes == 8 and len(waits) == 7
+
+
+def test_a_reconnected_account_drops_its_old_error_code_and_keeps_the_new_scan_time(state: SyncStateStore):
+    # Given an account Argyle reported failing, with an error code
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.failed", received_at_ms=1, updated_at="t",
+                                       connection_status="error", error_code="auth_required") is True
+    # When an older report is processed late, then it changes nothing
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=0, updated_at="t",
+                                       connection_status="connected") is False
+    # When it is reported connected again, with a scan time
+    state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=2, updated_at="t",
+                                connection_status="connected", scanned_at="2024-05-01T00:00:00Z")
+    # Then the old error code is gone
+    found = state.account_state(ACCOUNT)
+    assert found is not None and found["connection_status"] == "connected" and "error_code" not in found
+    assert found["scanned_at"] == "2024-05-01T00:00:00Z"
+
+
+class OnePerPage:
+    """A DynamoDB client whose Query and Scan pages hold one item, as DynamoDB's pages stop at 1 MB
+    (moto's never do on these tables)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        return self._client.query(**kwargs, Limit=1)
+
+    def scan(self, **kwargs: Any) -> dict[str, Any]:
+        return self._client.scan(**kwargs, Limit=1)
+
+
+def test_listings_read_every_page(state: SyncStateStore):
+    # Given three accounts of a user, each with two archived events of its group (two counters in one shard)
+    accounts = ["acc-p1", "acc-p2", "acc-p3"]
+    for n, account in enumerate(accounts):
+        state.mark_fully_synced(account, USER, "t")
+        for i, event in enumerate(["activities.added", "activities.updated"]):
+            state.archive_event(f"{account}-{i}", event, b"{}", received_at_ms=i, processed_at="t",
+                                expires_at=2_000_000_000, group_id=f"account:{account}")
+        state.archive_event(f"{account}-u", "users.fully_synced", b"{}", received_at_ms=n, processed_at="t",
+                            expires_at=2_000_000_000, group_id="user:shared")
+    # When everything is listed, one item a page
+    paged = SyncStateStore(state.table_name, OnePerPage(boto3.client("dynamodb")))
+    # Then nothing is missed past the first page
+    assert sorted(paged.account_ids()) == accounts
+    assert sorted(a["account_id"] for a in paged.accounts()) == accounts
+    assert sorted(paged.user_accounts(USER)) == accounts
+    assert len(paged.archived_keys("user:shared")) == 3
+    assert paged.event_counts() == {"activities.added": 3, "activities.updated": 3, "users.fully_synced": 3}
+
+
+class LaggingReads:
+    """A DynamoDB client whose eventually consistent GetItem does not see this test's writes yet, as
+    DynamoDB's may not within a second of them (moto's reads are always consistent)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        if not kwargs.get("ConsistentRead"):
+            return {}
+        return self._client.get_item(**kwargs)
+
+
+@pytest.fixture
+def lagging(state: SyncStateStore) -> SyncStateStore:
+    return SyncStateStore(state.table_name, LaggingReads(boto3.client("dynamodb")))
+
+
+def test_a_purge_just_begun_already_stops_the_accounts_messages(lagging: SyncStateStore):
+    lagging.begin_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", at="t1")
+    assert lagging.purge_marker(ACCOUNT) == {"status": "purging", "removed_received_at_ms": 5,
+                                             "purge_reason": "accounts.removed"}
+
+
+def test_an_account_state_just_written_is_read_back(lagging: SyncStateStore):
+    lagging.mark_fully_synced(ACCOUNT, USER, "t")
+    assert lagging.account_state(ACCOUNT)["status"] == "fully_synced"  # type: ignore[index]
+
+
+def test_an_event_archived_just_before_its_redelivery_is_counted_once(lagging: SyncStateStore):
+    # Given an event archived, then another of its group
+    assert archive_in(lagging, "k1") is True
+    assert archive_in(lagging, "k2") is True
+    # When the first is delivered again right away, then it is not new and not counted again
+    assert archive_in(lagging, "k1") is False
+    assert lagging.event_counts() == {"activities.added": 2}
+
+
+def archive_in(state: SyncStateStore, key: str) -> bool:
+    return state.archive_event(key, "activities.added", b"{}", received_at_ms=1, processed_at="t",
+                               expires_at=2_000_000_000, group_id=f"account:{ACCOUNT}")
