@@ -87,3 +87,28 @@ def test_counts_sum_every_group_and_the_counters_of_older_stacks(table: str) -> 
     shards = {count_key("activities.added", group)["pk"]["S"] for group in groups}
     assert len({str(count_key("activities.added", group)) for group in groups}) == len(groups)
     assert len(shards) >= COUNT_SHARDS // 2
+
+
+def test_a_record_that_counted_before_an_upgrade_and_is_retried_after_it_is_counted_once(table: str) -> None:
+    client = boto3.client("dynamodb")
+    # Given a group's counter as the running release left it (in the group's shard, 13 for this group)
+    # by a record that counted its event and then failed before archiving it
+    group = "account:acc-upgraded-0"
+    client.put_item(TableName=table, Item={
+        "pk": {"S": "COUNTS#13"}, "sk": {"S": f"EVENT#activities.added#{group}"}, "count": {"N": "1"},
+        "event": {"S": "activities.added"}, "group_id": {"S": group}, "last_key": {"S": "k1"},
+        "last_processed_at": {"S": "t"}, "lookup": {"S": f"COUNTERS#{group}"}})
+    state = SyncStateStore(table, client)
+    # When the record is retried by the new release, and the group's next event comes
+    assert archive(state, "k1", group=group) is True
+    assert state.event_counts() == {"activities.added": 1}
+    assert archive(state, "k2", group=group) is True
+    # Then the retried event is counted once, and the group's counter goes on from where it was
+    assert state.event_counts() == {"activities.added": 2}
+    assert state.counter_keys(group) == [{"pk": {"S": "COUNTS#13"}, "sk": {"S": f"EVENT#activities.added#{group}"}}]
+
+
+def test_counters_stay_in_the_documented_shards_an_operator_queries(table: str) -> None:
+    # docs/sync.md: COUNTS#<nn>, nn 00..15 (an operator queries one shard by hand)
+    shards = {count_key("activities.added", f"account:a{i}")["pk"]["S"] for i in range(300)}
+    assert shards == {f"COUNTS#{n:02d}" for n in range(16)}

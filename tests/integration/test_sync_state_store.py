@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from argyle_pipeline.aws import sync_state_store
-from argyle_pipeline.aws.sync_state_store import SyncStateStore, event_key
+from argyle_pipeline.aws.sync_state_store import SyncStateStore, account_shard, event_key
 from local_stack.template_resources import StackResources
 
 ACCOUNT, USER = "acc-state", "user-state"
@@ -205,3 +205,268 @@ def test_an_event_archived_by_a_concurrent_copy_meanwhile_is_not_new_and_counted
     assert racing.raced and archived is False
     assert state.event_counts() == {"activities.added": 1}
     assert state.archived_event("k-race")["body"] == body  # type: ignore[index]
+
+
+def sync(state: SyncStateStore, at: str, *, user: str | None = USER, exact: bool = True,
+         covered_from: str | None = None, covered_to: str | None = None) -> bool:
+    return state.record_sync(ACCOUNT, user, at, event="activities.updated", covered_from=covered_from,
+                             covered_to=covered_to, exact=exact)
+
+
+@pytest.mark.parametrize("user", [USER, None])
+def test_an_accounts_first_exact_copy_is_reported_once_whether_or_not_the_event_names_a_user(
+        state: SyncStateStore, user: str | None):
+    # Given an account synced without being found exact, then exact for the first time
+    assert sync(state, "t1", user=user, exact=False) is False
+    assert sync(state, "t2", user=user) is True
+    # When it is found exact again
+    again = sync(state, "t3", user=user)
+    # Then that is not its first exact copy, and "data as of" moves on
+    assert again is False
+    assert state.account_state(ACCOUNT)["data_as_of"] == "t3"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("covered_from", "covered_to"), [
+    ("2024-01-01T00:00:00Z", None), (None, "2024-06-01T00:00:00Z"),
+    ("2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z")])
+def test_the_last_sync_keeps_whichever_bounds_of_the_window_it_covered(
+        state: SyncStateStore, covered_from: str | None, covered_to: str | None):
+    sync(state, "t", covered_from=covered_from, covered_to=covered_to)
+    bounds = {"from": covered_from, "to": covered_to}
+    assert state.account_state(ACCOUNT)["last_sync"] == {  # type: ignore[index]
+        "event": "activities.updated", "at": "t", **{k: v for k, v in bounds.items() if v is not None}}
+
+
+def test_a_sync_of_the_whole_account_records_no_window(state: SyncStateStore):
+    sync(state, "t")
+    assert state.account_state(ACCOUNT)["last_sync"] == {"event": "activities.updated", "at": "t"}  # type: ignore[index]
+
+
+def test_a_failures_reason_is_noted_as_its_first_line_cut_to_300_characters(state: SyncStateStore):
+    # When a record of the account fails with a long, multi-line reason
+    noted = state.record_failure(ACCOUNT, event="activities.added", failed_at="t", reason="x" * 1000 + "\ntrace",
+                                 attempts=3)
+    # Then the health note keeps the first 300 characters of its first line
+    assert noted is True
+    failure = state.account_state(ACCOUNT)["last_failure"]  # type: ignore[index]
+    assert failure == {"event": "activities.added", "at": "t", "reason": "x" * 300, "attempts": 3}
+
+
+def test_a_failure_of_a_purged_account_is_not_noted(state: SyncStateStore):
+    # Given a purged account
+    state.begin_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", at="t1")
+    state.finish_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", purged_at="t2", deleted={})
+    # When one of its records fails, then nothing is written back into the marker, and the caller is told so
+    assert state.record_failure(ACCOUNT, event="activities.added", failed_at="t", reason="boom", attempts=1) is False
+    assert "last_failure" not in state.account_state(ACCOUNT)  # type: ignore[operator]
+
+
+def test_account_lookups_stay_in_the_documented_shards_an_operator_queries(state: SyncStateStore):
+    # docs/sync.md: an account's `lookup` is SHARD#00..SHARD#15 (the Lookups index an operator queries)
+    accounts = [f"acc-{i}" for i in range(60)]
+    for account in accounts:
+        state.record_failure(account, event="activities.added", failed_at="t", reason="r", attempts=1)
+    lookups = {account_shard(a) for a in accounts}
+    stored = {s["lookup"] for s in state.account_states(accounts, ("lookup",))}
+    assert stored == lookups and lookups == {f"SHARD#{n:02d}" for n in range(16)}
+    assert sorted(state.account_ids()) == sorted(accounts)
+
+
+class BatchWriteLimit:
+    """A DynamoDB client that refuses a BatchWriteItem of more than 25 requests, as DynamoDB does
+    (moto accepts any number)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client, self.batch_writes = client, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        self.batch_writes += 1
+        if sum(len(requests) for requests in RequestItems.values()) > 25:
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": "Too many items requested for the BatchWriteItem call"}},
+                              "BatchWriteItem")
+        return self._client.batch_write_item(RequestItems=RequestItems)
+
+
+def test_a_purge_of_more_items_than_one_batch_write_takes_deletes_them_all(state: SyncStateStore):
+    # Given 60 archived bodies of an account
+    client = boto3.client("dynamodb")
+    for i in range(60):
+        client.put_item(TableName=state.table_name, Item={**event_key(f"k{i}"), "body": {"B": b"{}"}})
+    limited = BatchWriteLimit(client)
+    # When they are deleted, then DynamoDB takes them 25 at a time and none is left
+    assert SyncStateStore(state.table_name, limited).delete_keys([event_key(f"k{i}") for i in range(60)]) == 60
+    assert limited.batch_writes == 3
+    assert all(state.archived_event(f"k{i}") is None for i in range(60))
+
+
+def test_a_fully_synced_accounts_availability_follows_its_later_changes(state: SyncStateStore):
+    # Given a fully synced account
+    availability(state, 100, count=500, event="activities.fully_synced")
+    state.mark_fully_synced(ACCOUNT, USER, "t")
+    # When activities.added, received later, reports the new numbers
+    recorded = availability(state, 200, count=501)
+    # Then they replace the full sync's
+    assert recorded is True
+    assert state.account_state(ACCOUNT)["available_count"] == 501  # type: ignore[index]
+
+
+def test_the_health_check_reads_every_accounts_state_past_a_hundred(state: SyncStateStore):
+    # Given 201 accounts with state (BatchGetItem reads at most 100 keys a call)
+    client = boto3.client("dynamodb")
+    accounts = [f"acc-{i:03d}" for i in range(201)]
+    for account in accounts:
+        client.put_item(TableName=state.table_name, Item={
+            **sync_state_store.account_key(account), "account_id": {"S": account}, "status": {"S": "fully_synced"}})
+    # When their states are read, then every one comes back
+    states = state.account_states(accounts)
+    assert sorted(s["account_id"] for s in states) == accounts
+
+
+def test_the_health_check_reads_only_the_attributes_it_asks_for(state: SyncStateStore):
+    # Given an account with a full state
+    state.mark_fully_synced(ACCOUNT, USER, "t")
+    sync(state, "t")
+    # When the health check reads two of its attributes, then only those come back; asked for none, all of them
+    assert state.account_states([ACCOUNT], ("account_id", "data_as_of")) == [{"account_id": ACCOUNT,
+                                                                               "data_as_of": "t"}]
+    assert state.account_states([ACCOUNT]) == [state.account_state(ACCOUNT)]
+
+
+class ThrottledWrites:
+    """A DynamoDB client whose first `rounds` BatchWriteItem calls write nothing and hand every
+    request back as UnprocessedItems, as DynamoDB does when it throttles a batch write."""
+
+    def __init__(self, client: Any, rounds: int) -> None:
+        self._client, self.rounds, self.batch_writes = client, rounds, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.batch_writes += 1
+        if self.batch_writes <= self.rounds:
+            return {"UnprocessedItems": RequestItems}
+        return self._client.batch_write_item(RequestItems=RequestItems)
+
+
+def test_throttled_purge_deletes_are_resent_after_a_growing_capped_wait(state: SyncStateStore, waits: list[float]):
+    # Given an archived body, and DynamoDB throttling the first 7 batch writes
+    client = boto3.client("dynamodb")
+    client.put_item(TableName=state.table_name, Item={**event_key("k1"), "body": {"B": b"{}"}})
+    throttled = ThrottledWrites(client, rounds=7)
+    # When it is deleted, then the eighth write deletes it, after waits that double from 0.1 s and stop at 2 s
+    assert SyncStateStore(state.table_name, throttled).delete_keys([event_key("k1")]) == 1
+    assert throttled.batch_writes == 8 and state.archived_event("k1") is None
+    assert waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+
+
+def test_purge_deletes_still_unprocessed_after_eight_writes_fail_loudly(state: SyncStateStore, waits: list[float]):
+    throttled = ThrottledWrites(boto3.client("dynamodb"), rounds=100)
+    with pytest.raises(RuntimeError, match="left 1 deletes unprocessed"):
+        SyncStateStore(state.table_name, throttled).delete_keys([event_key("k1")])
+    assert throttled.batch_writes == 8 and len(waits) == 7
+
+
+def test_a_reconnected_account_drops_its_old_error_code_and_keeps_the_new_scan_time(state: SyncStateStore):
+    # Given an account Argyle reported failing, with an error code
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.failed", received_at_ms=1, updated_at="t",
+                                       connection_status="error", error_code="auth_required") is True
+    # When an older report is processed late, then it changes nothing
+    assert state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=0, updated_at="t",
+                                       connection_status="connected") is False
+    # When it is reported connected again, with a scan time
+    state.record_account_status(ACCOUNT, USER, event="accounts.updated", received_at_ms=2, updated_at="t",
+                                connection_status="connected", scanned_at="2024-05-01T00:00:00Z")
+    # Then the old error code is gone
+    found = state.account_state(ACCOUNT)
+    assert found is not None and found["connection_status"] == "connected" and "error_code" not in found
+    assert found["scanned_at"] == "2024-05-01T00:00:00Z"
+
+
+class OnePerPage:
+    """A DynamoDB client whose Query and Scan pages hold one item, as DynamoDB's pages stop at 1 MB
+    (moto's never do on these tables)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        return self._client.query(**kwargs, Limit=1)
+
+    def scan(self, **kwargs: Any) -> dict[str, Any]:
+        return self._client.scan(**kwargs, Limit=1)
+
+
+def test_listings_read_every_page(state: SyncStateStore):
+    # Given three accounts of a user, each with two archived events of its group (two counters in one shard)
+    accounts = ["acc-p1", "acc-p2", "acc-p3"]
+    for n, account in enumerate(accounts):
+        state.mark_fully_synced(account, USER, "t")
+        for i, event in enumerate(["activities.added", "activities.updated"]):
+            state.archive_event(f"{account}-{i}", event, b"{}", received_at_ms=i, processed_at="t",
+                                expires_at=2_000_000_000, group_id=f"account:{account}")
+        state.archive_event(f"{account}-u", "users.fully_synced", b"{}", received_at_ms=n, processed_at="t",
+                            expires_at=2_000_000_000, group_id="user:shared")
+    # When everything is listed, one item a page
+    paged = SyncStateStore(state.table_name, OnePerPage(boto3.client("dynamodb")))
+    # Then nothing is missed past the first page
+    assert sorted(paged.account_ids()) == accounts
+    assert sorted(a["account_id"] for a in paged.accounts()) == accounts
+    assert sorted(paged.user_accounts(USER)) == accounts
+    assert len(paged.archived_keys("user:shared")) == 3
+    assert paged.event_counts() == {"activities.added": 3, "activities.updated": 3, "users.fully_synced": 3}
+
+
+class LaggingReads:
+    """A DynamoDB client whose eventually consistent GetItem does not see this test's writes yet, as
+    DynamoDB's may not within a second of them (moto's reads are always consistent)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        if not kwargs.get("ConsistentRead"):
+            return {}
+        return self._client.get_item(**kwargs)
+
+
+@pytest.fixture
+def lagging(state: SyncStateStore) -> SyncStateStore:
+    return SyncStateStore(state.table_name, LaggingReads(boto3.client("dynamodb")))
+
+
+def test_a_purge_just_begun_already_stops_the_accounts_messages(lagging: SyncStateStore):
+    lagging.begin_purge(ACCOUNT, removed_received_at_ms=5, reason="accounts.removed", at="t1")
+    assert lagging.purge_marker(ACCOUNT) == {"status": "purging", "removed_received_at_ms": 5,
+                                             "purge_reason": "accounts.removed"}
+
+
+def test_an_account_state_just_written_is_read_back(lagging: SyncStateStore):
+    lagging.mark_fully_synced(ACCOUNT, USER, "t")
+    assert lagging.account_state(ACCOUNT)["status"] == "fully_synced"  # type: ignore[index]
+
+
+def test_an_event_archived_just_before_its_redelivery_is_counted_once(lagging: SyncStateStore):
+    # Given an event archived, then another of its group
+    assert archive_in(lagging, "k1") is True
+    assert archive_in(lagging, "k2") is True
+    # When the first is delivered again right away, then it is not new and not counted again
+    assert archive_in(lagging, "k1") is False
+    assert lagging.event_counts() == {"activities.added": 2}
+
+
+def archive_in(state: SyncStateStore, key: str) -> bool:
+    return state.archive_event(key, "activities.added", b"{}", received_at_ms=1, processed_at="t",
+                               expires_at=2_000_000_000, group_id=f"account:{ACCOUNT}")
