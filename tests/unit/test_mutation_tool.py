@@ -477,17 +477,24 @@ def test_a_merged_map_replaces_the_changed_modules_tests_and_keeps_the_others() 
     assert new.seconds_by_test == {"tests/test_b.py::t2": 2.0, "tests/test_a.py::t3": 0.5}
 
 
-def test_a_new_test_module_is_mapped_alone_and_its_tests_join_the_map(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+
+def _toy_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tests: dict[str, str]) -> Path:
+    """A git repository with `calc.py` in its layer and these test modules, as the current directory."""
     repo = tmp_path / "repo"
     (repo / "layers/shared").mkdir(parents=True)
     (repo / "tests").mkdir()
     (repo / "layers/shared/calc.py").write_bytes(SOURCE)
-    (repo / "tests/test_total.py").write_text("from calc import total\n\ndef test_total():\n"
-                                              "    assert total([2]) == 2\n")
+    for name, text in tests.items():
+        (repo / "tests" / name).write_text(text)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     monkeypatch.setenv("PYTHONPATH", f"{repo / 'layers/shared'}:{Path(__file__).resolve().parents[2]}")
     monkeypatch.chdir(repo)
+    return repo
+
+def test_a_new_test_module_is_mapped_alone_and_its_tests_join_the_map(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _toy_repo(tmp_path, monkeypatch, {"test_total.py": "from calc import total\n\ndef test_total():\n"
+                                                               "    assert total([2]) == 2\n"})
     state = repo / ".mutation"
 
     first = load_or_build(repo, state, 1, [])
@@ -505,18 +512,11 @@ def test_a_new_test_module_is_mapped_alone_and_its_tests_join_the_map(
 
 def test_a_line_run_at_import_maps_to_the_tests_written_for_its_module_even_if_they_run_none_of_its_lines(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = tmp_path / "repo"
-    (repo / "layers/shared").mkdir(parents=True)
-    (repo / "tests").mkdir()
-    (repo / "layers/shared/calc.py").write_bytes(SOURCE)
-    # (a dataclass's generated methods are like this: they run no line of the file that shapes them)
-    (repo / "tests/test_calc.py").write_text("import calc\n\ndef test_the_logger_is_named_after_the_module():\n"
-                                             "    assert calc.logger.name == 'calc'\n")
-    (repo / "tests/test_other.py").write_text("from calc import total\n\ndef test_total():\n"
-                                              "    assert total([2]) == 2\n")
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    monkeypatch.setenv("PYTHONPATH", f"{repo / 'layers/shared'}:{Path(__file__).resolve().parents[2]}")
-    monkeypatch.chdir(repo)
+    repo = _toy_repo(tmp_path, monkeypatch, {
+        # (a dataclass's generated methods are like this: they run no line of the file that shapes them)
+        "test_calc.py": "import calc\n\ndef test_the_logger_is_named_after_the_module():\n"
+                        "    assert calc.logger.name == 'calc'\n",
+        "test_other.py": "from calc import total\n\ndef test_total():\n    assert total([2]) == 2\n"})
 
     built = load_or_build(repo, repo / ".mutation", 1, [])
 

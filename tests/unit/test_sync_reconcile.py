@@ -506,6 +506,21 @@ def test_a_second_pass_of_a_range_open_at_one_end_sweeps_only_that_side(open_end
     assert in_range_gone[0] not in live and other_side_gone in live
 
 
+def argyle_unavailable_at(world: World, *calls_from_now: int) -> int:
+    """Argyle answers unavailable (its retries exhausted) to these calls, counted from now (0 is the
+    next one); returns how many calls it had answered before."""
+    original_call = world.argyle._call
+    calls_at_start = world.argyle.calls
+
+    def call() -> None:
+        if world.argyle.calls - calls_at_start in calls_from_now:
+            world.argyle.fail_next = [unavailable()]
+        original_call()
+
+    world.argyle._call = call  # type: ignore[method-assign]
+    return calls_at_start
+
+
 def test_argyle_giving_out_mid_way_through_a_full_pass_hands_it_on_from_its_cursor():
     # Given a synced account of 1,000 (5 pages), drift Argyle's counts cannot see, and Argyle
     # unavailable (retries exhausted) for the full pass's fourth page
@@ -513,15 +528,7 @@ def test_argyle_giving_out_mid_way_through_a_full_pass_hands_it_on_from_its_curs
     docs = world.synced(1000)
     world.argyle.update(ACCOUNT, docs[900]["id"], tips="1.23")
     world.argyle.list_requests.clear()
-    original_call = world.argyle._call
-    calls_at_start = world.argyle.calls
-
-    def call() -> None:
-        if world.argyle.calls == calls_at_start + 3:
-            world.argyle.fail_next = [unavailable()]
-        original_call()
-
-    world.argyle._call = call  # type: ignore[method-assign]
+    calls_at_start = argyle_unavailable_at(world, 3)
     # When the weekly full pass runs
     first = world.reconcile(scope="full", request_id="reconcile-full-2")
     # Then it succeeded as "continued" after three pages, its continuation carrying page 4's cursor
@@ -544,15 +551,7 @@ def test_a_full_pass_argyle_gives_out_on_twice_records_every_call_it_cost():
     # page, and again for its fifth once the continuation has listed the fourth
     world = World()
     world.synced(1000)
-    original_call = world.argyle._call
-    calls_at_start = world.argyle.calls
-
-    def call() -> None:
-        if world.argyle.calls - calls_at_start in (3, 5):
-            world.argyle.fail_next = [unavailable()]
-        original_call()
-
-    world.argyle._call = call  # type: ignore[method-assign]
+    calls_at_start = argyle_unavailable_at(world, 3, 5)
     # When the full pass runs, and its continuations after it
     first = world.reconcile(scope="full", request_id="reconcile-full-4")
     outcomes = world.drain()
@@ -915,15 +914,7 @@ def test_argyle_giving_out_in_the_middle_of_a_repair_hands_the_repair_on_and_the
     world.synced(300)
     world.argyle.add_dated(ACCOUNT, 1_000, BASE_TIME - timedelta(days=1))
     newest = world.argyle.add_dated(ACCOUNT, 1_001, BASE_TIME + timedelta(hours=400))
-    original_call = world.argyle._call
-    calls_at_start = world.argyle.calls
-
-    def call() -> None:
-        if world.argyle.calls == calls_at_start + 3:
-            world.argyle.fail_next = [unavailable()]
-        original_call()
-
-    world.argyle._call = call  # type: ignore[method-assign]
+    argyle_unavailable_at(world, 3)
     # When the account is reconciled by counts
     first = world.reconcile()
     # Then it is handed on, with the newest missed activity not yet written
